@@ -1,0 +1,105 @@
+/**
+ * @file arch.hpp
+ * Backend tags and the handful of vector operations every kernel is written against.
+ *
+ * Kernels are templates on an arch tag: an xsimd arch type (`xsimd::sse2`,
+ * `xsimd::fma3<xsimd::avx2>`, `xsimd::avx512f`, `xsimd::neon64`, ...) or
+ * `deltaattn::scalar`, the plain C++ path that exists for every kernel and runs on
+ * any CPU. `arch_traits<Arch>` hides the one difference that matters here: a vector
+ * register is an `xsimd::batch<float, Arch>` or a single `float`. It also papers over
+ * the API that changed between xsimd 8 (Debian 12) and xsimd 12+ (`hadd` became
+ * `reduce_add`).
+ *
+ * Invariant: nothing here carries ISA flags of its own. `batch<float, Arch>` only
+ * compiles in a translation unit built for that ISA, so a baseline TU never holds AVX
+ * code unless it names an AVX arch itself.
+ */
+#ifndef DELTAATTN_ARCH_HPP
+#define DELTAATTN_ARCH_HPP
+
+#include "config.hpp"
+
+#include <cmath>
+#include <cstddef>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+namespace deltaattn
+{
+    /// The portable path: one float per "register", plain C++ arithmetic.
+    struct scalar
+    {
+        static constexpr char const* name() noexcept { return "scalar"; }
+    };
+
+    /// The backend the compiler flags select: the best xsimd arch the TU is built for,
+    /// or `scalar` when there is none (or DELTAATTN_FORCE_SCALAR is defined).
+    using default_arch = std::conditional_t<DELTAATTN_DEFAULT_IS_SCALAR || std::is_same<xsimd::default_arch, xsimd::unavailable>::value,
+                                            scalar, xsimd::default_arch>;
+
+    /// Vector operations on `Arch` registers of floats.
+    template <class Arch>
+    struct arch_traits
+    {
+        using reg = xsimd::batch<float, Arch>;
+        static constexpr std::size_t width = reg::size;
+
+        static reg zero() noexcept { return reg(0.0f); }
+        static reg broadcast(float x) noexcept { return reg(x); }
+        static reg load(float const* p) noexcept { return reg::load_unaligned(p); }
+        static void store(float* p, reg const& x) noexcept { x.store_unaligned(p); }
+        static reg fma(reg const& a, reg const& b, reg const& c) noexcept { return xsimd::fma(a, b, c); }
+        static reg mul(reg const& a, reg const& b) noexcept { return a * b; }
+        static reg max(reg const& a, reg const& b) noexcept { return xsimd::max(a, b); }
+        static reg exp(reg const& x) noexcept { return xsimd::exp(x); }
+        static float reduce_add(reg const& x) noexcept
+        {
+#if XSIMD_VERSION_MAJOR >= 9
+            return xsimd::reduce_add(x);
+#else
+            return xsimd::hadd(x);
+#endif
+        }
+        static float reduce_max(reg const& x) noexcept
+        {
+            alignas(64) float lanes[width];
+            x.store_unaligned(lanes);
+            float m = lanes[0];
+            for (std::size_t i = 1; i < width; ++i)
+                m = lanes[i] > m ? lanes[i] : m;
+            return m;
+        }
+    };
+
+    template <>
+    struct arch_traits<scalar>
+    {
+        using reg = float;
+        static constexpr std::size_t width = 1;
+
+        static reg zero() noexcept { return 0.0f; }
+        static reg broadcast(float x) noexcept { return x; }
+        static reg load(float const* p) noexcept { return *p; }
+        static void store(float* p, reg x) noexcept { *p = x; }
+        // No std::fma: without hardware FMA it is a slow library call.
+        static reg fma(reg a, reg b, reg c) noexcept { return a * b + c; }
+        static reg mul(reg a, reg b) noexcept { return a * b; }
+        static reg max(reg a, reg b) noexcept { return a > b ? a : b; }
+        static reg exp(reg x) noexcept { return std::exp(x); }
+        static float reduce_add(reg x) noexcept { return x; }
+        static float reduce_max(reg x) noexcept { return x; }
+    };
+
+    /// The name of an arch tag, as printed by tests, tools and benchmarks.
+    template <class Arch>
+    constexpr char const* arch_name() noexcept
+    {
+        return Arch::name();
+    }
+
+    /// The name of `default_arch`: what the kernels called without an explicit arch run.
+    inline char const* active_arch_name() noexcept { return arch_name<default_arch>(); }
+}  // namespace deltaattn
+
+#endif  // DELTAATTN_ARCH_HPP

@@ -1,0 +1,25 @@
+/**
+ * @file config.hpp
+ * Version macros, inline linkage and the compile-time backend switch.
+ *
+ * CMake parses the three DELTAATTN_VERSION_* lines below: keep their form.
+ */
+#ifndef DELTAATTN_CONFIG_HPP
+#define DELTAATTN_CONFIG_HPP
+
+#define DELTAATTN_VERSION_MAJOR 0
+#define DELTAATTN_VERSION_MINOR 1
+#define DELTAATTN_VERSION_PATCH 0
+
+/// Every function of the library is a template or inline: header-only, no ODR leaks.
+#define DELTAATTN_INLINE inline
+
+/// Define DELTAATTN_FORCE_SCALAR to make `deltaattn::default_arch` the plain C++ path
+/// whatever the compiler flags (useful to test or to rule out a SIMD bug).
+#if defined(DELTAATTN_FORCE_SCALAR)
+#define DELTAATTN_DEFAULT_IS_SCALAR 1
+#else
+#define DELTAATTN_DEFAULT_IS_SCALAR 0
+#endif
+
+#endif  // DELTAATTN_CONFIG_HPP
