@@ -50,6 +50,8 @@ namespace deltaattn
         static reg load(float const* p) noexcept { return reg::load_unaligned(p); }
         static void store(float* p, reg const& x) noexcept { x.store_unaligned(p); }
         static reg fma(reg const& a, reg const& b, reg const& c) noexcept { return xsimd::fma(a, b, c); }
+        static reg add(reg const& a, reg const& b) noexcept { return a + b; }
+        static reg sub(reg const& a, reg const& b) noexcept { return a - b; }
         static reg mul(reg const& a, reg const& b) noexcept { return a * b; }
         static reg max(reg const& a, reg const& b) noexcept { return xsimd::max(a, b); }
         static reg exp(reg const& x) noexcept { return xsimd::exp(x); }
@@ -84,6 +86,8 @@ namespace deltaattn
         static void store(float* p, reg x) noexcept { *p = x; }
         // No std::fma: without hardware FMA it is a slow library call.
         static reg fma(reg a, reg b, reg c) noexcept { return a * b + c; }
+        static reg add(reg a, reg b) noexcept { return a + b; }
+        static reg sub(reg a, reg b) noexcept { return a - b; }
         static reg mul(reg a, reg b) noexcept { return a * b; }
         static reg max(reg a, reg b) noexcept { return a > b ? a : b; }
         static reg exp(reg x) noexcept { return std::exp(x); }

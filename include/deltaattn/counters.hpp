@@ -33,15 +33,6 @@ namespace deltaattn
 
     inline qk_work operator+(qk_work a, qk_work const& b) noexcept { return a += b; }
 
-    /// Work per stage. Prefill calls add to `prefill`, decode steps to `decode`.
-    struct attention_stats
-    {
-        qk_work prefill;
-        qk_work decode;
-
-        qk_work both() const noexcept { return prefill + decode; }
-    };
-
     /// Delta construction statistics over rows `j >= 1` (row 0 is dense by definition).
     struct delta_stats
     {
@@ -62,6 +53,19 @@ namespace deltaattn
             updated += o.updated;
             return *this;
         }
+    };
+
+    /// What a hybrid call reports. Prefill calls add to `prefill`, decode steps to
+    /// `decode`; the layer-level calls also fill the K cache figures (SPEC.md §7).
+    struct attention_stats
+    {
+        qk_work prefill;
+        qk_work decode;
+        delta_stats keys;                     ///< delta construction of the K caches
+        std::uint64_t kcache_bytes = 0;       ///< bytes the delta K caches hold
+        std::uint64_t kcache_dense_bytes = 0; ///< a dense fp32 K cache of the same positions
+
+        qk_work both() const noexcept { return prefill + decode; }
     };
 }  // namespace deltaattn
 

@@ -1,0 +1,161 @@
+/**
+ * @file delta/delta_builder.hpp
+ * Builds one compressed delta row (SPEC.md §2) against the running reference.
+ *
+ * A compressed row is a channel bitmask (bit c set iff channel c was *updated*) and
+ * the deltas of the updated channels packed in channel order. "Updated" is
+ * structural: an updated channel whose delta happens to be exactly 0 is still stored,
+ * so `target_sparsity` yields exactly the requested sparsity and `block_threshold`
+ * zeros always come in whole groups.
+ *
+ * Arithmetic is fp32 exactly as SPEC.md §2 writes it, so rows are bit-exact with the
+ * oracle (`reference::build_delta_rows`).
+ */
+#ifndef DELTAATTN_DELTA_DELTA_BUILDER_HPP
+#define DELTAATTN_DELTA_DELTA_BUILDER_HPP
+
+#include "../detail/bits.hpp"
+#include "../policies/threshold.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+namespace deltaattn
+{
+    /// Turns keys into compressed delta rows, one at a time, with a policy.
+    /// Owns the scratch a row needs, so building allocates nothing.
+    class delta_builder
+    {
+    public:
+        delta_builder(delta_policy policy, std::size_t dim)
+            : m_policy(policy), m_dim(dim), m_error(dim), m_order(dim)
+        {
+            detail::require(dim >= 1, "dim", "must be >= 1" + detail::got(dim));
+            validate_policy(policy, dim);
+        }
+
+        delta_policy const& policy() const noexcept { return m_policy; }
+        std::size_t dim() const noexcept { return m_dim; }
+
+        /**
+         * Delta of `key` against `reference` (the reference row of the previous
+         * position). Writes the mask (`detail::mask_words(dim)` words) and the packed
+         * deltas (up to `dim` floats), and updates `reference` in place to this
+         * position's reference row. Returns the number of updated channels.
+         */
+        std::size_t build(float const* key, float* reference, std::uint64_t* mask, float* packed)
+        {
+            for (std::size_t c = 0; c < m_dim; ++c)
+                m_error[c] = key[c] - reference[c];
+            std::fill(mask, mask + detail::mask_words(m_dim), std::uint64_t(0));
+            std::visit([&](auto const& p) { select(p, key, mask); }, m_policy);
+
+            std::size_t nnz = 0;
+            for (std::size_t c = 0; c < m_dim; ++c)
+                if (mask[c / 64] >> (c % 64) & 1u)
+                {
+                    packed[nnz++] = m_error[c];
+                    reference[c] = key[c];
+                }
+            return nnz;
+        }
+
+        /// The first row of a sequence is dense: every channel updated, delta = key.
+        std::size_t build_first(float const* key, float* reference, std::uint64_t* mask, float* packed) const
+        {
+            std::fill(mask, mask + detail::mask_words(m_dim), std::uint64_t(0));
+            for (std::size_t c = 0; c < m_dim; ++c)
+            {
+                mask[c / 64] |= std::uint64_t(1) << (c % 64);
+                packed[c] = reference[c] = key[c];
+            }
+            return m_dim;
+        }
+
+        /// θ of the row for `key` (SPEC.md §3 bound); NaN when the policy has no bound.
+        float row_threshold(float const* key) const
+        {
+            struct visitor
+            {
+                float const* key;
+                std::size_t dim;
+                float operator()(fixed_threshold const& p) const { return p.theta; }
+                float operator()(relative_threshold const& p) const { return relative_theta(p.ratio, key, dim); }
+                float operator()(target_sparsity const&) const { return std::numeric_limits<float>::quiet_NaN(); }
+                float operator()(block_threshold const& p) const { return p.theta; }
+            };
+            return std::visit(visitor{key, m_dim}, m_policy);
+        }
+
+    private:
+        static void set(std::uint64_t* mask, std::size_t c) noexcept { mask[c / 64] |= std::uint64_t(1) << (c % 64); }
+
+        // rms summed in double, θ rounded to fp32 (SPEC.md §5).
+        static float relative_theta(float ratio, float const* key, std::size_t dim)
+        {
+            double s = 0.0;
+            for (std::size_t c = 0; c < dim; ++c)
+                s += static_cast<double>(key[c]) * static_cast<double>(key[c]);
+            return static_cast<float>(static_cast<double>(ratio) * std::sqrt(s / static_cast<double>(dim)));
+        }
+
+        void select_above(float theta, std::uint64_t* mask) const noexcept
+        {
+            for (std::size_t c = 0; c < m_dim; ++c)
+                if (std::fabs(m_error[c]) > theta)
+                    set(mask, c);
+        }
+
+        void select(fixed_threshold const& p, float const*, std::uint64_t* mask) const noexcept { select_above(p.theta, mask); }
+
+        void select(relative_threshold const& p, float const* key, std::uint64_t* mask) const noexcept
+        {
+            select_above(relative_theta(p.ratio, key, m_dim), mask);
+        }
+
+        void select(block_threshold const& p, float const*, std::uint64_t* mask) const noexcept
+        {
+            for (std::size_t g0 = 0; g0 < m_dim; g0 += p.group)
+            {
+                bool any = false;
+                for (std::size_t c = g0; c < g0 + p.group; ++c)
+                    any = any || std::fabs(m_error[c]) > p.theta;
+                if (any)
+                    for (std::size_t c = g0; c < g0 + p.group; ++c)
+                        set(mask, c);
+            }
+        }
+
+        void select(target_sparsity const& p, float const*, std::uint64_t* mask)
+        {
+            auto const keep = static_cast<std::size_t>(std::llround((1.0 - static_cast<double>(p.sparsity)) * static_cast<double>(m_dim)));
+            std::iota(m_order.begin(), m_order.end(), std::uint32_t(0));
+            // A strict total order: larger |e| first, NaN above every number, then lower channel.
+            auto const before = [this](std::uint32_t a, std::uint32_t b) {
+                float const ea = std::fabs(m_error[a]), eb = std::fabs(m_error[b]);
+                bool const na = std::isnan(ea), nb = std::isnan(eb);
+                if (na != nb)
+                    return na;
+                if (!na && ea != eb)
+                    return ea > eb;
+                return a < b;
+            };
+            if (keep < m_dim)
+                std::nth_element(m_order.begin(), m_order.begin() + static_cast<std::ptrdiff_t>(keep), m_order.end(), before);
+            for (std::size_t r = 0; r < keep; ++r)
+                set(mask, m_order[r]);
+        }
+
+        delta_policy m_policy;
+        std::size_t m_dim;
+        std::vector<float> m_error;
+        std::vector<std::uint32_t> m_order;
+    };
+}  // namespace deltaattn
+
+#endif  // DELTAATTN_DELTA_DELTA_BUILDER_HPP

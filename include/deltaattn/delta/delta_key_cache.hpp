@@ -1,0 +1,243 @@
+/**
+ * @file delta/delta_key_cache.hpp
+ * The delta K cache of one KV head (SPEC.md §7).
+ *
+ * Keeps, for positions 0..size()-1:
+ *  - the dense keys of the sinks (positions < sinks);
+ *  - a ring of the dense keys of the last `window` positions;
+ *  - the compressed delta row of every position (bitmask + packed values);
+ *  - the running reference row, and dense reference rows ("keyframes") at positions
+ *    `sinks - 1 + t * keyframe_interval` where prefix sums start or restart.
+ * Dense keys older than the window are not kept: that is the memory saving.
+ *
+ * Appending is the only mutation. It has the strong exception guarantee: a throw
+ * (a bad key with checking on, a full cache, an allocation failure) leaves the cache
+ * exactly as it was.
+ */
+#ifndef DELTAATTN_DELTA_DELTA_KEY_CACHE_HPP
+#define DELTAATTN_DELTA_DELTA_KEY_CACHE_HPP
+
+#include "../counters.hpp"
+#include "../detail/bits.hpp"
+#include "../options.hpp"
+#include "../views.hpp"
+#include "delta_builder.hpp"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace deltaattn
+{
+    /// A compressed delta row: which channels were updated, and their deltas packed.
+    struct delta_row
+    {
+        std::uint64_t const* mask = nullptr;
+        float const* values = nullptr;
+        std::size_t nnz = 0;
+    };
+
+    class delta_key_cache
+    {
+    public:
+        /**
+         * A cache for up to `capacity` positions of `dim`-channel keys.
+         * Throws `std::invalid_argument` naming the argument on bad options or policy.
+         */
+        delta_key_cache(std::size_t dim, std::size_t capacity, hybrid_options const& options, delta_policy const& policy)
+            : m_builder(policy, dim), m_options(options), m_capacity(capacity), m_words(detail::mask_words(dim))
+        {
+            validate_options(options);
+            std::size_t const sinks = std::min(options.sinks, capacity);
+            std::size_t const ring = std::min(options.window, capacity);
+            m_sinks.resize(sinks * dim);
+            m_ring.resize(ring * dim);
+            m_reference.resize(dim);
+            m_scratch_reference.resize(dim);
+            m_scratch_mask.resize(m_words);
+            m_scratch_values.resize(dim);
+            m_masks.reserve(capacity * m_words);
+            m_offsets.reserve(capacity + 1);
+            m_offsets.push_back(0);
+            m_keyframes.reserve(keyframe_count(capacity) * dim);
+        }
+
+        std::size_t dim() const noexcept { return m_builder.dim(); }
+        std::size_t size() const noexcept { return m_offsets.size() - 1; }
+        std::size_t capacity() const noexcept { return m_capacity; }
+        hybrid_options const& options() const noexcept { return m_options; }
+        delta_policy const& policy() const noexcept { return m_builder.policy(); }
+
+        /// Appends the key of position `size()`: its delta row, and its dense row to the
+        /// sinks or the window ring.
+        void append(float const* key)
+        {
+            append_delta(key);
+            push_exact(key, size() - 1);
+        }
+
+        /// Appends `keys.rows` consecutive positions. All or nothing: rows are checked
+        /// (capacity, and finiteness if `check_finite`) before any is appended.
+        void append(matrix_view<const float> keys)
+        {
+            check_rows(keys);
+            reserve_values(keys.rows);
+            for (std::size_t r = 0; r < keys.rows; ++r)
+                append(keys.row(r));
+        }
+
+        // ---- what kernels read -------------------------------------------------
+
+        /// Dense key of a sink position (`j < sinks`).
+        float const* sink_row(std::size_t j) const noexcept { return m_sinks.data() + j * dim(); }
+
+        /// Dense key of a position still in the window ring (`j >= size() - window`).
+        float const* window_row(std::size_t j) const noexcept { return m_ring.data() + (j % ring_rows()) * dim(); }
+
+        /// The dense key of `j` from wherever it is kept (a sink or the ring).
+        float const* exact_row(std::size_t j) const noexcept { return j < m_options.sinks ? sink_row(j) : window_row(j); }
+
+        delta_row delta(std::size_t j) const noexcept
+        {
+            return {m_masks.data() + j * m_words, m_values.data() + m_offsets[j], m_offsets[j + 1] - m_offsets[j]};
+        }
+
+        /// The dense reference row at `sinks - 1`, where every prefix sum starts.
+        float const* base_row() const noexcept { return m_keyframes.data(); }
+
+        /// The keyframe (dense reference row) at `j`, or nullptr if `j` holds none.
+        /// The base row is not returned here: it is a start, not a restart.
+        float const* keyframe_row(std::size_t j) const noexcept
+        {
+            std::size_t const r = m_options.keyframe_interval, first = m_options.sinks - 1;
+            if (r == 0 || j <= first || (j - first) % r != 0)
+                return nullptr;
+            return m_keyframes.data() + ((j - first) / r) * dim();
+        }
+
+        /// The running reference row k̂ of the last position.
+        float const* reference_row() const noexcept { return m_reference.data(); }
+
+        /// Delta construction statistics over rows j >= 1.
+        delta_stats stats() const noexcept
+        {
+            delta_stats s;
+            if (size() > 1)
+            {
+                s.rows = size() - 1;
+                s.channels = s.rows * dim();
+                s.updated = m_offsets.back() - m_offsets[1];
+            }
+            return s;
+        }
+
+        /// Bytes held for the positions appended so far (sinks, ring, keyframes, masks,
+        /// row offsets, packed values, running reference).
+        std::size_t bytes() const noexcept
+        {
+            std::size_t const d = dim();
+            std::size_t const kept_sinks = std::min(size(), m_options.sinks);
+            std::size_t const kept_ring = std::min(size(), ring_rows());
+            std::size_t const keyframes = size() >= m_options.sinks ? keyframe_count(size()) : 0;
+            return sizeof(float) * (d * (kept_sinks + kept_ring + keyframes + 1) + m_values.size()) +
+                   sizeof(std::uint64_t) * m_words * size() + sizeof(std::size_t) * m_offsets.size();
+        }
+
+        /// bytes() per position; a dense fp32 K cache holds `4 * dim()`.
+        double bytes_per_token() const noexcept { return size() == 0 ? 0.0 : static_cast<double>(bytes()) / static_cast<double>(size()); }
+
+        /// θ_j of a key under this cache's policy (for the SPEC.md §3 bound).
+        float row_threshold(float const* key) const { return m_builder.row_threshold(key); }
+
+        // ---- chunked prefill support ------------------------------------------
+        // Prefill of a chunk needs the ring as it was *before* the chunk (queries early
+        // in the chunk still see keys from the previous one), so it appends the deltas
+        // first, attends, and pushes the dense rows last.
+
+        /// Appends delta rows only (no dense copy into the ring). Pair with push_exact.
+        void append_delta(float const* key)
+        {
+            detail::require(size() < m_capacity, "key", "the cache is full (capacity " + std::to_string(m_capacity) + ")");
+            if (m_options.check_finite)
+                detail::require_finite_rows(matrix_view<const float>{key, 1, dim(), 0}, "key");
+
+            std::size_t const j = size();
+            std::copy(m_reference.begin(), m_reference.end(), m_scratch_reference.begin());
+            std::size_t const nnz = j == 0 ? m_builder.build_first(key, m_scratch_reference.data(), m_scratch_mask.data(), m_scratch_values.data())
+                                           : m_builder.build(key, m_scratch_reference.data(), m_scratch_mask.data(), m_scratch_values.data());
+            bool const keyframe = is_keyframe_position(j);
+
+            // Everything that can throw happens before anything visible changes. The
+            // reserves at construction make these inserts non-allocating but the values.
+            m_values.insert(m_values.end(), m_scratch_values.begin(), m_scratch_values.begin() + static_cast<std::ptrdiff_t>(nnz));
+            m_masks.insert(m_masks.end(), m_scratch_mask.begin(), m_scratch_mask.end());
+            m_offsets.push_back(m_values.size());
+            m_reference.swap(m_scratch_reference);
+            if (keyframe)
+                m_keyframes.insert(m_keyframes.end(), m_reference.begin(), m_reference.end());
+        }
+
+        /// Copies the dense key of position `j` (already delta-appended) to the sinks or the ring.
+        void push_exact(float const* key, std::size_t j) noexcept
+        {
+            std::size_t const d = dim();
+            if (j < m_options.sinks)
+                std::copy(key, key + d, m_sinks.begin() + static_cast<std::ptrdiff_t>(j * d));
+            std::copy(key, key + d, m_ring.begin() + static_cast<std::ptrdiff_t>((j % ring_rows()) * d));
+        }
+
+        /// Makes room for the packed values of `rows` more positions, so that appending
+        /// them cannot throw. Grows geometrically: decode appends stay amortized O(1).
+        void reserve_values(std::size_t rows)
+        {
+            std::size_t const need = m_values.size() + rows * dim();
+            if (need > m_values.capacity())
+                m_values.reserve(std::max(need, 2 * m_values.capacity()));
+        }
+
+        /// Throws unless `keys` fits: right width, room left, finite if checking.
+        void check_rows(matrix_view<const float> keys) const
+        {
+            detail::require(keys.cols == dim(), "k", "has " + std::to_string(keys.cols) + " channels, the cache " + std::to_string(dim()));
+            detail::require(size() + keys.rows <= m_capacity, "k",
+                            "appending " + std::to_string(keys.rows) + " positions overflows the cache (size " + std::to_string(size()) +
+                                ", capacity " + std::to_string(m_capacity) + ")");
+            if (m_options.check_finite)
+                detail::require_finite_rows(keys, "k");
+        }
+
+    private:
+        std::size_t ring_rows() const noexcept { return std::max<std::size_t>(1, std::min(m_options.window, m_capacity)); }
+
+        bool is_keyframe_position(std::size_t j) const noexcept
+        {
+            std::size_t const first = m_options.sinks - 1, r = m_options.keyframe_interval;
+            return j == first || (r != 0 && j > first && (j - first) % r == 0);
+        }
+
+        /// Keyframes among positions [0, n), the base row included.
+        std::size_t keyframe_count(std::size_t n) const noexcept
+        {
+            std::size_t const first = m_options.sinks - 1, r = m_options.keyframe_interval;
+            if (n <= first)
+                return 0;
+            return 1 + (r == 0 ? 0 : (n - 1 - first) / r);
+        }
+
+        delta_builder m_builder;
+        hybrid_options m_options;
+        std::size_t m_capacity;
+        std::size_t m_words;
+
+        std::vector<float> m_sinks, m_ring, m_keyframes, m_reference;
+        std::vector<std::uint64_t> m_masks;
+        std::vector<std::size_t> m_offsets;  // m_offsets[j] = first packed value of row j
+        std::vector<float> m_values;
+
+        std::vector<float> m_scratch_reference, m_scratch_values;
+        std::vector<std::uint64_t> m_scratch_mask;
+    };
+}  // namespace deltaattn
+
+#endif  // DELTAATTN_DELTA_DELTA_KEY_CACHE_HPP

@@ -1,0 +1,43 @@
+/**
+ * @file detail/check_shapes.hpp
+ * Shape checks shared by the attention entry points (SPEC.md §8).
+ */
+#ifndef DELTAATTN_DETAIL_CHECK_SHAPES_HPP
+#define DELTAATTN_DETAIL_CHECK_SHAPES_HPP
+
+#include "../views.hpp"
+#include "validate.hpp"
+
+#include <string>
+
+namespace deltaattn
+{
+    namespace detail
+    {
+        /// q: n_q x Hq x d, k and v: n_kv x Hkv x d with n_q <= n_kv, out shaped as q.
+        inline void check_attention_shapes(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v,
+                                           tensor_view<float> out)
+        {
+            require(q.dim >= 1, "dim", "must be >= 1" + got(q.dim));
+            require(k.dim == q.dim, "k", "has head dim " + std::to_string(k.dim) + ", q has " + std::to_string(q.dim));
+            require(v.dim == q.dim, "v", "has head dim " + std::to_string(v.dim) + ", q has " + std::to_string(q.dim));
+            require(k.heads >= 1 && q.heads % k.heads == 0, "heads",
+                    "query heads (" + std::to_string(q.heads) + ") must be a multiple of kv heads (" + std::to_string(k.heads) + ")");
+            require(v.heads == k.heads, "v", "has " + std::to_string(v.heads) + " heads, k has " + std::to_string(k.heads));
+            require(v.positions == k.positions, "v", "has " + std::to_string(v.positions) + " positions, k has " + std::to_string(k.positions));
+            require(q.positions <= k.positions, "q",
+                    "has " + std::to_string(q.positions) + " positions, more than k (" + std::to_string(k.positions) + ")");
+            require(out.positions == q.positions && out.heads == q.heads && out.dim == q.dim, "out", "must have q's shape");
+        }
+
+        /// Rows of one head of a tensor view, as a matrix, for finiteness checks.
+        template <class T>
+        void require_finite_tensor(tensor_view<T> t, char const* argument)
+        {
+            for (std::size_t h = 0; h < t.heads; ++h)
+                require_finite_rows(t.head(h), argument);
+        }
+    }  // namespace detail
+}  // namespace deltaattn
+
+#endif  // DELTAATTN_DETAIL_CHECK_SHAPES_HPP

@@ -1,0 +1,264 @@
+/**
+ * @file kernels/hybrid_attention.hpp
+ * Hybrid delta attention (SPEC.md §3): prefill and decode on delta K caches.
+ *
+ * Three levels, from the engine's inner loop outwards:
+ *  - `hybrid_prefill` / `hybrid_decode`: one KV head and its `delta_key_cache`;
+ *  - `layer_key_cache`: the caches of every KV head of a layer, GQA included;
+ *  - `hybrid_attention`: a whole sequence in one call (tools, tests).
+ * Values are read from the caller's view (they stay exact, as in the paper).
+ */
+#ifndef DELTAATTN_KERNELS_HYBRID_ATTENTION_HPP
+#define DELTAATTN_KERNELS_HYBRID_ATTENTION_HPP
+
+#include "../delta/delta_key_cache.hpp"
+#include "../detail/check_shapes.hpp"
+#include "dense_attention.hpp"
+
+#include <vector>
+
+namespace deltaattn
+{
+    namespace detail
+    {
+        inline void check_chunk(delta_key_cache const& cache, matrix_view<const float> keys, tensor_view<const float> q,
+                                matrix_view<const float> values, tensor_view<float> out)
+        {
+            cache.check_rows(keys);
+            require(q.dim == cache.dim(), "q", "has head dim " + std::to_string(q.dim) + ", the cache " + std::to_string(cache.dim()));
+            require(q.positions == keys.rows, "q", "has " + std::to_string(q.positions) + " positions, k has " + std::to_string(keys.rows));
+            require(q.heads >= 1, "heads", "q needs at least one head");
+            require(out.positions == q.positions && out.heads == q.heads && out.dim == q.dim, "out", "must have q's shape");
+            require(values.cols == cache.dim(), "v", "has head dim " + std::to_string(values.cols) + ", the cache " + std::to_string(cache.dim()));
+            require(values.rows >= cache.size() + keys.rows, "v",
+                    "has " + std::to_string(values.rows) + " positions, the cache will hold " + std::to_string(cache.size() + keys.rows));
+            if (cache.options().check_finite)
+            {
+                require_finite_tensor(q, "q");
+                require_finite_rows(values.slice_rows(0, cache.size() + keys.rows), "v");
+            }
+        }
+
+        template <class Arch>
+        void attend_chunk(delta_key_cache const& cache, matrix_view<const float> keys, std::size_t first, tensor_view<const float> q,
+                          matrix_view<const float> values, tensor_view<float> out, attention_workspace& ws, qk_work& work)
+        {
+            hybrid_options const& o = cache.options();
+            kernels::attend_group<Arch>(kernels::cached_keys{&cache, keys, first}, q, out, first, values,
+                                        effective_scale(o.scale, cache.dim()), kernels::hybrid_split{o.sinks, o.window}, ws, work);
+        }
+
+        /// hybrid_prefill once its arguments are checked and the value room reserved.
+        template <class Arch>
+        qk_work prefill_unchecked(delta_key_cache& cache, matrix_view<const float> keys, tensor_view<const float> q,
+                                  matrix_view<const float> values, tensor_view<float> out, attention_workspace& ws)
+        {
+            std::size_t const first = cache.size();
+            // Deltas first (the delta region of late queries reaches into the chunk), the
+            // ring last (early queries still need the previous chunk's window).
+            for (std::size_t r = 0; r < keys.rows; ++r)
+                cache.append_delta(keys.row(r));
+            qk_work work;
+            attend_chunk<Arch>(cache, keys, first, q, values, out, ws, work);
+            for (std::size_t r = 0; r < keys.rows; ++r)
+                cache.push_exact(keys.row(r), first + r);
+            return work;
+        }
+    }  // namespace detail
+
+    /**
+     * Prefill of a chunk for one KV head: appends `keys` (the chunk's n_c positions) to
+     * `cache`, then computes hybrid attention for the chunk's queries.
+     * q and out: n_c positions x g query heads x d. `values` holds a row for every
+     * position up to the end of the chunk. Chunks may follow earlier prefills or decode
+     * steps. All arguments are checked first: on a throw nothing is written.
+     */
+    template <class Arch = default_arch>
+    void hybrid_prefill(delta_key_cache& cache, matrix_view<const float> keys, tensor_view<const float> q, matrix_view<const float> values,
+                        tensor_view<float> out, attention_workspace& workspace, attention_stats* stats = nullptr)
+    {
+        detail::check_chunk(cache, keys, q, values, out);
+        cache.reserve_values(keys.rows);  // the last step that may throw
+        qk_work work = detail::prefill_unchecked<Arch>(cache, keys, q, values, out, workspace);
+        if (stats)
+            stats->prefill += work;
+    }
+
+    /**
+     * One decode step for one KV head: attention of the last position appended to
+     * `cache` (append its key first). q and out: g query heads x d.
+     */
+    template <class Arch = default_arch>
+    void hybrid_decode(delta_key_cache const& cache, matrix_view<const float> q, matrix_view<const float> values, matrix_view<float> out,
+                       attention_workspace& workspace, attention_stats* stats = nullptr)
+    {
+        detail::require(cache.size() >= 1, "cache", "is empty: append the step's key before attending");
+        detail::require(q.cols == cache.dim(), "q", "has head dim " + std::to_string(q.cols) + ", the cache " + std::to_string(cache.dim()));
+        detail::require(q.rows >= 1, "q", "needs at least one head");
+        detail::require(out.rows == q.rows && out.cols == q.cols, "out", "must have q's shape");
+        detail::require(values.cols == cache.dim(), "v", "has head dim " + std::to_string(values.cols) + ", the cache " + std::to_string(cache.dim()));
+        detail::require(values.rows >= cache.size(), "v", "has " + std::to_string(values.rows) + " positions, the cache " + std::to_string(cache.size()));
+        if (cache.options().check_finite)
+        {
+            detail::require_finite_rows(q, "q");
+            detail::require_finite_rows(values.slice_rows(0, cache.size()), "v");
+        }
+        std::size_t const last = cache.size() - 1;
+        tensor_view<const float> q_step{q.data, 1, q.rows, q.cols, 0, q.row_stride};
+        tensor_view<float> out_step{out.data, 1, out.rows, out.cols, 0, out.row_stride};
+        qk_work work;
+        detail::attend_chunk<Arch>(cache, matrix_view<const float>{}, last + 1, q_step, values, out_step, workspace, work);
+        if (stats)
+            stats->decode += work;
+    }
+
+    /**
+     * The delta K caches of one layer: one per KV head, all with the same options and
+     * policy. Prefill and decode take whole-layer tensors (positions x heads x d).
+     */
+    class layer_key_cache
+    {
+    public:
+        layer_key_cache(std::size_t kv_heads, std::size_t dim, std::size_t capacity, hybrid_options const& options,
+                        delta_policy const& policy)
+        {
+            detail::require(kv_heads >= 1, "heads", "kv_heads must be >= 1" + detail::got(kv_heads));
+            m_heads.reserve(kv_heads);
+            for (std::size_t h = 0; h < kv_heads; ++h)
+                m_heads.emplace_back(dim, capacity, options, policy);
+        }
+
+        std::size_t kv_heads() const noexcept { return m_heads.size(); }
+        std::size_t dim() const noexcept { return m_heads.front().dim(); }
+        std::size_t size() const noexcept { return m_heads.front().size(); }
+        std::size_t capacity() const noexcept { return m_heads.front().capacity(); }
+        delta_key_cache const& head(std::size_t h) const noexcept { return m_heads[h]; }
+
+        /**
+         * Appends the chunk's keys `k` (n_c x Hkv x d) and computes hybrid attention for
+         * its queries `q` (n_c x Hq x d) into `out`. `v` holds every position so far,
+         * the chunk's included (size() + n_c rows).
+         */
+        template <class Arch = default_arch>
+        void prefill(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
+                     attention_stats* stats = nullptr)
+        {
+            check_layer(q, k, v, out);
+            std::size_t const group = q.heads / k.heads;
+            for (std::size_t h = 0; h < m_heads.size(); ++h)
+                detail::check_chunk(m_heads[h], k.head(h), kernels::group_heads(q, h, group), v.head(h), kernels::group_heads(out, h, group));
+            for (auto& cache : m_heads)
+                cache.reserve_values(k.positions);  // the last step that may throw
+            qk_work work;
+            for (std::size_t h = 0; h < m_heads.size(); ++h)
+                work += detail::prefill_unchecked<Arch>(m_heads[h], k.head(h), kernels::group_heads(q, h, group), v.head(h),
+                                                        kernels::group_heads(out, h, group), m_workspace);
+            if (stats)
+            {
+                stats->prefill += work;
+                fill_cache_stats(*stats);
+            }
+        }
+
+        /// Appends keys (n x Hkv x d) with no query to attend (e.g. a cached prompt prefix).
+        void append(tensor_view<const float> k)
+        {
+            detail::require(k.heads == m_heads.size(), "k", "has " + std::to_string(k.heads) + " heads, the cache " + std::to_string(m_heads.size()));
+            for (std::size_t h = 0; h < m_heads.size(); ++h)
+                m_heads[h].check_rows(k.head(h));
+            for (auto& cache : m_heads)
+                cache.reserve_values(k.positions);
+            for (std::size_t h = 0; h < m_heads.size(); ++h)
+                for (std::size_t r = 0; r < k.positions; ++r)
+                    m_heads[h].append(k.at(r, h));
+        }
+
+        /// One decode step: `q`, `k` and `out` hold one position; counted as decode work.
+        template <class Arch = default_arch>
+        void decode(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
+                    attention_stats* stats = nullptr)
+        {
+            detail::require(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
+            attention_stats local;
+            prefill<Arch>(q, k, v, out, &local);
+            if (stats)
+            {
+                stats->decode += local.prefill + local.decode;
+                fill_cache_stats(*stats);
+            }
+        }
+
+        /// Delta construction statistics summed over the heads.
+        delta_stats stats() const noexcept
+        {
+            delta_stats s;
+            for (auto const& cache : m_heads)
+                s += cache.stats();
+            return s;
+        }
+
+        /// Bytes held by all heads.
+        std::size_t bytes() const noexcept
+        {
+            std::size_t b = 0;
+            for (auto const& cache : m_heads)
+                b += cache.bytes();
+            return b;
+        }
+
+    private:
+        void check_layer(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out) const
+        {
+            detail::require(k.heads == m_heads.size(), "k", "has " + std::to_string(k.heads) + " heads, the cache " + std::to_string(m_heads.size()));
+            detail::require(k.dim == dim(), "k", "has head dim " + std::to_string(k.dim) + ", the cache " + std::to_string(dim()));
+            detail::require(q.heads % k.heads == 0 && q.heads >= 1, "heads",
+                            "query heads (" + std::to_string(q.heads) + ") must be a multiple of kv heads (" + std::to_string(k.heads) + ")");
+            detail::require(v.heads == k.heads, "v", "has " + std::to_string(v.heads) + " heads, k has " + std::to_string(k.heads));
+            detail::require(out.heads == q.heads, "out", "must have q's shape");
+        }
+
+        void fill_cache_stats(attention_stats& s) const noexcept
+        {
+            s.keys = stats();
+            s.kcache_bytes = bytes();
+            s.kcache_dense_bytes = sizeof(float) * size() * dim() * m_heads.size();
+        }
+
+        std::vector<delta_key_cache> m_heads;
+        attention_workspace m_workspace;
+    };
+
+    /**
+     * Hybrid attention of a whole sequence in one call: q and out n_q x Hq x d, k and v
+     * n_kv x Hkv x d, query row r at position n_kv - n_q + r (as `dense_attention`).
+     * Builds the delta K caches, fills `stats` (prefill work) if given.
+     */
+    template <class Arch = default_arch>
+    void hybrid_attention(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
+                          hybrid_options const& options, delta_policy const& policy, attention_stats* stats = nullptr)
+    {
+        detail::check_attention_shapes(q, k, v, out);
+        validate_options(options);
+        validate_policy(policy, q.dim);
+        if (options.check_finite)
+        {
+            detail::require_finite_tensor(q, "q");
+            detail::require_finite_tensor(k, "k");
+            detail::require_finite_tensor(v, "v");
+        }
+        std::size_t const skipped = k.positions - q.positions;  // keys before the first query
+        layer_key_cache cache(k.heads, k.dim, k.positions, options, policy);
+        cache.append(k.slice_positions(0, skipped));
+        attention_stats local;
+        cache.prefill<Arch>(q, k.slice_positions(skipped, q.positions), v, out, &local);
+        if (stats)
+        {
+            stats->prefill += local.prefill;
+            stats->keys = local.keys;
+            stats->kcache_bytes = local.kcache_bytes;
+            stats->kcache_dense_bytes = local.kcache_dense_bytes;
+        }
+    }
+}  // namespace deltaattn
+
+#endif  // DELTAATTN_KERNELS_HYBRID_ATTENTION_HPP
