@@ -39,12 +39,15 @@ namespace deltaattn
             }
         }
 
+        /// Attention of queries at positions [first, first + q.positions) on `cache`, whose
+        /// rows from `chunk_first` on are read from `chunk` (not yet in the ring).
         template <class Arch>
-        void attend_chunk(delta_key_cache const& cache, matrix_view<const float> keys, std::size_t first, tensor_view<const float> q,
-                          matrix_view<const float> values, tensor_view<float> out, attention_workspace& ws, qk_work& work)
+        void attend_chunk(delta_key_cache const& cache, matrix_view<const float> chunk, std::size_t chunk_first, std::size_t first,
+                          tensor_view<const float> q, matrix_view<const float> values, tensor_view<float> out, attention_workspace& ws,
+                          qk_work& work)
         {
             hybrid_options const& o = cache.options();
-            kernels::attend_group<Arch>(kernels::cached_keys{&cache, keys, first}, q, out, first, values,
+            kernels::attend_group<Arch>(kernels::cached_keys{&cache, chunk, chunk_first}, q, out, first, values,
                                         effective_scale(o.scale, cache.dim()), kernels::hybrid_split{o.sinks, o.window}, ws, work);
         }
 
@@ -59,7 +62,7 @@ namespace deltaattn
             for (std::size_t r = 0; r < keys.rows; ++r)
                 cache.append_delta(keys.row(r));
             qk_work work;
-            attend_chunk<Arch>(cache, keys, first, q, values, out, ws, work);
+            attend_chunk<Arch>(cache, keys, first, first, q, values, out, ws, work);
             for (std::size_t r = 0; r < keys.rows; ++r)
                 cache.push_exact(keys.row(r), first + r);
             return work;
@@ -107,7 +110,7 @@ namespace deltaattn
         tensor_view<const float> q_step{q.data, 1, q.rows, q.cols, 0, q.row_stride};
         tensor_view<float> out_step{out.data, 1, out.rows, out.cols, 0, out.row_stride};
         qk_work work;
-        detail::attend_chunk<Arch>(cache, matrix_view<const float>{}, last + 1, q_step, values, out_step, workspace, work);
+        detail::attend_chunk<Arch>(cache, matrix_view<const float>{}, last + 1, last, q_step, values, out_step, workspace, work);
         if (stats)
             stats->decode += work;
     }

@@ -1,0 +1,76 @@
+/**
+ * @file reference/counts.hpp
+ * Analytic query-key work (SPEC.md §4), counted from the definition, for tests to hold
+ * the kernels' counters against.
+ *
+ * For the query at position i with a non-empty delta set D_i = [sinks, i - window]:
+ *   hybrid = d |E_i| + Σ_{j ∈ D_i, j not a keyframe} nnz(Δk_j)
+ *            + d #{keyframes f_t = sinks - 1 + t R, t >= 1, in D_i}
+ *            + (sinks > 1 ? d : 0)
+ * The last term is the base row k̂_{sinks-1}, dotted once per query; with one sink it is
+ * k_0, whose exact score is reused. With D_i empty, hybrid = dense = (i + 1) d.
+ */
+#ifndef DELTAATTN_REFERENCE_COUNTS_HPP
+#define DELTAATTN_REFERENCE_COUNTS_HPP
+
+#include "../counters.hpp"
+#include "../options.hpp"
+#include "delta_rows.hpp"
+
+#include <cstdint>
+
+namespace deltaattn
+{
+    namespace reference
+    {
+        inline std::uint64_t dense_qk_macs(std::size_t i, std::size_t dim) { return static_cast<std::uint64_t>(i + 1) * dim; }
+
+        inline std::uint64_t hybrid_qk_macs(std::size_t i, delta_rows const& rows, hybrid_options const& options)
+        {
+            std::size_t const d = rows.dim, S = options.sinks, W = options.window, R = options.keyframe_interval;
+            if (i < S + W)  // D_i = [S, i - W] is empty
+                return dense_qk_macs(i, d);
+            std::uint64_t macs = 0;
+            for (std::size_t j = 0; j <= i; ++j)
+            {
+                bool const exact = j < S || j + W > i;
+                bool const keyframe = R != 0 && j > S - 1 && (j - (S - 1)) % R == 0;
+                if (exact || keyframe)
+                    macs += d;
+                else
+                    macs += rows.updated_count(j);
+            }
+            if (S > 1)
+                macs += d;
+            return macs;
+        }
+
+        /// Work of query rows at positions [first, last], each counted for `heads` query heads.
+        inline qk_work stage_work(std::size_t first, std::size_t last, std::size_t heads, delta_rows const& rows, hybrid_options const& options)
+        {
+            qk_work w;
+            for (std::size_t i = first; i <= last; ++i)
+            {
+                w.queries += heads;
+                w.dense_macs += heads * dense_qk_macs(i, rows.dim);
+                w.hybrid_macs += heads * hybrid_qk_macs(i, rows, options);
+            }
+            return w;
+        }
+
+        /// Delta statistics over rows j >= 1.
+        inline delta_stats delta_statistics(delta_rows const& rows)
+        {
+            delta_stats s;
+            for (std::size_t j = 1; j < rows.rows; ++j)
+            {
+                s.rows += 1;
+                s.channels += rows.dim;
+                s.updated += rows.updated_count(j);
+            }
+            return s;
+        }
+    }  // namespace reference
+}  // namespace deltaattn
+
+#endif  // DELTAATTN_REFERENCE_COUNTS_HPP

@@ -1,0 +1,174 @@
+// Delta construction (SPEC.md §2, §5) and the delta K cache (§7) against the oracle.
+#include "catch.hpp"
+#include "tester.hpp"
+
+#include <cstring>
+
+using namespace deltaattn_test;
+
+namespace
+{
+    /// Expands compressed row j of a cache to a dense delta row and an update mask.
+    void expand(delta_key_cache const& cache, std::size_t j, std::vector<float>& delta, std::vector<unsigned char>& updated)
+    {
+        std::size_t const d = cache.dim();
+        delta.assign(d, 0.0f);
+        updated.assign(d, 0);
+        delta_row const row = cache.delta(j);
+        std::size_t k = 0;
+        for (std::size_t c = 0; c < d; ++c)
+            if (row.mask[c / 64] >> (c % 64) & 1u)
+            {
+                updated[c] = 1;
+                delta[c] = row.values[k++];
+            }
+        CHECK(k == row.nnz);
+    }
+
+    bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+}  // namespace
+
+TEST_CASE("compressed delta rows are bit-exact with the oracle", "[delta]")
+{
+    std::size_t const dim = GENERATE(1, 3, 32, 64, 80, 96, 128, 256);
+    delta_policy const policy = GENERATE(as<delta_policy>{}, fixed_threshold{0.0f}, fixed_threshold{0.2f}, relative_threshold{0.5f},
+                                         target_sparsity{0.0f}, target_sparsity{0.6f}, target_sparsity{0.99f}, block_threshold{4, 0.3f},
+                                         block_threshold{8, 0.3f}, block_threshold{16, 0.3f});
+    if (auto const* b = std::get_if<block_threshold>(&policy); b && dim % b->group != 0)
+        return;  // rejected by validation, tested there
+    auto const kind = GENERATE(input_kind::llm_like, input_kind::white_noise);
+    attention_case c;
+    c.positions = 120;
+    c.dim = dim;
+    c.kv_heads = 1;
+    c.q_heads = 1;
+    c.kind = kind;
+    INFO(describe(policy) << " d=" << dim);
+    // llm-like data needs an even dim for RoPE pairs; odd dims use white noise.
+    if (dim % 2)
+        c.kind = input_kind::white_noise;
+    auto const in = c.inputs();
+    auto const keys = in.k_view().head(0);
+    auto const want = reference::build_delta_rows(keys, policy);
+
+    delta_key_cache cache(dim, c.positions, hybrid_options{}, policy);
+    cache.append(keys);
+    REQUIRE(cache.size() == c.positions);
+
+    std::vector<float> delta;
+    std::vector<unsigned char> updated;
+    bool exact = true;
+    for (std::size_t j = 0; j < c.positions; ++j)
+    {
+        expand(cache, j, delta, updated);
+        for (std::size_t ch = 0; ch < dim; ++ch)
+            exact = exact && updated[ch] == want.updated_row(j)[ch] && same_bits(delta[ch], want.delta_row(j)[ch]);
+    }
+    CHECK(exact);
+    // The running reference is the oracle's last reference row, bit for bit.
+    CHECK(std::memcmp(cache.reference_row(), want.reference_row(c.positions - 1), dim * sizeof(float)) == 0);
+    delta_stats const s = cache.stats(), r = reference::delta_statistics(want);
+    CHECK(s.rows == r.rows);
+    CHECK(s.updated == r.updated);
+}
+
+TEST_CASE("target sparsity gives exactly the requested delta sparsity", "[delta]")
+{
+    float const rho = GENERATE(0.0f, 0.25f, 0.5f, 0.6f, 0.9f);
+    std::size_t const dim = 80;
+    attention_case c;
+    c.positions = 50;
+    c.dim = dim;
+    c.kv_heads = 1;
+    auto const in = c.inputs();
+    delta_key_cache cache(dim, c.positions, hybrid_options{}, target_sparsity{rho});
+    cache.append(in.k_view().head(0));
+    auto const keep = static_cast<std::size_t>(std::llround((1.0 - static_cast<double>(rho)) * dim));
+    for (std::size_t j = 1; j < c.positions; ++j)
+        REQUIRE(cache.delta(j).nnz == keep);
+    CHECK(cache.stats().updated == keep * (c.positions - 1));
+}
+
+TEST_CASE("block policy updates whole groups only", "[delta]")
+{
+    std::size_t const group = GENERATE(4, 8, 16);
+    attention_case c;
+    c.positions = 60;
+    c.dim = 64;
+    c.kv_heads = 1;
+    auto const in = c.inputs();
+    delta_key_cache cache(c.dim, c.positions, hybrid_options{}, block_threshold{group, 0.4f});
+    cache.append(in.k_view().head(0));
+    std::vector<float> delta;
+    std::vector<unsigned char> updated;
+    for (std::size_t j = 1; j < c.positions; ++j)
+    {
+        expand(cache, j, delta, updated);
+        for (std::size_t g0 = 0; g0 < c.dim; g0 += group)
+            for (std::size_t ch = g0 + 1; ch < g0 + group; ++ch)
+                REQUIRE(updated[ch] == updated[g0]);
+    }
+}
+
+TEST_CASE("the delta K cache keeps what SPEC section 7 says, and no dense key older than the window", "[cache]")
+{
+    std::size_t const dim = 64, n = 300;
+    hybrid_options o;
+    o.sinks = 4;
+    o.window = 16;
+    o.keyframe_interval = 64;
+    attention_case c;
+    c.positions = n;
+    c.dim = dim;
+    c.kv_heads = 1;
+    auto const in = c.inputs();
+    auto const keys = in.k_view().head(0);
+    delta_key_cache cache(dim, n, o, target_sparsity{0.75f});
+    cache.append(keys);
+
+    // Dense rows: the sinks and the last `window` positions, exactly.
+    for (std::size_t j = 0; j < o.sinks; ++j)
+        CHECK(std::memcmp(cache.sink_row(j), keys.row(j), dim * sizeof(float)) == 0);
+    for (std::size_t j = n - o.window; j < n; ++j)
+        CHECK(std::memcmp(cache.window_row(j), keys.row(j), dim * sizeof(float)) == 0);
+
+    // Keyframes at sinks - 1 + t * R hold the oracle's reference rows.
+    auto const want = reference::build_delta_rows(keys, target_sparsity{0.75f});
+    CHECK(std::memcmp(cache.base_row(), want.reference_row(o.sinks - 1), dim * sizeof(float)) == 0);
+    std::size_t keyframes = 0;
+    for (std::size_t j = 0; j < n; ++j)
+        if (float const* kf = cache.keyframe_row(j))
+        {
+            ++keyframes;
+            CHECK((j - (o.sinks - 1)) % o.keyframe_interval == 0);
+            CHECK(std::memcmp(kf, want.reference_row(j), dim * sizeof(float)) == 0);
+        }
+    CHECK(keyframes == (n - o.sinks) / o.keyframe_interval);
+
+    // Bytes: dense rows (sinks, ring, keyframes + base, running reference), masks, offsets, values.
+    std::size_t const nnz = dim + static_cast<std::size_t>(cache.stats().updated);
+    std::size_t const dense_rows = o.sinks + o.window + (keyframes + 1) + 1;
+    std::size_t const expected = 4 * (dense_rows * dim + nnz) + 8 * n * detail::mask_words(dim) + sizeof(std::size_t) * (n + 1);
+    CHECK(cache.bytes() == expected);
+    // At 75% delta sparsity the cache is well under half of a dense fp32 cache.
+    CHECK(cache.bytes_per_token() < 0.5 * 4 * dim);
+}
+
+TEST_CASE("a full cache refuses a step and stays unchanged", "[cache]")
+{
+    std::size_t const dim = 32;
+    attention_case c;
+    c.positions = 10;
+    c.dim = dim;
+    c.kv_heads = 1;
+    auto const in = c.inputs();
+    delta_key_cache cache(dim, 9, hybrid_options{}, fixed_threshold{0.1f});
+    cache.append(in.k_view().head(0).slice_rows(0, 9));
+    std::vector<float> const before(cache.reference_row(), cache.reference_row() + dim);
+    std::size_t const bytes = cache.bytes();
+    REQUIRE_THROWS_WITH(cache.append(in.k_view().head(0).row(9)), contains("key") && contains("full"));
+    REQUIRE_THROWS_WITH(cache.append(in.k_view().head(0).slice_rows(0, 1)), contains("k") && contains("overflows"));
+    CHECK(cache.size() == 9);
+    CHECK(cache.bytes() == bytes);
+    CHECK(std::equal(before.begin(), before.end(), cache.reference_row()));
+}
