@@ -43,6 +43,7 @@ namespace deltaattn
     struct arch_traits
     {
         using reg = xsimd::batch<float, Arch>;
+        using mask = xsimd::batch_bool<float, Arch>;
         static constexpr std::size_t width = reg::size;
 
         static reg zero() noexcept { return reg(0.0f); }
@@ -55,6 +56,17 @@ namespace deltaattn
         static reg mul(reg const& a, reg const& b) noexcept { return a * b; }
         static reg max(reg const& a, reg const& b) noexcept { return xsimd::max(a, b); }
         static reg exp(reg const& x) noexcept { return xsimd::exp(x); }
+        static mask less(reg const& a, reg const& b) noexcept { return a < b; }
+        static mask equal(reg const& a, reg const& b) noexcept { return a == b; }
+        static reg select(mask const& m, reg const& a, reg const& b) noexcept { return xsimd::select(m, a, b); }
+        /// Lanes 0, 1, ..., width - 1.
+        static reg iota() noexcept
+        {
+            alignas(64) float lanes[width];
+            for (std::size_t i = 0; i < width; ++i)
+                lanes[i] = static_cast<float>(i);
+            return reg::load_unaligned(lanes);
+        }
         static float reduce_add(reg const& x) noexcept
         {
 #if XSIMD_VERSION_MAJOR >= 9
@@ -78,6 +90,7 @@ namespace deltaattn
     struct arch_traits<scalar>
     {
         using reg = float;
+        using mask = bool;
         static constexpr std::size_t width = 1;
 
         static reg zero() noexcept { return 0.0f; }
@@ -91,6 +104,10 @@ namespace deltaattn
         static reg mul(reg a, reg b) noexcept { return a * b; }
         static reg max(reg a, reg b) noexcept { return a > b ? a : b; }
         static reg exp(reg x) noexcept { return std::exp(x); }
+        static mask less(reg a, reg b) noexcept { return a < b; }
+        static mask equal(reg a, reg b) noexcept { return a == b; }
+        static reg select(mask m, reg a, reg b) noexcept { return m ? a : b; }
+        static reg iota() noexcept { return 0.0f; }
         static float reduce_add(reg x) noexcept { return x; }
         static float reduce_max(reg x) noexcept { return x; }
     };

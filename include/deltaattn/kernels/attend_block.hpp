@@ -54,12 +54,30 @@ namespace deltaattn
             value_rows.assign(tile, nullptr);
         }
 
+        /// Grows to fit the lane-parallel prefill kernel: `lanes` query vectors, `dim` channels.
+        void reserve_lanes(std::size_t lanes, std::size_t dim)
+        {
+            if (lanes <= m_lanes && dim <= m_lane_dim)
+                return;
+            m_lanes = std::max(lanes, m_lanes);
+            m_lane_dim = std::max(dim, m_lane_dim);
+            transposed.assign(m_lanes * m_lane_dim, 0.0f);
+            lane_acc.assign(m_lanes * m_lane_dim, 0.0f);
+            lane_scores.assign(m_lanes * tile, 0.0f);
+            lane_factor.assign(m_lanes, 0.0f);
+            lane_sum.assign(m_lanes, 0.0f);
+            value_rows.resize(tile);
+        }
+
         std::vector<float> acc, scores, row_max, row_sum, prefix, first_dot, expanded;
         std::vector<std::uint64_t> group_bits;
         std::vector<float const*> value_rows;
+        // The lane-parallel prefill kernel: queries transposed to [dim][lane], scores
+        // [key][lane], output accumulators [lane][dim].
+        std::vector<float> transposed, lane_acc, lane_scores, lane_factor, lane_sum;
 
     private:
-        std::size_t m_queries = 0, m_dim = 0;
+        std::size_t m_queries = 0, m_dim = 0, m_lanes = 0, m_lane_dim = 0;
     };
 
     namespace kernels

@@ -11,15 +11,12 @@
 #include "../detail/check_shapes.hpp"
 #include "../options.hpp"
 #include "attend_block.hpp"
+#include "prefill_block.hpp"
 
 namespace deltaattn
 {
     namespace kernels
     {
-        /// Query positions per block for `heads` query heads per KV head: about 16
-        /// query vectors share each key row loaded.
-        constexpr std::size_t block_positions(std::size_t heads) noexcept { return heads >= 16 ? 1 : 16 / heads; }
-
         /// The query heads of KV head `kv` (GQA: consecutive query heads share a KV head).
         template <class T>
         tensor_view<T> group_heads(tensor_view<T> t, std::size_t kv, std::size_t group) noexcept
@@ -27,17 +24,46 @@ namespace deltaattn
             return {t.at(0, kv * group), t.positions, group, t.dim, t.pos_stride, t.head_stride};
         }
 
-        /// Runs `attend_block` over the query blocks of one KV group.
+        /// prefill_block with R chosen at run time (R registers of lanes, R <= 4).
+        template <class Arch, class Keys>
+        void prefill_block_any(std::size_t registers, Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
+                               matrix_view<const float> values, float scale, hybrid_split split, attention_workspace& ws, qk_work& work)
+        {
+            switch (registers)
+            {
+            case 1: return prefill_block<Arch, 1>(keys, q, out, first, values, scale, split, ws, work);
+            case 2: return prefill_block<Arch, 2>(keys, q, out, first, values, scale, split, ws, work);
+            case 3: return prefill_block<Arch, 3>(keys, q, out, first, values, scale, split, ws, work);
+            default: return prefill_block<Arch, 4>(keys, q, out, first, values, scale, split, ws, work);
+            }
+        }
+
+        /**
+         * Attention of the queries of one KV group. A single position (a decode step)
+         * goes to `attend_block`, vectorized over channels; several go to the
+         * lane-parallel `prefill_block`, in blocks of about two registers of queries
+         * (heads split in sub-groups of at most four registers).
+         */
         template <class Arch, class Keys>
         void attend_group(Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
                           matrix_view<const float> values, float scale, hybrid_split split, attention_workspace& ws, qk_work& work)
         {
-            std::size_t const step = block_positions(q.heads);
-            for (std::size_t p0 = 0; p0 < q.positions; p0 += step)
+            if (q.positions == 1)
+                return attend_block<Arch>(keys, q, out, first, values, scale, split, ws, work);
+            constexpr std::size_t w = arch_traits<Arch>::width;
+            std::size_t const heads = std::min(q.heads, 4 * w);
+            std::size_t const step = std::max<std::size_t>(1, 2 * w / heads);
+            for (std::size_t h0 = 0; h0 < q.heads; h0 += heads)
             {
-                std::size_t const count = std::min(step, q.positions - p0);
-                attend_block<Arch>(keys, q.slice_positions(p0, count), out.slice_positions(p0, count), first + p0, values, scale,
-                                   split, ws, work);
+                std::size_t const hn = std::min(heads, q.heads - h0);
+                tensor_view<const float> qh{q.at(0, h0), q.positions, hn, q.dim, q.pos_stride, q.head_stride};
+                tensor_view<float> oh{out.at(0, h0), out.positions, hn, out.dim, out.pos_stride, out.head_stride};
+                for (std::size_t p0 = 0; p0 < q.positions; p0 += step)
+                {
+                    std::size_t const count = std::min(step, q.positions - p0);
+                    prefill_block_any<Arch>((count * hn + w - 1) / w, keys, qh.slice_positions(p0, count), oh.slice_positions(p0, count),
+                                            first + p0, values, scale, split, ws, work);
+                }
             }
         }
     }  // namespace kernels

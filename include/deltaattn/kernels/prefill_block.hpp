@@ -1,0 +1,268 @@
+/**
+ * @file kernels/prefill_block.hpp
+ * The lane-parallel prefill kernel: where skipped multiplies are really skipped.
+ *
+ * A block of up to R registers' worth of query vectors (P positions x the heads of
+ * a KV group) is transposed to `[channel][lane]`, one query per lane. Then:
+ *  - a delta row costs one broadcast + one FMA per *stored* delta element: the prefix
+ *    sums q·k̂_j of all lanes advance together, held in registers, with no horizontal
+ *    reduction at all (zeros cost nothing; this is where sparsity becomes time);
+ *  - an exact key costs d broadcast-FMAs for all lanes (a small transposed GEMM);
+ *  - the online softmax (running max and sum) runs across lanes, a tile at a time;
+ *  - p·V is a register-blocked outer product, vectorized over channels.
+ * Lanes are classified per key as in `attend_block` (masked / exact / delta): the
+ * classes are contiguous lane ranges, so two comparisons against the lane index pick
+ * each lane's score.
+ *
+ * Invariant: lanes past the block's query count ("padding") carry a copy of lane 0's
+ * query; their results are computed and discarded, never written.
+ */
+#ifndef DELTAATTN_KERNELS_PREFILL_BLOCK_HPP
+#define DELTAATTN_KERNELS_PREFILL_BLOCK_HPP
+
+#include "attend_block.hpp"
+
+namespace deltaattn
+{
+    namespace kernels
+    {
+        /// out[r] = Σ_c qT[c][lanes of register r] * k[c], four independent FMA chains.
+        template <class Arch, std::size_t R>
+        void transposed_dot(float const* qT, std::size_t lanes, float const* k, std::size_t d, typename arch_traits<Arch>::reg* out) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            constexpr std::size_t w = ops::width;
+            typename ops::reg acc[4][R];
+            for (auto& chain : acc)
+                for (auto& a : chain)
+                    a = ops::zero();
+            std::size_t c = 0;
+            for (; c + 4 <= d; c += 4)
+                for (std::size_t u = 0; u < 4; ++u)
+                {
+                    auto const kb = ops::broadcast(k[c + u]);
+                    for (std::size_t r = 0; r < R; ++r)
+                        acc[u][r] = ops::fma(ops::load(qT + (c + u) * lanes + r * w), kb, acc[u][r]);
+                }
+            for (; c < d; ++c)
+            {
+                auto const kb = ops::broadcast(k[c]);
+                for (std::size_t r = 0; r < R; ++r)
+                    acc[0][r] = ops::fma(ops::load(qT + c * lanes + r * w), kb, acc[0][r]);
+            }
+            for (std::size_t r = 0; r < R; ++r)
+                out[r] = ops::add(ops::add(acc[0][r], acc[1][r]), ops::add(acc[2][r], acc[3][r]));
+        }
+
+        /// Adds Σ_c qT[c] Δ[c] over the stored elements of a delta row, alternating two
+        /// accumulator sets so consecutive FMAs do not wait on each other.
+        template <class Arch, std::size_t R>
+        void add_delta_row(float const* qT, std::size_t lanes, delta_row const& row, std::size_t d, typename arch_traits<Arch>::reg* even,
+                           typename arch_traits<Arch>::reg* odd) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            constexpr std::size_t w = ops::width;
+            float const* value = row.values;
+            for (std::size_t word = 0; word < detail::mask_words(d); ++word)
+            {
+                std::uint64_t bits = row.mask[word];
+                while (bits != 0)
+                {
+                    std::size_t const c0 = word * 64 + detail::lowest_bit(bits);
+                    bits &= bits - 1;
+                    auto const x0 = ops::broadcast(*value++);
+                    for (std::size_t r = 0; r < R; ++r)
+                        even[r] = ops::fma(ops::load(qT + c0 * lanes + r * w), x0, even[r]);
+                    if (bits == 0)
+                        break;
+                    std::size_t const c1 = word * 64 + detail::lowest_bit(bits);
+                    bits &= bits - 1;
+                    auto const x1 = ops::broadcast(*value++);
+                    for (std::size_t r = 0; r < R; ++r)
+                        odd[r] = ops::fma(ops::load(qT + c1 * lanes + r * w), x1, odd[r]);
+                }
+            }
+        }
+
+        /// o[lane] = o[lane] * factor[lane] + Σ_jj p[jj][lane] v_jj for G lanes at once:
+        /// each value row chunk is loaded once for G accumulators.
+        template <class Arch, std::size_t G>
+        void accumulate_lanes(float* o, std::size_t lane0, float const* factor, float const* p, std::size_t lanes, float const* const* v,
+                              std::size_t seen, std::size_t d) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            constexpr std::size_t w = ops::width;
+            std::size_t c = 0;
+            for (; c + w <= d; c += w)
+            {
+                typename ops::reg a[G];
+                for (std::size_t g = 0; g < G; ++g)
+                    a[g] = ops::mul(ops::load(o + (lane0 + g) * d + c), ops::broadcast(factor[lane0 + g]));
+                for (std::size_t jj = 0; jj < seen; ++jj)
+                {
+                    auto const vv = ops::load(v[jj] + c);
+                    for (std::size_t g = 0; g < G; ++g)
+                        a[g] = ops::fma(ops::broadcast(p[jj * lanes + lane0 + g]), vv, a[g]);
+                }
+                for (std::size_t g = 0; g < G; ++g)
+                    ops::store(o + (lane0 + g) * d + c, a[g]);
+            }
+            for (; c < d; ++c)
+                for (std::size_t g = 0; g < G; ++g)
+                {
+                    float a = o[(lane0 + g) * d + c] * factor[lane0 + g];
+                    for (std::size_t jj = 0; jj < seen; ++jj)
+                        a += p[jj * lanes + lane0 + g] * v[jj][c];
+                    o[(lane0 + g) * d + c] = a;
+                }
+        }
+
+        /**
+         * Attention of one query block (P positions x g heads, P * g <= R * width) with
+         * queries in lanes. Same contract and the same counted work as `attend_block`.
+         */
+        template <class Arch, std::size_t R, class Keys>
+        void prefill_block(Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
+                           matrix_view<const float> values, float scale, hybrid_split split, attention_workspace& ws, qk_work& work)
+        {
+            using ops = arch_traits<Arch>;
+            using reg = typename ops::reg;
+            constexpr std::size_t w = ops::width, lanes = R * w, tile = attention_workspace::tile;
+            constexpr std::size_t G = lanes % 4 == 0 ? 4 : lanes % 2 == 0 ? 2 : 1;
+            std::size_t const positions = q.positions, heads = q.heads, d = q.dim, nq = positions * heads;
+            std::size_t const last = first + positions - 1;
+            ws.reserve_lanes(lanes, d);
+
+            float* const qT = ws.transposed.data();
+            for (std::size_t lane = 0; lane < lanes; ++lane)
+            {
+                float const* src = lane < nq ? q.at(lane / heads, lane % heads) : q.at(0, 0);
+                for (std::size_t c = 0; c < d; ++c)
+                    qT[c * lanes + lane] = src[c];
+            }
+            float* const o = ws.lane_acc.data();
+            std::fill(o, o + lanes * d, 0.0f);
+            float* const s = ws.lane_scores.data();
+
+            reg lane_index[R], row_max[R], row_sum[R], first_dot[R], even[R], odd[R], exact[R];
+            reg const neg_inf = ops::broadcast(-std::numeric_limits<float>::infinity()), alpha = ops::broadcast(scale);
+            for (std::size_t r = 0; r < R; ++r)
+            {
+                lane_index[r] = ops::add(ops::iota(), ops::broadcast(static_cast<float>(r * w)));
+                row_max[r] = neg_inf;
+                row_sum[r] = first_dot[r] = even[r] = odd[r] = exact[r] = ops::zero();
+            }
+            std::uint64_t macs = 0;
+
+            for (std::size_t t0 = 0; t0 <= last; t0 += tile)
+            {
+                std::size_t const nt = std::min(tile, last + 1 - t0);
+                for (std::size_t jj = 0; jj < nt; ++jj)
+                {
+                    std::size_t const j = t0 + jj;
+                    std::size_t const p_visible = j > first ? j - first : 0;
+                    std::size_t p_delta = positions;
+                    if (Keys::has_deltas && j >= split.sinks && split.window <= last - j)
+                        p_delta = std::max(p_visible, j + split.window > first ? j + split.window - first : 0);
+
+                    if (p_visible < p_delta)
+                    {
+                        transposed_dot<Arch, R>(qT, lanes, keys.exact_row(j), d, exact);
+                        if (j == 0)
+                            std::copy(exact, exact + R, first_dot);  // = q·k̂_0: the prefix base when sinks == 1
+                        macs += (p_delta - p_visible) * heads * d;
+                    }
+                    if constexpr (Keys::has_deltas)
+                    {
+                        if (p_delta < positions)
+                        {
+                            delta_key_cache const& cache = *keys.cache;
+                            std::size_t const count = (positions - p_delta) * heads;
+                            if (j == split.sinks)
+                            {
+                                if (split.sinks == 1)
+                                    std::copy(first_dot, first_dot + R, even);
+                                else
+                                    transposed_dot<Arch, R>(qT, lanes, cache.base_row(), d, even);
+                                std::fill(odd, odd + R, ops::zero());
+                                if (split.sinks > 1)
+                                    macs += count * d;
+                            }
+                            if (float const* keyframe = cache.keyframe_row(j))
+                            {
+                                transposed_dot<Arch, R>(qT, lanes, keyframe, d, even);
+                                std::fill(odd, odd + R, ops::zero());
+                                macs += count * d;
+                            }
+                            else
+                            {
+                                delta_row const row = cache.delta(j);
+                                add_delta_row<Arch, R>(qT, lanes, row, d, even, odd);
+                                macs += count * row.nnz;
+                            }
+                        }
+                    }
+                    // Lanes below p_visible * heads are masked, below p_delta * heads exact, the rest delta.
+                    reg const masked_end = ops::broadcast(static_cast<float>(p_visible * heads));
+                    reg const exact_end = ops::broadcast(static_cast<float>(p_delta * heads));
+                    for (std::size_t r = 0; r < R; ++r)
+                    {
+                        reg const delta_score = ops::mul(alpha, ops::add(even[r], odd[r]));
+                        reg score = ops::select(ops::less(lane_index[r], exact_end), ops::mul(alpha, exact[r]), delta_score);
+                        score = ops::select(ops::less(lane_index[r], masked_end), neg_inf, score);
+                        ops::store(s + jj * lanes + r * w, score);
+                    }
+                }
+
+                // Online softmax across lanes: new max, rescale factor, probabilities in place.
+                for (std::size_t r = 0; r < R; ++r)
+                {
+                    reg m_tile = neg_inf;
+                    for (std::size_t jj = 0; jj < nt; ++jj)
+                        m_tile = ops::max(m_tile, ops::load(s + jj * lanes + r * w));
+                    reg const m_new = ops::max(row_max[r], m_tile);
+                    // A lane that has seen no key yet keeps max -inf: shift by 0, so its
+                    // exp(-inf) terms are 0 instead of exp(NaN).
+                    reg const shift = ops::select(ops::equal(m_new, neg_inf), ops::zero(), m_new);
+                    reg const factor = ops::exp(ops::sub(row_max[r], shift));
+                    reg sum = ops::mul(row_sum[r], factor);
+                    for (std::size_t jj = 0; jj < nt; ++jj)
+                    {
+                        reg const p = ops::exp(ops::sub(ops::load(s + jj * lanes + r * w), shift));
+                        ops::store(s + jj * lanes + r * w, p);
+                        sum = ops::add(sum, p);
+                    }
+                    row_sum[r] = sum;
+                    row_max[r] = m_new;
+                    ops::store(ws.lane_factor.data() + r * w, factor);
+                }
+
+                for (std::size_t jj = 0; jj < nt; ++jj)
+                    ws.value_rows[jj] = values.row(t0 + jj);
+                for (std::size_t lane0 = 0; lane0 < nq; lane0 += G)
+                {
+                    // Keys past the group's last position have p = 0: skip them.
+                    std::size_t const i = first + (std::min(lane0 + G, nq) - 1) / heads;
+                    std::size_t const seen = i < t0 ? 0 : std::min(nt, i + 1 - t0);
+                    accumulate_lanes<Arch, G>(o, lane0, ws.lane_factor.data(), s, lanes, ws.value_rows.data(), seen, d);
+                }
+            }
+
+            for (std::size_t r = 0; r < R; ++r)
+                ops::store(ws.lane_sum.data() + r * w, row_sum[r]);
+            for (std::size_t lane = 0; lane < nq; ++lane)
+            {
+                float const inv = 1.0f / ws.lane_sum[lane];
+                float* dst = out.at(lane / heads, lane % heads);
+                for (std::size_t c = 0; c < d; ++c)
+                    dst[c] = o[lane * d + c] * inv;
+            }
+
+            work.queries += nq;
+            work.hybrid_macs += macs;
+            work.dense_macs += heads * d * (positions * (first + 1) + positions * (positions - 1) / 2);
+        }
+    }  // namespace kernels
+}  // namespace deltaattn
+
+#endif  // DELTAATTN_KERNELS_PREFILL_BLOCK_HPP
