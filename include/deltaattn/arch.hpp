@@ -97,8 +97,16 @@ namespace deltaattn
         static reg broadcast(float x) noexcept { return x; }
         static reg load(float const* p) noexcept { return *p; }
         static void store(float* p, reg x) noexcept { *p = x; }
-        // No std::fma: without hardware FMA it is a slow library call.
-        static reg fma(reg a, reg b, reg c) noexcept { return a * b + c; }
+        static reg fma(reg a, reg b, reg c) noexcept
+        {
+#if defined(FP_FAST_FMAF)
+            // Hardware FMA: fuse explicitly, so rounding never depends on where the
+            // compiler chose to contract a * b + c.
+            return std::fma(a, b, c);
+#else
+            return a * b + c;  // std::fma would be a slow library call
+#endif
+        }
         static reg add(reg a, reg b) noexcept { return a + b; }
         static reg sub(reg a, reg b) noexcept { return a - b; }
         static reg mul(reg a, reg b) noexcept { return a * b; }

@@ -10,8 +10,7 @@
 
 #include "../detail/check_shapes.hpp"
 #include "../options.hpp"
-#include "attend_block.hpp"
-#include "prefill_block.hpp"
+#include "attention_block.hpp"
 
 namespace deltaattn
 {
@@ -24,32 +23,28 @@ namespace deltaattn
             return {t.at(0, kv * group), t.positions, group, t.dim, t.pos_stride, t.head_stride};
         }
 
-        /// prefill_block with R chosen at run time (R registers of lanes, R <= 4).
+        /// attend_block with R chosen at run time (R registers of lanes, R <= 4).
         template <class Arch, class Keys>
-        void prefill_block_any(std::size_t registers, Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
+        void attend_block_any(std::size_t registers, Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
                                matrix_view<const float> values, float scale, hybrid_split split, attention_workspace& ws, qk_work& work)
         {
             switch (registers)
             {
-            case 1: return prefill_block<Arch, 1>(keys, q, out, first, values, scale, split, ws, work);
-            case 2: return prefill_block<Arch, 2>(keys, q, out, first, values, scale, split, ws, work);
-            case 3: return prefill_block<Arch, 3>(keys, q, out, first, values, scale, split, ws, work);
-            default: return prefill_block<Arch, 4>(keys, q, out, first, values, scale, split, ws, work);
+            case 1: return attend_block<Arch, 1>(keys, q, out, first, values, scale, split, ws, work);
+            case 2: return attend_block<Arch, 2>(keys, q, out, first, values, scale, split, ws, work);
+            case 3: return attend_block<Arch, 3>(keys, q, out, first, values, scale, split, ws, work);
+            default: return attend_block<Arch, 4>(keys, q, out, first, values, scale, split, ws, work);
             }
         }
 
         /**
-         * Attention of the queries of one KV group. A single position (a decode step)
-         * goes to `attend_block`, vectorized over channels; several go to the
-         * lane-parallel `prefill_block`, in blocks of about two registers of queries
-         * (heads split in sub-groups of at most four registers).
+         * Attention of the queries of one KV group, in blocks of about two registers
+         * of query vectors (heads split in sub-groups of at most four registers).
          */
         template <class Arch, class Keys>
         void attend_group(Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
                           matrix_view<const float> values, float scale, hybrid_split split, attention_workspace& ws, qk_work& work)
         {
-            if (q.positions == 1)
-                return attend_block<Arch>(keys, q, out, first, values, scale, split, ws, work);
             constexpr std::size_t w = arch_traits<Arch>::width;
             std::size_t const heads = std::min(q.heads, 4 * w);
             std::size_t const step = std::max<std::size_t>(1, 2 * w / heads);
@@ -61,7 +56,7 @@ namespace deltaattn
                 for (std::size_t p0 = 0; p0 < q.positions; p0 += step)
                 {
                     std::size_t const count = std::min(step, q.positions - p0);
-                    prefill_block_any<Arch>((count * hn + w - 1) / w, keys, qh.slice_positions(p0, count), oh.slice_positions(p0, count),
+                    attend_block_any<Arch>((count * hn + w - 1) / w, keys, qh.slice_positions(p0, count), oh.slice_positions(p0, count),
                                             first + p0, values, scale, split, ws, work);
                 }
             }

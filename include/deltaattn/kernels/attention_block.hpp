@@ -1,26 +1,50 @@
 /**
- * @file kernels/prefill_block.hpp
- * The lane-parallel prefill kernel: where skipped multiplies are really skipped.
+ * @file kernels/attention_block.hpp
+ * The one kernel behind dense and hybrid attention, prefill and decode: where skipped
+ * multiplies are really skipped.
  *
- * A block of up to R registers' worth of query vectors (P positions x the heads of
- * a KV group) is transposed to `[channel][lane]`, one query per lane. Then:
+ * A *query block* is P consecutive positions times the heads of one KV group (GQA),
+ * at most R registers' worth of query vectors; a decode step is a block with P = 1.
+ * For the query at position i, key j is (SPEC.md §3):
+ *   masked  if j > i,
+ *   exact   if j < sinks or j > i - window: score = alpha * q·k_j,
+ *   delta   otherwise: score = alpha * q·k̂_j, where q·k̂_j is a prefix sum
+ *           q·k̂_{sinks-1} + Σ q·Δk_m, restarted at keyframes (dense k̂ rows).
+ * Keys are visited in tiles, in position order, flash-style: each tile's scores go
+ * through an online softmax (running max and sum, rescaled accumulators) straight into
+ * the value sum, so memory stays O(block), not O(n).
+ *
+ * The block's queries are transposed to `[channel][lane]`, one query per lane. Then:
  *  - a delta row costs one broadcast + one FMA per *stored* delta element: the prefix
  *    sums q·k̂_j of all lanes advance together, held in registers, with no horizontal
  *    reduction at all (zeros cost nothing; this is where sparsity becomes time);
  *  - an exact key costs d broadcast-FMAs for all lanes (a small transposed GEMM);
  *  - the online softmax (running max and sum) runs across lanes, a tile at a time;
  *  - p·V is a register-blocked outer product, vectorized over channels.
- * Lanes are classified per key as in `attend_block` (masked / exact / delta): the
- * classes are contiguous lane ranges, so two comparisons against the lane index pick
- * each lane's score.
+ * The three classes of a key are contiguous lane ranges, so two comparisons against
+ * the lane index pick each lane's score.
+ *
+ * Every lane runs the same operations in the same order whatever the block's size, so
+ * a position's output is bit-identical (for finite inputs) whether a prefill or a
+ * decode step computed it.
  *
  * Invariant: lanes past the block's query count ("padding") carry a copy of lane 0's
  * query; their results are computed and discarded, never written.
  */
-#ifndef DELTAATTN_KERNELS_PREFILL_BLOCK_HPP
-#define DELTAATTN_KERNELS_PREFILL_BLOCK_HPP
+#ifndef DELTAATTN_KERNELS_ATTENTION_BLOCK_HPP
+#define DELTAATTN_KERNELS_ATTENTION_BLOCK_HPP
 
-#include "attend_block.hpp"
+#include "../arch.hpp"
+#include "../counters.hpp"
+#include "../detail/bits.hpp"
+#include "../views.hpp"
+#include "key_sources.hpp"
+#include "workspace.hpp"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
 
 namespace deltaattn
 {
@@ -118,11 +142,12 @@ namespace deltaattn
         }
 
         /**
-         * Attention of one query block (P positions x g heads, P * g <= R * width) with
-         * queries in lanes. Same contract and the same counted work as `attend_block`.
+         * Attention of one query block: `q` and `out` are P positions x g heads x d with
+         * P * g <= R * width, the first at absolute position `first`; `values` has a row
+         * per position. Adds the block's work (SPEC.md §4) to `work`.
          */
         template <class Arch, std::size_t R, class Keys>
-        void prefill_block(Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
+        void attend_block(Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
                            matrix_view<const float> values, float scale, hybrid_split split, attention_workspace& ws, qk_work& work)
         {
             using ops = arch_traits<Arch>;
@@ -131,7 +156,7 @@ namespace deltaattn
             constexpr std::size_t G = lanes % 4 == 0 ? 4 : lanes % 2 == 0 ? 2 : 1;
             std::size_t const positions = q.positions, heads = q.heads, d = q.dim, nq = positions * heads;
             std::size_t const last = first + positions - 1;
-            ws.reserve_lanes(lanes, d);
+            ws.reserve(lanes, d);
 
             float* const qT = ws.transposed.data();
             for (std::size_t lane = 0; lane < lanes; ++lane)
@@ -265,4 +290,4 @@ namespace deltaattn
     }  // namespace kernels
 }  // namespace deltaattn
 
-#endif  // DELTAATTN_KERNELS_PREFILL_BLOCK_HPP
+#endif  // DELTAATTN_KERNELS_ATTENTION_BLOCK_HPP
