@@ -1,8 +1,14 @@
 // Dense vs hybrid attention, side by side in one run (Google Benchmark).
 //
-// Each hybrid case has a dense twin on the same data; compare their times within one
-// run (these machines are shared and noisy: use --benchmark_repetitions and medians).
-// Counters: attention sparsity (SPEC §4), query-key MACs per second, the arch.
+// Every hybrid case has a dense twin on the same data and shape, so their times can be
+// compared within one run: bench/report.py pairs them and prints median ratios (these
+// machines are shared and noisy: use repetitions and medians, never one number).
+//
+// Names: <stage>/<variant>/n:<positions>/d:<dim>[/rho:<delta sparsity %>], stage is
+// prefill or decode (one step at context n), variant dense, hybrid_k (target delta
+// sparsity rho on K) or hybrid_k_block8 (block policy, g = 8).
+// Counters: attention_sparsity (SPEC §4), delta_sparsity, bytes of K read per step or
+// call, qk_macs/s; the label is the arch.
 #include <deltaattn/deltaattn.hpp>
 #include <deltaattn/synthetic.hpp>
 
@@ -10,16 +16,16 @@
 
 #include <map>
 #include <memory>
+#include <string>
 #include <tuple>
 
 namespace
 {
     using namespace deltaattn;
 
-    /// 32 query heads would be a real 8B model; 8 over 2 KV heads keeps runs short on 2 cores.
-    workload_shape shape_for(std::size_t positions) { return {positions, 8, 2, 128}; }
+    constexpr std::size_t q_heads = 32, kv_heads = 8;  // GQA 4, as Llama-3-8B
 
-    hybrid_options demo_options()
+    hybrid_options options()
     {
         hybrid_options o;
         o.sinks = 4;
@@ -27,102 +33,136 @@ namespace
         return o;
     }
 
-    delta_policy const demo_policy = relative_threshold{0.35f};
-
-    qkv_data const& workload(std::size_t positions)
+    qkv_data const& workload(std::size_t positions, std::size_t dim)
     {
-        static std::map<std::size_t, std::unique_ptr<qkv_data>> cache;
-        auto& slot = cache[positions];
+        static std::map<std::pair<std::size_t, std::size_t>, std::unique_ptr<qkv_data>> cache;
+        auto& slot = cache[{positions, dim}];
         if (!slot)
-            slot = std::make_unique<qkv_data>(make_llm_like(shape_for(positions)));
+            slot = std::make_unique<qkv_data>(make_llm_like({positions, q_heads, kv_heads, dim}));
         return *slot;
     }
 
-    void label(benchmark::State& state, qk_work const& work, std::size_t calls)
+    void report(benchmark::State& state, qk_work const& per_call, double delta_sparsity, double k_bytes)
     {
-        state.counters["attention_sparsity"] = work.sparsity();
-        state.counters["qk_macs_per_s"] = benchmark::Counter(static_cast<double>(work.hybrid_macs) / static_cast<double>(calls) *
-                                                                 static_cast<double>(state.iterations()),
-                                                             benchmark::Counter::kIsRate);
+        state.counters["attention_sparsity"] = per_call.sparsity();
+        state.counters["delta_sparsity"] = delta_sparsity;
+        state.counters["k_bytes_read"] = k_bytes;
+        state.counters["qk_macs_per_s"] = benchmark::Counter(static_cast<double>(per_call.hybrid_macs), benchmark::Counter::kIsIterationInvariantRate);
         state.SetLabel(active_arch_name());
     }
 
-    void dense_prefill(benchmark::State& state)
+    // ---- prefill: the whole sequence, caches built inside the timed call ------------
+
+    void dense_prefill(benchmark::State& state, std::size_t n, std::size_t d)
     {
-        auto const& in = workload(static_cast<std::size_t>(state.range(0)));
+        auto const& in = workload(n, d);
         std::vector<float> out;
-        auto const out_view = in.make_output(out);
+        auto const view = in.make_output(out);
         attention_workspace ws;
         qk_work work;
         for (auto _ : state)
         {
-            dense_attention(in.q_view(), in.k_view(), in.v_view(), out_view, 0.0f, ws, &work);
+            work = qk_work{};
+            dense_attention(in.q_view(), in.k_view(), in.v_view(), view, 0.0f, ws, &work);
             benchmark::DoNotOptimize(out.data());
         }
-        label(state, work, state.iterations());
+        report(state, work, 0.0, 4.0 * n * kv_heads * d);
     }
 
-    void hybrid_prefill(benchmark::State& state)
+    void hybrid_prefill(benchmark::State& state, std::size_t n, std::size_t d, delta_policy policy)
     {
-        auto const& in = workload(static_cast<std::size_t>(state.range(0)));
+        auto const& in = workload(n, d);
         std::vector<float> out;
-        auto const out_view = in.make_output(out);
-        attention_stats stats;
-        for (auto _ : state)
-        {
-            hybrid_attention(in.q_view(), in.k_view(), in.v_view(), out_view, demo_options(), demo_policy, &stats);
-            benchmark::DoNotOptimize(out.data());
-        }
-        label(state, stats.prefill, state.iterations());
-    }
-
-    void dense_decode_step(benchmark::State& state)
-    {
-        auto const& in = workload(static_cast<std::size_t>(state.range(0)));
-        std::size_t const last = in.shape.positions - 1;
-        std::vector<float> out(in.shape.q_heads * in.shape.dim);
-        auto const out_view = make_token_major(out.data(), 1, in.shape.q_heads, in.shape.dim);
-        attention_workspace ws;
-        qk_work work;
-        for (auto _ : state)
-        {
-            dense_decode(in.q_view().slice_positions(last, 1), in.k_view(), in.v_view(), out_view, 0.0f, ws);
-            benchmark::DoNotOptimize(out.data());
-        }
-        work.queries = in.shape.q_heads;
-        work.dense_macs = work.hybrid_macs = in.shape.q_heads * in.shape.positions * in.shape.dim;
-        label(state, work, 1);
-    }
-
-    void hybrid_decode_step(benchmark::State& state)
-    {
-        auto const& in = workload(static_cast<std::size_t>(state.range(0)));
-        std::size_t const last = in.shape.positions - 1, group = in.shape.q_heads / in.shape.kv_heads;
-        std::vector<delta_key_cache> caches;
-        for (std::size_t h = 0; h < in.shape.kv_heads; ++h)
-        {
-            caches.emplace_back(in.shape.dim, in.shape.positions, demo_options(), demo_policy);
-            caches.back().append(in.k_view().head(h));
-        }
-        std::vector<float> out(in.shape.q_heads * in.shape.dim);
-        attention_workspace ws;
+        auto const view = in.make_output(out);
         attention_stats stats;
         for (auto _ : state)
         {
             stats = attention_stats{};
-            for (std::size_t h = 0; h < in.shape.kv_heads; ++h)
-            {
-                auto const q = in.q_view().slice_positions(last, 1);
-                hybrid_decode(caches[h], make_matrix_view(q.at(0, h * group), group, in.shape.dim), in.v_view().head(h),
-                              make_matrix_view(out.data() + h * group * in.shape.dim, group, in.shape.dim), ws, &stats);
-            }
+            hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, options(), policy, &stats);
             benchmark::DoNotOptimize(out.data());
         }
-        label(state, stats.decode, 1);
+        report(state, stats.prefill, stats.keys.sparsity(), static_cast<double>(stats.kcache_bytes));
     }
-}  // namespace
 
-BENCHMARK(dense_prefill)->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond);
-BENCHMARK(hybrid_prefill)->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond);
-BENCHMARK(dense_decode_step)->Arg(512)->Arg(4096)->Unit(benchmark::kMicrosecond);
-BENCHMARK(hybrid_decode_step)->Arg(512)->Arg(4096)->Unit(benchmark::kMicrosecond);
+    // ---- decode: one step at context n (the cache is built once, outside the timing) --
+
+    void dense_decode_step(benchmark::State& state, std::size_t n, std::size_t d)
+    {
+        auto const& in = workload(n, d);
+        std::vector<float> out(q_heads * d);
+        auto const view = make_token_major(out.data(), 1, q_heads, d);
+        attention_workspace ws;
+        qk_work work;
+        for (auto _ : state)
+        {
+            work = qk_work{};
+            dense_attention(in.q_view().slice_positions(n - 1, 1), in.k_view(), in.v_view(), view, 0.0f, ws, &work);
+            benchmark::DoNotOptimize(out.data());
+        }
+        report(state, work, 0.0, 4.0 * n * kv_heads * d);
+    }
+
+    void hybrid_decode_step(benchmark::State& state, std::size_t n, std::size_t d, delta_policy policy)
+    {
+        auto const& in = workload(n, d);
+        std::size_t const group = q_heads / kv_heads;
+        std::vector<delta_key_cache> caches;
+        std::size_t bytes = 0;
+        delta_stats deltas;
+        for (std::size_t h = 0; h < kv_heads; ++h)
+        {
+            caches.emplace_back(d, n, options(), policy);
+            caches.back().append(in.k_view().head(h));
+            bytes += caches.back().bytes();
+            deltas += caches.back().stats();
+        }
+        std::vector<float> out(q_heads * d);
+        attention_workspace ws;
+        attention_stats stats;
+        auto const q = in.q_view().slice_positions(n - 1, 1);
+        for (auto _ : state)
+        {
+            stats = attention_stats{};
+            for (std::size_t h = 0; h < kv_heads; ++h)
+                hybrid_decode(caches[h], matrix_view<const float>{q.at(0, h * group), group, d, q.head_stride}, in.v_view().head(h),
+                              make_matrix_view(out.data() + h * group * d, group, d), ws, &stats);
+            benchmark::DoNotOptimize(out.data());
+        }
+        report(state, stats.decode, deltas.sparsity(), static_cast<double>(bytes));
+    }
+
+    std::string shape(std::size_t n, std::size_t d) { return "/n:" + std::to_string(n) + "/d:" + std::to_string(d); }
+
+    int register_all()
+    {
+        struct level
+        {
+            char const* name;
+            delta_policy policy;
+        };
+        level const levels[] = {{"hybrid_k/rho:40", target_sparsity{0.4f}},
+                                {"hybrid_k/rho:60", target_sparsity{0.6f}},
+                                {"hybrid_k/rho:80", target_sparsity{0.8f}},
+                                {"hybrid_k_block8", block_threshold{8, 0.45f}}};
+        for (std::size_t d : {64, 128})
+        {
+            for (std::size_t n : {256, 1024, 2048})
+            {
+                benchmark::RegisterBenchmark(("prefill/dense" + shape(n, d)).c_str(), dense_prefill, n, d)->Unit(benchmark::kMillisecond);
+                for (auto const& l : levels)
+                    benchmark::RegisterBenchmark((std::string("prefill/") + l.name + shape(n, d)).c_str(), hybrid_prefill, n, d, l.policy)
+                        ->Unit(benchmark::kMillisecond);
+            }
+            for (std::size_t n : {512, 4096, 8192})
+            {
+                benchmark::RegisterBenchmark(("decode/dense" + shape(n, d)).c_str(), dense_decode_step, n, d)->Unit(benchmark::kMicrosecond);
+                for (auto const& l : levels)
+                    benchmark::RegisterBenchmark((std::string("decode/") + l.name + shape(n, d)).c_str(), hybrid_decode_step, n, d, l.policy)
+                        ->Unit(benchmark::kMicrosecond);
+            }
+        }
+        return 0;
+    }
+
+    int const registered = register_all();
+}  // namespace

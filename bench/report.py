@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Run deltaattn_bench and print hybrid/dense time ratios per shape (medians of repetitions).
+
+    bench/report.py BUILD_DIR/bench/deltaattn_bench [--repetitions 5] [--filter REGEX] [--json FILE]
+
+Each hybrid case is paired with the dense case of the same stage and shape from the same
+run; speedup = dense median time / hybrid median time. --json writes every case with both
+times and the sparsity counters.
+"""
+import argparse
+import json
+import re
+import subprocess
+import sys
+
+
+def run(binary, repetitions, bench_filter):
+    cmd = [binary, "--benchmark_format=json", f"--benchmark_repetitions={repetitions}",
+           "--benchmark_report_aggregates_only=true", "--benchmark_min_time=0.2"]
+    if bench_filter:
+        cmd.append(f"--benchmark_filter={bench_filter}")
+    print("running:", " ".join(cmd), file=sys.stderr)
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out)
+
+
+def medians(results):
+    """name -> the median aggregate (time in ns, counters)."""
+    scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+    table = {}
+    for b in results["benchmarks"]:
+        if b.get("aggregate_name") != "median":
+            continue
+        entry = dict(b)
+        entry["time_ns"] = b["real_time"] * scale[b["time_unit"]]
+        table[b["run_name"]] = entry
+    return table
+
+
+def pair(table):
+    rows = []
+    for name, hybrid in sorted(table.items()):
+        m = re.match(r"(prefill|decode)/(hybrid[^/]*(?:/rho:\d+)?)(/n:\d+/d:\d+)$", name)
+        if not m:
+            continue
+        stage, variant, shape = m.groups()
+        dense = table.get(f"{stage}/dense{shape}")
+        if dense is None:
+            continue
+        rows.append({
+            "stage": stage, "variant": variant, "shape": shape.strip("/"),
+            "dense_ns": dense["time_ns"], "hybrid_ns": hybrid["time_ns"],
+            "speedup": dense["time_ns"] / hybrid["time_ns"],
+            "attention_sparsity": hybrid.get("attention_sparsity"),
+            "delta_sparsity": hybrid.get("delta_sparsity"),
+            "k_bytes_hybrid": hybrid.get("k_bytes_read"), "k_bytes_dense": dense.get("k_bytes_read"),
+            "arch": hybrid.get("label"),
+        })
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("binary")
+    ap.add_argument("--repetitions", type=int, default=5)
+    ap.add_argument("--filter", default="")
+    ap.add_argument("--json", help="write every paired case here")
+    args = ap.parse_args()
+
+    results = run(args.binary, args.repetitions, args.filter)
+    rows = pair(medians(results))
+    arch = rows[0]["arch"] if rows else "?"
+    print(f"deltaattn hybrid vs dense, arch {arch}, medians of {args.repetitions} "
+          f"({results['context'].get('num_cpus')} cpus, {results['context'].get('host_name')})")
+    print(f"{'stage':8} {'variant':18} {'shape':14} {'dense':>11} {'hybrid':>11} {'speedup':>8} "
+          f"{'attn sp.':>8} {'delta sp.':>9} {'K bytes':>8}")
+    for r in rows:
+        unit = 1e6 if r["stage"] == "prefill" else 1e3
+        suffix = "ms" if r["stage"] == "prefill" else "us"
+        kratio = (r["k_bytes_hybrid"] or 0) / (r["k_bytes_dense"] or 1)
+        print(f"{r['stage']:8} {r['variant']:18} {r['shape']:14} {r['dense_ns'] / unit:9.2f}{suffix} "
+              f"{r['hybrid_ns'] / unit:9.2f}{suffix} {r['speedup']:7.2f}x {100 * (r['attention_sparsity'] or 0):7.1f}% "
+              f"{100 * (r['delta_sparsity'] or 0):8.1f}% {kratio:7.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"context": results["context"], "cases": rows}, f, indent=1)
+        print(f"wrote {args.json}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
