@@ -184,7 +184,7 @@ TEMPLATE_LIST_TEST_CASE("hybrid counters equal the analytic counts", "[hybrid][c
     CHECK(stats.kcache_dense_bytes == sizeof(float) * c.positions * c.kv_heads * c.dim);
 }
 
-// Prefill (lane-parallel) and decode (channel-parallel) kernels sum in different orders:
+// A decode step dots exact keys along channels, a prefill block across query lanes:
 // the same function within SPEC.md §9's tolerance, not the same bits.
 TEMPLATE_LIST_TEST_CASE("prefill then decode equals one prefill", "[hybrid][decode]", tested_archs)
 {
@@ -202,7 +202,7 @@ TEMPLATE_LIST_TEST_CASE("prefill then decode equals one prefill", "[hybrid][deco
     attention_stats one_stats, split_stats;
     auto const one = run_hybrid<TestType>(in, c, &one_stats);
     auto const split = run_prefill_then_decode<TestType>(in, c, prompt, split_stats);
-    CHECK(max_abs_diff(split, one) == 0.0f);
+    CHECK(max_abs_diff(split, one) <= tolerance(one));
 
     auto const expected = oracle_hybrid(in, c);
     CHECK(max_abs_diff(split, expected) <= tolerance(expected));
@@ -234,7 +234,7 @@ TEMPLATE_LIST_TEST_CASE("chunked prefill equals one prefill", "[hybrid][decode]"
                                 out_view.slice_positions(p, n));
     }
     INFO(arch_name<TestType>() << " chunk " << chunk);
-    CHECK(max_abs_diff(out, one) == 0.0f);
+    CHECK(max_abs_diff(out, one) <= tolerance(one));
 }
 
 TEMPLATE_LIST_TEST_CASE("queries that start after the first key", "[hybrid][dense]", tested_archs)

@@ -18,15 +18,15 @@
  *  - a delta row costs one broadcast + one FMA per *stored* delta element: the prefix
  *    sums q·k̂_j of all lanes advance together, held in registers, with no horizontal
  *    reduction at all (zeros cost nothing; this is where sparsity becomes time);
- *  - an exact key costs d broadcast-FMAs for all lanes (a small transposed GEMM);
+ *  - an exact key costs d broadcast-FMAs for all lanes (a small transposed GEMM), or,
+ *    for a single position, d / width FMAs per head along channels;
  *  - the online softmax (running max and sum) runs across lanes, a tile at a time;
  *  - p·V is a register-blocked outer product, vectorized over channels.
  * The three classes of a key are contiguous lane ranges, so two comparisons against
  * the lane index pick each lane's score.
  *
- * Every lane runs the same operations in the same order whatever the block's size, so
- * a position's output is bit-identical (for finite inputs) whether a prefill or a
- * decode step computed it.
+ * A decode step (P = 1) is the exception for exact keys: it dots them along channels
+ * (see channel_dots), so prefill and decode agree to rounding, not to the bit.
  *
  * Invariant: lanes past the block's query count ("padding") carry a copy of lane 0's
  * query; their results are computed and discarded, never written.
@@ -76,6 +76,50 @@ namespace deltaattn
             }
             for (std::size_t r = 0; r < R; ++r)
                 out[r] = ops::add(ops::add(acc[0][r], acc[1][r]), ops::add(acc[2][r], acc[3][r]));
+        }
+
+        /**
+         * Exact scores of one key for the heads of a single position (a decode step),
+         * vectorized along channels: d / width FMAs per head instead of the transposed
+         * form's d, which would fill only `heads` of the register's lanes. Writes lane h
+         * of `out` (padding lanes copy lane 0).
+         */
+        template <class Arch, std::size_t R>
+        void channel_dots(float const* const* q, std::size_t heads, float const* k, std::size_t d, typename arch_traits<Arch>::reg* out) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            constexpr std::size_t w = ops::width, lanes = R * w;
+            alignas(64) float score[lanes];
+            for (std::size_t h0 = 0; h0 < heads; h0 += 4)
+            {
+                // Always four accumulators (a compile-time count keeps them in registers);
+                // past the last head they repeat head h0 and are dropped.
+                std::size_t const hn = std::min<std::size_t>(4, heads - h0);
+                float const* qh[4];
+                for (std::size_t h = 0; h < 4; ++h)
+                    qh[h] = q[h0 + (h < hn ? h : 0)];
+                typename ops::reg acc[4] = {ops::zero(), ops::zero(), ops::zero(), ops::zero()};
+                std::size_t c = 0;
+                for (; c + w <= d; c += w)
+                {
+                    auto const kv = ops::load(k + c);
+                    acc[0] = ops::fma(ops::load(qh[0] + c), kv, acc[0]);
+                    acc[1] = ops::fma(ops::load(qh[1] + c), kv, acc[1]);
+                    acc[2] = ops::fma(ops::load(qh[2] + c), kv, acc[2]);
+                    acc[3] = ops::fma(ops::load(qh[3] + c), kv, acc[3]);
+                }
+                for (std::size_t h = 0; h < hn; ++h)
+                {
+                    float sum = ops::reduce_add(acc[h]);
+                    for (std::size_t t = c; t < d; ++t)
+                        sum += qh[h][t] * k[t];
+                    score[h0 + h] = sum;
+                }
+            }
+            for (std::size_t lane = heads; lane < lanes; ++lane)
+                score[lane] = score[0];
+            for (std::size_t r = 0; r < R; ++r)
+                out[r] = ops::load(score + r * w);
         }
 
         /// Adds Σ_c qT[c] Δ[c] over the stored elements of a delta row, alternating two
@@ -165,6 +209,11 @@ namespace deltaattn
                 for (std::size_t c = 0; c < d; ++c)
                     qT[c * lanes + lane] = src[c];
             }
+            // A single position (a decode step) dots exact keys along channels.
+            bool const by_channel = positions == 1;
+            float const* q_rows[lanes];
+            for (std::size_t h = 0; h < heads && by_channel; ++h)
+                q_rows[h] = q.at(0, h);
             float* const o = ws.lane_acc.data();
             std::fill(o, o + lanes * d, 0.0f);
             float* const s = ws.lane_scores.data();
@@ -192,7 +241,10 @@ namespace deltaattn
 
                     if (p_visible < p_delta)
                     {
-                        transposed_dot<Arch, R>(qT, lanes, keys.exact_row(j), d, exact);
+                        if (by_channel)
+                            channel_dots<Arch, R>(q_rows, heads, keys.exact_row(j), d, exact);
+                        else
+                            transposed_dot<Arch, R>(qT, lanes, keys.exact_row(j), d, exact);
                         if (j == 0)
                             std::copy(exact, exact + R, first_dot);  // = q·k̂_0: the prefix base when sinks == 1
                         macs += (p_delta - p_visible) * heads * d;
