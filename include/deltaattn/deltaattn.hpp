@@ -17,6 +17,7 @@
 #include "views.hpp"
 #include "options.hpp"
 #include "counters.hpp"
+#include "parallel.hpp"
 #include "policies/threshold.hpp"
 #include "delta/delta_builder.hpp"
 #include "delta/delta_key_cache.hpp"

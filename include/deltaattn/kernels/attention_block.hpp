@@ -192,11 +192,11 @@ namespace deltaattn
          */
         template <class Arch, std::size_t R, class Keys>
         void attend_block(Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
-                           matrix_view<const float> values, float scale, hybrid_split split, attention_workspace& ws, qk_work& work)
+                           matrix_view<const float> values, float scale, hybrid_split split, block_scratch& ws, qk_work& work)
         {
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
-            constexpr std::size_t w = ops::width, lanes = R * w, tile = attention_workspace::tile;
+            constexpr std::size_t w = ops::width, lanes = R * w, tile = block_scratch::tile;
             constexpr std::size_t G = lanes % 4 == 0 ? 4 : lanes % 2 == 0 ? 2 : 1;
             std::size_t const positions = q.positions, heads = q.heads, d = q.dim, nq = positions * heads;
             std::size_t const last = first + positions - 1;

@@ -10,6 +10,7 @@
 
 #include "../detail/check_shapes.hpp"
 #include "../options.hpp"
+#include "../parallel.hpp"
 #include "attention_block.hpp"
 
 namespace deltaattn
@@ -26,7 +27,7 @@ namespace deltaattn
         /// attend_block with R chosen at run time (R registers of lanes, R <= 4).
         template <class Arch, class Keys>
         void attend_block_any(std::size_t registers, Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
-                               matrix_view<const float> values, float scale, hybrid_split split, attention_workspace& ws, qk_work& work)
+                              matrix_view<const float> values, float scale, hybrid_split split, block_scratch& ws, qk_work& work)
         {
             switch (registers)
             {
@@ -38,28 +39,50 @@ namespace deltaattn
         }
 
         /**
-         * Attention of the queries of one KV group, in blocks of about two registers
-         * of query vectors (heads split in sub-groups of at most four registers).
+         * How the queries of one KV group split into blocks: about two registers of query
+         * vectors each, heads in sub-groups of at most four registers.
          */
-        template <class Arch, class Keys>
-        void attend_group(Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
-                          matrix_view<const float> values, float scale, hybrid_split split, attention_workspace& ws, qk_work& work)
+        template <class Arch>
+        struct group_plan
         {
-            constexpr std::size_t w = arch_traits<Arch>::width;
-            std::size_t const heads = std::min(q.heads, 4 * w);
-            std::size_t const step = std::max<std::size_t>(1, 2 * w / heads);
-            for (std::size_t h0 = 0; h0 < q.heads; h0 += heads)
+            static constexpr std::size_t width = arch_traits<Arch>::width;
+            std::size_t heads, positions;  // of the whole group
+            std::size_t block_heads = std::min(heads, 4 * width);
+            std::size_t block_positions = std::max<std::size_t>(1, 2 * width / std::max<std::size_t>(1, block_heads));
+            std::size_t head_blocks = (heads + block_heads - 1) / std::max<std::size_t>(1, block_heads);
+            std::size_t position_blocks = (positions + block_positions - 1) / block_positions;
+
+            std::size_t blocks() const noexcept { return head_blocks * position_blocks; }
+
+            /// Block `b` of the group: its query and output views and first position.
+            template <class Keys>
+            void attend(std::size_t b, Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
+                        matrix_view<const float> values, float scale, hybrid_split split, block_scratch& ws) const
             {
-                std::size_t const hn = std::min(heads, q.heads - h0);
-                tensor_view<const float> qh{q.at(0, h0), q.positions, hn, q.dim, q.pos_stride, q.head_stride};
-                tensor_view<float> oh{out.at(0, h0), out.positions, hn, out.dim, out.pos_stride, out.head_stride};
-                for (std::size_t p0 = 0; p0 < q.positions; p0 += step)
-                {
-                    std::size_t const count = std::min(step, q.positions - p0);
-                    attend_block_any<Arch>((count * hn + w - 1) / w, keys, qh.slice_positions(p0, count), oh.slice_positions(p0, count),
-                                            first + p0, values, scale, split, ws, work);
-                }
+                std::size_t const h0 = (b / position_blocks) * block_heads, p0 = (b % position_blocks) * block_positions;
+                std::size_t const hn = std::min(block_heads, heads - h0), pn = std::min(block_positions, positions - p0);
+                tensor_view<const float> qb{q.at(p0, h0), pn, hn, q.dim, q.pos_stride, q.head_stride};
+                tensor_view<float> ob{out.at(p0, h0), pn, hn, out.dim, out.pos_stride, out.head_stride};
+                attend_block_any<Arch>((pn * hn + width - 1) / width, keys, qb, ob, first + p0, values, scale, split, ws, ws.work);
             }
+        };
+
+        /**
+         * Runs `attend(kv, plan, block, scratch)` for every block of every KV group, as
+         * tasks on `executor`, and returns the summed work.
+         */
+        template <class Arch, class Attend>
+        qk_work run_blocks(std::size_t kv_heads, std::size_t group, std::size_t positions, parallel_executor const& executor,
+                           attention_workspace& workspace, Attend&& attend)
+        {
+            group_plan<Arch> const plan{group, positions};
+            std::size_t const blocks = plan.blocks();
+            workspace.reserve_workers(executor.workers);
+            workspace.take_work();
+            executor(kv_heads * blocks, [&](std::size_t task, std::size_t worker) {
+                attend(task / blocks, plan, task % blocks, workspace.slot(worker));
+            });
+            return workspace.take_work();
         }
     }  // namespace kernels
 
@@ -69,22 +92,23 @@ namespace deltaattn
      * q and out: n_q positions x Hq heads x d; k and v: n_kv x Hkv x d, n_q <= n_kv,
      * `Hq % Hkv == 0`. Query row r sits at position `n_kv - n_q + r` (so n_q == n_kv is
      * a prefill, n_q == 1 a decode step) and sees keys 0..position. Query head h reads
-     * KV head `h / (Hq / Hkv)`. scale 0 means 1/sqrt(d). Throws std::invalid_argument
-     * naming the argument on bad shapes; nothing is written then.
+     * KV head `h / (Hq / Hkv)`. scale 0 means 1/sqrt(d). `executor` spreads (KV head,
+     * query block) tasks over threads; the result does not depend on it. Throws
+     * std::invalid_argument naming the argument on bad shapes; nothing is written then.
      */
     template <class Arch = default_arch>
     void dense_attention(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
-                         float scale, attention_workspace& workspace, qk_work* work = nullptr)
+                         float scale, attention_workspace& workspace, qk_work* work = nullptr, parallel_executor const& executor = {})
     {
         detail::check_attention_shapes(q, k, v, out);
         detail::require(std::isfinite(scale), "scale", "must be finite" + detail::got(scale));
-        std::size_t const group = q.heads / k.heads;
+        std::size_t const group = q.heads / k.heads, first = k.positions - q.positions;
         float const alpha = effective_scale(scale, q.dim);
-        qk_work done;
-        for (std::size_t kv = 0; kv < k.heads; ++kv)
-            kernels::attend_group<Arch>(kernels::dense_keys{k.head(kv)}, kernels::group_heads(q, kv, group),
-                                        kernels::group_heads(out, kv, group), k.positions - q.positions, v.head(kv), alpha,
-                                        kernels::hybrid_split{1, 0}, workspace, done);
+        qk_work const done = kernels::run_blocks<Arch>(
+            k.heads, group, q.positions, executor, workspace, [&](std::size_t kv, auto const& plan, std::size_t block, block_scratch& ws) {
+                plan.attend(block, kernels::dense_keys{k.head(kv)}, kernels::group_heads(q, kv, group), kernels::group_heads(out, kv, group), first,
+                            v.head(kv), alpha, kernels::hybrid_split{1, 0}, ws);
+            });
         if (work)
             *work += done;
     }
@@ -101,10 +125,10 @@ namespace deltaattn
     /// One decode step: q and out hold a single position, the last of k and v.
     template <class Arch = default_arch>
     void dense_decode(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
-                      float scale, attention_workspace& workspace)
+                      float scale, attention_workspace& workspace, parallel_executor const& executor = {})
     {
         detail::require(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
-        dense_attention<Arch>(q, k, v, out, scale, workspace);
+        dense_attention<Arch>(q, k, v, out, scale, workspace, nullptr, executor);
     }
 }  // namespace deltaattn
 

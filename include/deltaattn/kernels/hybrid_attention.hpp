@@ -42,13 +42,17 @@ namespace deltaattn
         /// Attention of queries at positions [first, first + q.positions) on `cache`, whose
         /// rows from `chunk_first` on are read from `chunk` (not yet in the ring).
         template <class Arch>
-        void attend_chunk(delta_key_cache const& cache, matrix_view<const float> chunk, std::size_t chunk_first, std::size_t first,
-                          tensor_view<const float> q, matrix_view<const float> values, tensor_view<float> out, attention_workspace& ws,
-                          qk_work& work)
+        qk_work attend_chunk(delta_key_cache const& cache, matrix_view<const float> chunk, std::size_t chunk_first, std::size_t first,
+                             tensor_view<const float> q, matrix_view<const float> values, tensor_view<float> out, attention_workspace& ws,
+                             parallel_executor const& executor = {})
         {
             hybrid_options const& o = cache.options();
-            kernels::attend_group<Arch>(kernels::cached_keys{&cache, chunk, chunk_first}, q, out, first, values,
-                                        effective_scale(o.scale, cache.dim()), kernels::hybrid_split{o.sinks, o.window}, ws, work);
+            float const alpha = effective_scale(o.scale, cache.dim());
+            return kernels::run_blocks<Arch>(1, q.heads, q.positions, executor, ws,
+                                             [&](std::size_t, auto const& plan, std::size_t block, block_scratch& scratch) {
+                                                 plan.attend(block, kernels::cached_keys{&cache, chunk, chunk_first}, q, out, first, values, alpha,
+                                                             kernels::hybrid_split{o.sinks, o.window}, scratch);
+                                             });
         }
 
         /// hybrid_prefill once its arguments are checked and the value room reserved.
@@ -61,8 +65,7 @@ namespace deltaattn
             // ring last (early queries still need the previous chunk's window).
             for (std::size_t r = 0; r < keys.rows; ++r)
                 cache.append_delta(keys.row(r));
-            qk_work work;
-            attend_chunk<Arch>(cache, keys, first, first, q, values, out, ws, work);
+            qk_work const work = attend_chunk<Arch>(cache, keys, first, first, q, values, out, ws);
             for (std::size_t r = 0; r < keys.rows; ++r)
                 cache.push_exact(keys.row(r), first + r);
             return work;
@@ -109,8 +112,7 @@ namespace deltaattn
         std::size_t const last = cache.size() - 1;
         tensor_view<const float> q_step{q.data, 1, q.rows, q.cols, 0, q.row_stride};
         tensor_view<float> out_step{out.data, 1, out.rows, out.cols, 0, out.row_stride};
-        qk_work work;
-        detail::attend_chunk<Arch>(cache, matrix_view<const float>{}, last + 1, last, q_step, values, out_step, workspace, work);
+        qk_work const work = detail::attend_chunk<Arch>(cache, matrix_view<const float>{}, last + 1, last, q_step, values, out_step, workspace);
         if (stats)
             stats->decode += work;
     }
@@ -152,16 +154,34 @@ namespace deltaattn
                 detail::check_chunk(m_heads[h], k.head(h), kernels::group_heads(q, h, group), v.head(h), kernels::group_heads(out, h, group));
             for (auto& cache : m_heads)
                 cache.reserve_values(k.positions);  // the last step that may throw
-            qk_work work;
-            for (std::size_t h = 0; h < m_heads.size(); ++h)
-                work += detail::prefill_unchecked<Arch>(m_heads[h], k.head(h), kernels::group_heads(q, h, group), v.head(h),
-                                                        kernels::group_heads(out, h, group), m_workspace);
+
+            std::size_t const first = size(), heads = m_heads.size();
+            // Deltas first (late queries' delta regions reach into the chunk), one task per
+            // head; attention by (head, query block); the window rings last.
+            m_executor(heads, [&](std::size_t h, std::size_t) {
+                for (std::size_t r = 0; r < k.positions; ++r)
+                    m_heads[h].append_delta(k.at(r, h));
+            });
+            hybrid_options const& o = m_heads.front().options();
+            float const alpha = effective_scale(o.scale, dim());
+            qk_work const work = kernels::run_blocks<Arch>(
+                heads, group, q.positions, m_executor, m_workspace,
+                [&](std::size_t h, auto const& plan, std::size_t block, block_scratch& scratch) {
+                    plan.attend(block, kernels::cached_keys{&m_heads[h], k.head(h), first}, kernels::group_heads(q, h, group), kernels::group_heads(out, h, group),
+                                first, v.head(h), alpha, kernels::hybrid_split{o.sinks, o.window}, scratch);
+                });
+            for (std::size_t h = 0; h < heads; ++h)
+                for (std::size_t r = 0; r < k.positions; ++r)
+                    m_heads[h].push_exact(k.at(r, h), first + r);
             if (stats)
             {
                 stats->prefill += work;
                 fill_cache_stats(*stats);
             }
         }
+
+        /// Spreads later calls over threads (per head, per query block); results do not change.
+        void set_executor(parallel_executor executor) { m_executor = std::move(executor); }
 
         /// Appends keys (n x Hkv x d) with no query to attend (e.g. a cached prompt prefix).
         void append(tensor_view<const float> k)
@@ -229,6 +249,7 @@ namespace deltaattn
 
         std::vector<delta_key_cache> m_heads;
         attention_workspace m_workspace;
+        parallel_executor m_executor;
     };
 
     /**
@@ -238,7 +259,8 @@ namespace deltaattn
      */
     template <class Arch = default_arch>
     void hybrid_attention(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
-                          hybrid_options const& options, delta_policy const& policy, attention_stats* stats = nullptr)
+                          hybrid_options const& options, delta_policy const& policy, attention_stats* stats = nullptr,
+                          parallel_executor const& executor = {})
     {
         detail::check_attention_shapes(q, k, v, out);
         validate_options(options);
@@ -251,6 +273,7 @@ namespace deltaattn
         }
         std::size_t const skipped = k.positions - q.positions;  // keys before the first query
         layer_key_cache cache(k.heads, k.dim, k.positions, options, policy);
+        cache.set_executor(executor);
         cache.append(k.slice_positions(0, skipped));
         attention_stats local;
         cache.prefill<Arch>(q, k.slice_positions(skipped, q.positions), v, out, &local);

@@ -1,10 +1,12 @@
 /**
  * @file kernels/workspace.hpp
  * Scratch memory of the attention kernels: sized once, reused by every call, so the
- * kernels themselves never allocate.
+ * kernels themselves never allocate. One slot per worker thread.
  */
 #ifndef DELTAATTN_KERNELS_WORKSPACE_HPP
 #define DELTAATTN_KERNELS_WORKSPACE_HPP
+
+#include "../counters.hpp"
 
 #include <algorithm>
 #include <cstddef>
@@ -12,7 +14,8 @@
 
 namespace deltaattn
 {
-    class attention_workspace
+    /// The scratch of one query block on one thread.
+    class block_scratch
     {
     public:
         /// Keys per tile of the online softmax.
@@ -39,9 +42,40 @@ namespace deltaattn
         std::vector<float> lane_factor;  ///< per lane: the tile's softmax rescale factor
         std::vector<float> lane_sum;     ///< per lane: the softmax denominator
         std::vector<float const*> value_rows;
+        qk_work work;  ///< work of the tasks this slot ran in the current call
 
     private:
         std::size_t m_lanes = 0, m_dim = 0;
+    };
+
+    /// Scratch for the attention kernels: a `block_scratch` per worker thread.
+    class attention_workspace
+    {
+    public:
+        /// The slot of `worker`; slots for workers 0..workers-1 exist after `reserve_workers`.
+        block_scratch& slot(std::size_t worker) noexcept { return m_slots[worker]; }
+
+        /// Makes sure there is a slot per worker (call before running tasks in parallel).
+        void reserve_workers(std::size_t workers)
+        {
+            if (m_slots.size() < workers)
+                m_slots.resize(workers);
+        }
+
+        /// Sums and clears the slots' work counters (integers: the order does not matter).
+        qk_work take_work() noexcept
+        {
+            qk_work total;
+            for (auto& s : m_slots)
+            {
+                total += s.work;
+                s.work = qk_work{};
+            }
+            return total;
+        }
+
+    private:
+        std::vector<block_scratch> m_slots = std::vector<block_scratch>(1);
     };
 }  // namespace deltaattn
 
