@@ -7,7 +7,7 @@
 //
 //   deltaattn_demo [--positions N] [--prompt P] [--q-heads H] [--kv-heads H] [--dim D]
 //                  [--window W] [--sinks S] [--policy fixed|relative|target|block]
-//                  [--theta X] [--ratio R] [--sparsity RHO] [--group G] [--repeats N]
+//                  [--theta X] [--ratio R] [--sparsity RHO] [--group G] [--repeats N] [--threads T]
 #include <deltaattn/deltaattn.hpp>
 #include <deltaattn/synthetic.hpp>
 
@@ -32,9 +32,10 @@ namespace
         std::size_t prompt = 1536;
         hybrid_options options{};
         std::string policy = "relative";
-        float theta = 0.3f, ratio = 0.35f, sparsity = 0.6f;
+        float theta = 0.3f, ratio = 0.2f, sparsity = 0.6f;
         std::size_t group = 8;
         int repeats = 5;
+        std::size_t threads = 1;
     };
 
     settings parse(int argc, char** argv)
@@ -48,7 +49,8 @@ namespace
             if (flag == "--help" || flag == "-h")
             {
                 std::printf("usage: %s [--positions N] [--prompt P] [--q-heads H] [--kv-heads H] [--dim D] [--window W] [--sinks S]\n"
-                            "          [--policy fixed|relative|target|block] [--theta X] [--ratio R] [--sparsity RHO] [--group G] [--repeats N]\n",
+                            "          [--policy fixed|relative|target|block] [--theta X] [--ratio R] [--sparsity RHO] [--group G] [--repeats N]\n"
+                            "          [--threads T]\n",
                             argv[0]);
                 std::exit(0);
             }
@@ -69,6 +71,7 @@ namespace
             else if (flag == "--sparsity") s.sparsity = std::stof(value);
             else if (flag == "--group") s.group = size();
             else if (flag == "--repeats") s.repeats = std::max(1, std::stoi(value));
+            else if (flag == "--threads") s.threads = std::max<std::size_t>(1, size());
             else throw std::invalid_argument("unknown flag " + flag);
         }
         s.prompt = std::min(s.prompt, s.shape.positions);
@@ -100,30 +103,31 @@ namespace
     };
 
     /// Prefill of the prompt, then one decode step per remaining position.
-    run_result run_dense(qkv_data const& in, std::size_t prompt)
+    run_result run_dense(qkv_data const& in, std::size_t prompt, parallel_executor const& executor)
     {
         run_result r;
         auto const out = in.make_output(r.out);
         attention_workspace ws;
         auto t0 = clock_type::now();
         dense_attention(in.q_view().slice_positions(0, prompt), in.k_view().slice_positions(0, prompt), in.v_view().slice_positions(0, prompt),
-                        out.slice_positions(0, prompt), 0.0f, ws);
+                        out.slice_positions(0, prompt), 0.0f, ws, nullptr, executor);
         r.prefill_s = seconds_since(t0);
         t0 = clock_type::now();
         for (std::size_t i = prompt; i < in.shape.positions; ++i)
             dense_decode(in.q_view().slice_positions(i, 1), in.k_view().slice_positions(0, i + 1), in.v_view().slice_positions(0, i + 1),
-                         out.slice_positions(i, 1), 0.0f, ws);
+                         out.slice_positions(i, 1), 0.0f, ws, executor);
         r.decode_s = seconds_since(t0);
         return r;
     }
 
     run_result run_hybrid(qkv_data const& in, std::size_t prompt, hybrid_options const& options, delta_policy const& policy,
-                          std::size_t& cache_bytes)
+                          parallel_executor const& executor, std::size_t& cache_bytes)
     {
         run_result r;
         auto const out = in.make_output(r.out);
         auto t0 = clock_type::now();
         layer_key_cache cache(in.shape.kv_heads, in.shape.dim, in.shape.positions, options, policy);
+        cache.set_executor(executor);
         cache.prefill(in.q_view().slice_positions(0, prompt), in.k_view().slice_positions(0, prompt), in.v_view().slice_positions(0, prompt),
                       out.slice_positions(0, prompt), &r.stats);
         r.prefill_s = seconds_since(t0);
@@ -161,8 +165,10 @@ try
     std::printf("deltaattn %d.%d.%d demo  arch=%s\n", DELTAATTN_VERSION_MAJOR, DELTAATTN_VERSION_MINOR, DELTAATTN_VERSION_PATCH, active_arch_name());
     std::printf("workload: LLM-like (AR(1) latents + RoPE), %zu positions (prompt %zu, %zu decode steps), %zu query / %zu KV heads, head dim %zu\n",
                 n, s.prompt, n - s.prompt, s.shape.q_heads, s.shape.kv_heads, d);
-    std::printf("hybrid:   %s, sinks %zu, window %zu, keyframe every %zu\n\n", describe(policy).c_str(), s.options.sinks, s.options.window,
-                s.options.keyframe_interval);
+    std::printf("hybrid:   %s, sinks %zu, window %zu, keyframe every %zu; %zu thread(s)\n\n", describe(policy).c_str(), s.options.sinks,
+                s.options.window, s.options.keyframe_interval, s.threads);
+    thread_pool pool(s.threads);
+    parallel_executor const executor = pool.executor();
 
     // Dense and hybrid alternate, so both see the same machine state; medians of repeats.
     std::vector<double> dense_prefill, dense_decode_t, hybrid_prefill, hybrid_decode_t;
@@ -170,8 +176,8 @@ try
     std::size_t cache_bytes = 0;
     for (int r = 0; r < s.repeats; ++r)
     {
-        dense = run_dense(in, s.prompt);
-        hybrid = run_hybrid(in, s.prompt, s.options, policy, cache_bytes);
+        dense = run_dense(in, s.prompt, executor);
+        hybrid = run_hybrid(in, s.prompt, s.options, policy, executor, cache_bytes);
         dense_prefill.push_back(dense.prefill_s);
         dense_decode_t.push_back(dense.decode_s);
         hybrid_prefill.push_back(hybrid.prefill_s);
