@@ -75,6 +75,22 @@ namespace deltaattn
             return xsimd::hadd(x);
 #endif
         }
+        /// Lane i of the result = the sum of the lanes of rows[i] (`width` rows).
+        static reg reduce_add_rows(reg const* rows) noexcept
+        {
+#if XSIMD_VERSION_MAJOR < 9
+            // xsimd 8's AVX-512 haddp returns its lanes out of order (2,3 <-> 4,5 and
+            // 10,11 <-> 12,13): reduce row by row there.
+            if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value)
+            {
+                alignas(64) float sums[width];
+                for (std::size_t i = 0; i < width; ++i)
+                    sums[i] = reduce_add(rows[i]);
+                return reg::load_aligned(sums);
+            }
+#endif
+            return xsimd::haddp(rows);
+        }
         static float reduce_max(reg const& x) noexcept
         {
             alignas(64) float lanes[width];
@@ -117,6 +133,7 @@ namespace deltaattn
         static reg select(mask m, reg a, reg b) noexcept { return m ? a : b; }
         static reg iota() noexcept { return 0.0f; }
         static float reduce_add(reg x) noexcept { return x; }
+        static reg reduce_add_rows(reg const* rows) noexcept { return rows[0]; }
         static float reduce_max(reg x) noexcept { return x; }
     };
 

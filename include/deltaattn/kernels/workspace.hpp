@@ -34,7 +34,11 @@ namespace deltaattn
             lane_factor.assign(m_lanes, 0.0f);
             lane_sum.assign(m_lanes, 0.0f);
             value_rows.assign(tile, nullptr);
+            snapshots.assign(max_channel_heads * 64 * 16, 0.0f);
         }
+
+        /// Decode steps take the channel-parallel delta path up to this many heads per block.
+        static constexpr std::size_t max_channel_heads = 8;
 
         std::vector<float> transposed;   ///< queries, [dim][lane]
         std::vector<float> lane_acc;     ///< output accumulators, [lane][dim]
@@ -42,6 +46,7 @@ namespace deltaattn
         std::vector<float> lane_factor;  ///< per lane: the tile's softmax rescale factor
         std::vector<float> lane_sum;     ///< per lane: the softmax denominator
         std::vector<float const*> value_rows;
+        std::vector<float> snapshots;    ///< decode: per head, `width` running prefix vectors
         qk_work work;  ///< work of the tasks this slot ran in the current call
 
     private:

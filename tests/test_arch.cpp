@@ -1,0 +1,46 @@
+// The vector operations every kernel is written against (arch.hpp), on every tested arch.
+#include "catch.hpp"
+#include "tester.hpp"
+
+#include <cstring>
+
+using namespace deltaattn_test;
+
+TEMPLATE_LIST_TEST_CASE("reduce_add_rows sums row i into lane i", "[arch]", tested_archs)
+{
+    using ops = arch_traits<TestType>;
+    constexpr std::size_t w = ops::width;
+    // Small integers: every sum is exact in fp32, whatever the order of additions.
+    float m[w][w];
+    for (std::size_t i = 0; i < w; ++i)
+        for (std::size_t j = 0; j < w; ++j)
+            m[i][j] = static_cast<float>(100 * i + j);
+    typename ops::reg rows[w];
+    for (std::size_t i = 0; i < w; ++i)
+        rows[i] = ops::load(m[i]);
+    float sums[w];
+    ops::store(sums, ops::reduce_add_rows(rows));
+    for (std::size_t i = 0; i < w; ++i)
+    {
+        float want = 0.0f;
+        for (std::size_t j = 0; j < w; ++j)
+            want += m[i][j];
+        INFO(arch_name<TestType>() << " row " << i);
+        CHECK(sums[i] == want);
+        CHECK(ops::reduce_add(rows[i]) == want);
+    }
+}
+
+TEMPLATE_LIST_TEST_CASE("select, less and iota pick lanes by index", "[arch]", tested_archs)
+{
+    using ops = arch_traits<TestType>;
+    constexpr std::size_t w = ops::width;
+    float lanes[w];
+    ops::store(lanes, ops::iota());
+    for (std::size_t i = 0; i < w; ++i)
+        CHECK(lanes[i] == static_cast<float>(i));
+    auto const picked = ops::select(ops::less(ops::iota(), ops::broadcast(w / 2.0f)), ops::broadcast(1.0f), ops::broadcast(2.0f));
+    ops::store(lanes, picked);
+    for (std::size_t i = 0; i < w; ++i)
+        CHECK(lanes[i] == (static_cast<float>(i) < w / 2.0f ? 1.0f : 2.0f));
+}
