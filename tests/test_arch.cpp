@@ -44,3 +44,28 @@ TEMPLATE_LIST_TEST_CASE("select, less and iota pick lanes by index", "[arch]", t
     for (std::size_t i = 0; i < w; ++i)
         CHECK(lanes[i] == (static_cast<float>(i) < w / 2.0f ? 1.0f : 2.0f));
 }
+
+TEMPLATE_LIST_TEST_CASE("expand_lanes places packed values bit for bit, for every mask of a register", "[arch][expand]", tested_archs)
+{
+    using ops = arch_traits<TestType>;
+    constexpr std::size_t w = ops::width;
+    // Distinct values with distinct bit patterns (negative zero included).
+    float packed[w];
+    for (std::size_t i = 0; i < w; ++i)
+        packed[i] = i == 0 ? -0.0f : static_cast<float>(i) * 1.25f - 7.0f;
+    std::uint64_t mismatches = 0;
+    for (std::uint32_t bits = 0; bits < (std::uint32_t(1) << w); ++bits)
+    {
+        float want[w];
+        std::size_t used = 0;
+        for (std::size_t l = 0; l < w; ++l)
+            want[l] = (bits >> l & 1u) ? packed[used++] : 0.0f;
+        float const* cursor = packed;
+        float got[w];
+        ops::store(got, kernels::expand_lanes<TestType>(bits, cursor));
+        if (std::memcmp(got, want, sizeof got) != 0 || cursor != packed + used)
+            ++mismatches;
+    }
+    INFO(arch_name<TestType>());
+    CHECK(mismatches == 0);
+}
