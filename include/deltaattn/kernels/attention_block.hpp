@@ -38,6 +38,7 @@
 #include "../counters.hpp"
 #include "../detail/bits.hpp"
 #include "../views.hpp"
+#include "arch/expand.hpp"
 #include "key_sources.hpp"
 #include "workspace.hpp"
 
@@ -124,37 +125,24 @@ namespace deltaattn
 
         /// Can this arch expand a compressed row into a register in one instruction? Only
         /// then does the channel-parallel delta path of a decode step beat the lane path
-        /// (measured: with a scalar expand loop it costs ~1.7x the instructions on AVX2).
+        /// (measured: with a scalar expand loop it costs ~1.7x the instructions on AVX2,
+        /// and the LUT kernels of AVX2/NEON still cost several).
         template <class Arch>
         constexpr bool has_fast_expand() noexcept
         {
-#if defined(__AVX512F__)
-            return std::is_base_of<xsimd::avx512f, Arch>::value;
-#else
-            return false;
-#endif
+            return expand_isa_of<Arch>() == expand_isa::avx512;
         }
 
         /// One register of a compressed row: lane l = the next packed value if bit l of
-        /// `bits` is set, else 0; advances `packed` past the values used.
+        /// `bits` is set, else 0; advances `packed` past the values used. Reads only the
+        /// values it uses (the cache's packed rows are not padded for the LUT kernels).
         template <class Arch>
         typename arch_traits<Arch>::reg expand_lanes(std::uint32_t bits, float const*& packed) noexcept
         {
-            using ops = arch_traits<Arch>;
-            constexpr std::size_t w = ops::width;
-#if defined(__AVX512F__)
-            if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value)
-            {
-                // Masked expand-load: reads only the popcount(bits) values it uses.
-                auto const lanes = _mm512_maskz_expandloadu_ps(static_cast<__mmask16>(bits), packed);
-                packed += detail::popcount64(bits);
-                return lanes;
-            }
-#endif
-            alignas(64) float lanes[w];
-            for (std::size_t l = 0; l < w; ++l)
-                lanes[l] = (bits >> l & 1u) ? *packed++ : 0.0f;
-            return ops::load(lanes);
+            if constexpr (has_fast_expand<Arch>())
+                return expand_group<Arch>(bits, packed);  // masked expand-load
+            else
+                return expand_group_generic<Arch>(bits, packed);
         }
 
         /**

@@ -1,0 +1,191 @@
+// Expansion kernels (kernels/arch/expand.hpp) against the generic fallback, bit for bit,
+// on every mask of a group, for every arch this binary is compiled for: the suite's
+// own archs plus every narrower xsimd arch the flags allow (an AVX-512 build also
+// checks the AVX2 and SSSE3 kernels).
+#include "catch.hpp"
+#include "tester.hpp"
+
+#include <deltaattn/kernels/arch/expand.hpp>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#if defined(__unix__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
+using namespace deltaattn_test;
+using deltaattn::kernels::expand_group;
+using deltaattn::kernels::expand_group_generic;
+using deltaattn::kernels::expand_isa;
+using deltaattn::kernels::expand_isa_of;
+using deltaattn::kernels::expand_padding;
+
+namespace
+{
+    /// Appends T to the tuple unless it is already there.
+    template <class Tuple, class T>
+    struct append_unique;
+    template <class... Ts, class T>
+    struct append_unique<std::tuple<Ts...>, T>
+    {
+        using type = std::conditional_t<(std::is_same<Ts, T>::value || ...), std::tuple<Ts...>, std::tuple<Ts..., T>>;
+    };
+
+    /// Every xsimd arch with float registers that this TU's flags allow.
+    using compiled_xsimd_archs = std::tuple<
+#if defined(__SSE2__)
+        xsimd::sse2,
+#endif
+#if defined(__SSSE3__)
+        xsimd::ssse3,
+#endif
+#if defined(__SSE4_2__)
+        xsimd::sse4_2,
+#endif
+#if defined(__AVX2__)
+        xsimd::avx2,
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+        xsimd::fma3<xsimd::avx2>,
+#endif
+#if defined(__AVX512F__)
+        xsimd::avx512f,
+#endif
+#if defined(__AVX512F__) && defined(__AVX512CD__) && defined(__AVX512DQ__) && defined(__AVX512BW__)
+        xsimd::avx512bw,
+#endif
+#if defined(__ARM_NEON)
+        xsimd::neon,
+#endif
+#if defined(__ARM_NEON) && defined(__aarch64__)
+        xsimd::neon64,
+#endif
+        deltaattn::scalar>;
+
+    /// The above plus default_arch, whatever it is (e.g. a newer xsimd's arch).
+    using expand_archs = append_unique<compiled_xsimd_archs, deltaattn::default_arch>::type;
+
+    /// Packed values with bit patterns a float copy could disturb: -0, a NaN with a
+    /// payload, infinities, subnormals; then distinct ordinary values.
+    std::vector<float> packed_values(std::size_t count)
+    {
+        std::uint32_t const special[] = {0x80000000u, 0x7FC01234u, 0xFFA00001u, 0x7F800000u, 0xFF800000u, 0x00000001u, 0x807FFFFFu, 0x3F800000u};
+        std::vector<float> values(count);
+        for (std::size_t i = 0; i < count; ++i)
+        {
+            std::uint32_t const bits = i < sizeof special / sizeof special[0] ? special[i] : 0x40000000u + 0x1357u * static_cast<std::uint32_t>(i);
+            std::memcpy(&values[i], &bits, sizeof bits);
+        }
+        return values;
+    }
+
+    std::size_t popcount_low(std::uint32_t bits, std::size_t width)
+    {
+        std::size_t n = 0;
+        for (std::size_t l = 0; l < width; ++l)
+            n += bits >> l & 1u;
+        return n;
+    }
+
+    /// What the kernel choice should be, written independently of expand_isa_of: a guard
+    /// regression that silently falls back to the generic loop fails here.
+    template <class Arch>
+    constexpr expand_isa expected_kernel() noexcept
+    {
+#if defined(__AVX512F__)
+        if (std::is_same<Arch, xsimd::avx512f>::value || std::is_same<Arch, xsimd::avx512bw>::value)
+            return expand_isa::avx512;
+#endif
+#if defined(__AVX2__)
+        if (std::is_same<Arch, xsimd::avx2>::value || std::is_same<Arch, xsimd::fma3<xsimd::avx2>>::value)
+            return expand_isa::avx2;
+#endif
+#if defined(__SSSE3__)
+        if (std::is_same<Arch, xsimd::ssse3>::value || std::is_same<Arch, xsimd::sse4_2>::value)
+            return expand_isa::ssse3;
+#endif
+#if defined(__ARM_NEON)
+        if (std::is_same<Arch, xsimd::neon>::value || std::is_same<Arch, xsimd::neon64>::value)
+            return expand_isa::neon;
+#endif
+        return std::is_same<Arch, deltaattn::scalar>::value || std::is_same<Arch, xsimd::sse2>::value ? expand_isa::generic
+                                                                                                      : expand_isa_of<Arch>();
+    }
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("expand_group picks the kernel of its arch", "[expand]", expand_archs)
+{
+    INFO(arch_name<TestType>() << " runs " << deltaattn::kernels::expand_kernel_name<TestType>());
+    CHECK(expand_isa_of<TestType>() == expected_kernel<TestType>());
+}
+
+TEMPLATE_LIST_TEST_CASE("expand_group equals the generic fallback bit for bit on every mask", "[expand]", expand_archs)
+{
+    using ops = arch_traits<TestType>;
+    constexpr std::size_t w = ops::width;
+    static_assert(w <= 16, "masks are enumerated exhaustively up to 16 lanes");
+    std::vector<float> const values = packed_values(w + expand_padding);
+    std::uint32_t const masks = 1u << w;
+    // Bits above the group must be ignored: every mask is also tried with garbage there.
+    std::uint32_t const garbage = w < 32 ? ~0u << w : 0u;
+
+    std::size_t mismatches = 0;
+    std::uint32_t first_bad = 0;
+    for (std::uint32_t m = 0; m < masks; ++m)
+    {
+        alignas(64) float fast[w], fast_noisy[w], generic[w], expected[w];
+        float const* p_fast = values.data();
+        float const* p_noisy = values.data();
+        float const* p_generic = values.data();
+        ops::store(fast, expand_group<TestType>(m, p_fast));
+        ops::store(fast_noisy, expand_group<TestType>(m | garbage, p_noisy));
+        ops::store(generic, expand_group_generic<TestType>(m, p_generic));
+        std::size_t next = 0;
+        for (std::size_t l = 0; l < w; ++l)
+            expected[l] = (m >> l & 1u) ? values[next++] : 0.0f;
+
+        std::size_t const used = popcount_low(m, w);
+        bool const ok = std::memcmp(fast, generic, sizeof fast) == 0 && std::memcmp(fast_noisy, generic, sizeof fast) == 0 &&
+                        std::memcmp(generic, expected, sizeof fast) == 0 && p_fast == values.data() + used &&
+                        p_noisy == values.data() + used && p_generic == values.data() + used;
+        if (!ok && mismatches++ == 0)
+            first_bad = m;
+    }
+    INFO(arch_name<TestType>() << " (" << deltaattn::kernels::expand_kernel_name<TestType>() << "): " << masks << " masks, " << mismatches
+                               << " mismatch(es)" << (mismatches ? ", the first at mask " : "") << (mismatches ? std::to_string(first_bad) : ""));
+    CHECK(mismatches == 0);
+}
+
+#if defined(__unix__)
+TEMPLATE_LIST_TEST_CASE("expand_group reads no further than expand_padding past the row", "[expand]", expand_archs)
+{
+    // The row's values end exactly expand_padding floats before an unreadable page: a
+    // kernel that reads further faults.
+    using ops = arch_traits<TestType>;
+    constexpr std::size_t w = ops::width;
+    std::size_t const page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    void* region = mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(region != MAP_FAILED);
+    REQUIRE(mprotect(static_cast<char*>(region) + page, page, PROT_NONE) == 0);
+    float* const end = reinterpret_cast<float*>(static_cast<char*>(region) + page);
+    std::uint32_t const all = w >= 32 ? ~0u : (1u << w) - 1u;
+    for (std::uint32_t m : {all, 1u, 1u << (w - 1), 0u})
+    {
+        std::size_t const used = popcount_low(m, w);
+        float* const row = end - expand_padding - used;
+        for (std::size_t i = 0; i < used + expand_padding; ++i)
+            row[i] = static_cast<float>(i + 1);
+        float const* p = row;
+        alignas(64) float lanes[w];
+        ops::store(lanes, expand_group<TestType>(m, p));
+        CHECK(p == row + used);
+    }
+    munmap(region, 2 * page);
+}
+#endif
