@@ -42,7 +42,7 @@ namespace
         return *slot;
     }
 
-    void report(benchmark::State& state, qk_work const& per_call, double delta_sparsity, double k_bytes)
+    void report(benchmark::State& state, attention_work const& per_call, double delta_sparsity, double k_bytes)
     {
         state.counters["attention_sparsity"] = per_call.sparsity();
         state.counters["delta_sparsity"] = delta_sparsity;
@@ -59,10 +59,10 @@ namespace
         std::vector<float> out;
         auto const view = in.make_output(out);
         attention_workspace ws;
-        qk_work work;
+        attention_work work;
         for (auto _ : state)
         {
-            work = qk_work{};
+            work = attention_work{};
             dense_attention(in.q_view(), in.k_view(), in.v_view(), view, 0.0f, ws, &work);
             benchmark::DoNotOptimize(out.data());
         }
@@ -92,10 +92,10 @@ namespace
         std::vector<float> out(q_heads * d);
         auto const view = make_token_major(out.data(), 1, q_heads, d);
         attention_workspace ws;
-        qk_work work;
+        attention_work work;
         for (auto _ : state)
         {
-            work = qk_work{};
+            work = attention_work{};
             dense_attention(in.q_view().slice_positions(n - 1, 1), in.k_view(), in.v_view(), view, 0.0f, ws, &work);
             benchmark::DoNotOptimize(out.data());
         }

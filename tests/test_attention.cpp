@@ -173,7 +173,7 @@ TEMPLATE_LIST_TEST_CASE("hybrid counters equal the analytic counts", "[hybrid][c
     auto const in = c.inputs();
     attention_stats stats;
     run_hybrid<TestType>(in, c, &stats);
-    qk_work const want = analytic_work(in, c, 0, c.positions - 1);
+    attention_work const want = analytic_work(in, c, 0, c.positions - 1);
     CHECK(stats.prefill.queries == want.queries);
     CHECK(stats.prefill.dense_macs == want.dense_macs);
     CHECK(stats.prefill.hybrid_macs == want.hybrid_macs);

@@ -166,7 +166,7 @@ TEST_CASE("a full cache refuses a step and stays unchanged", "[cache]")
     cache.append(in.k_view().head(0).slice_rows(0, 9));
     std::vector<float> const before(cache.reference_row(), cache.reference_row() + dim);
     std::size_t const bytes = cache.bytes();
-    REQUIRE_THROWS_WITH(cache.append(in.k_view().head(0).row(9)), contains("key") && contains("full"));
+    REQUIRE_THROWS_WITH(cache.append(in.k_view().head(0).row(9)), contains("deltaattn: k:") && contains("full"));
     REQUIRE_THROWS_WITH(cache.append(in.k_view().head(0).slice_rows(0, 1)), contains("k") && contains("overflows"));
     CHECK(cache.size() == 9);
     CHECK(cache.bytes() == bytes);

@@ -127,7 +127,7 @@ TEMPLATE_LIST_TEST_CASE("a layer cache decodes to 65,536 positions within the or
     CHECK(stats.kcache_bytes == cache.bytes());
     CHECK(stats.kcache_dense_bytes == dense_fp32);
     // The decode counters are the analytic counts of the decoded positions.
-    qk_work want_decode;
+    attention_work want_decode;
     for (std::size_t i : decoded)
         want_decode += reference::stage_work(i, i, long_q_heads, c.rows, c.options);
     CHECK(stats.decode.hybrid_macs == want_decode.hybrid_macs);

@@ -60,9 +60,9 @@ namespace
     }
 
     /// The analytic QK work of all positions (one stage), every KV head.
-    qk_work analytic_work(qkv_data const& in, hybrid_options const& options, delta_policy const& policy)
+    attention_work analytic_work(qkv_data const& in, hybrid_options const& options, delta_policy const& policy)
     {
-        qk_work w;
+        attention_work w;
         std::size_t const group = in.shape.q_heads / in.shape.kv_heads;
         for (std::size_t h = 0; h < in.shape.kv_heads; ++h)
             w += reference::stage_work(0, in.shape.positions - 1, group, reference::build_delta_rows(in.k_view().head(h), policy), options);
@@ -304,7 +304,7 @@ TEMPLATE_LIST_TEST_CASE("constant keys: delta sparsity 1, hybrid equals dense", 
         CHECK(stats.keys.updated == 0);
         CHECK(stats.keys.sparsity() == 1.0);
     }
-    qk_work const want = analytic_work(in, options, policy);
+    attention_work const want = analytic_work(in, options, policy);
     CHECK((stats.prefill + stats.decode).hybrid_macs == want.hybrid_macs);
     CHECK((stats.prefill + stats.decode).dense_macs == want.dense_macs);
 }
@@ -345,7 +345,7 @@ TEMPLATE_LIST_TEST_CASE("alternating keys: no sparsity, hybrid equals dense", "[
 
     CHECK(stats.keys.updated == (n - 1) * d);
     CHECK(stats.keys.sparsity() == 0.0);
-    qk_work const work = stats.prefill + stats.decode;
+    attention_work const work = stats.prefill + stats.decode;
     CHECK(work.hybrid_macs == analytic_work(in, options, policy).hybrid_macs);
     CHECK(work.sparsity() <= 0.0);
     if (sinks == 1 && keyframes == 0)
@@ -420,7 +420,7 @@ TEMPLATE_LIST_TEST_CASE("per-head append and hybrid_decode reject NaN/Inf by nam
     std::vector<float> key(in.k_view().at(5, 0), in.k_view().at(5, 0) + d);
     key[d - 1] = bad;
     INFO(arch_name<TestType>() << " " << bad);
-    CHECK_THROWS_WITH(cache.append(key.data()), contains(named("key")) && contains("non-finite"));
+    CHECK_THROWS_WITH(cache.append(key.data()), contains(named("k")) && contains("non-finite"));
     CHECK_THROWS_WITH(cache.append(make_matrix_view<const float>(key.data(), 1, d)), contains(named("k")) && contains("non-finite"));
     CHECK(cache.size() == 5);
     CHECK(cache.bytes() == bytes);

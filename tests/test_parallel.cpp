@@ -60,7 +60,7 @@ TEMPLATE_LIST_TEST_CASE("outputs are bit-identical for any number of threads", "
     auto run = [&](std::size_t threads, std::vector<float>& dense, std::vector<float>& hybrid, attention_stats& stats) {
         thread_pool pool(threads);
         attention_workspace ws;
-        qk_work dense_work;
+        attention_work dense_work;
         dense_attention<TestType>(in.q_view(), in.k_view(), in.v_view(), in.make_output(dense), 0.0f, ws, &dense_work, pool.executor());
         // Prefill half, decode the rest, on the pool.
         auto const out = in.make_output(hybrid);

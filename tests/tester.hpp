@@ -106,9 +106,9 @@ namespace deltaattn_test
     }
 
     /// The analytic QK work of a stage (query rows at positions [first, last]), all heads.
-    inline qk_work analytic_work(qkv_data const& in, attention_case const& c, std::size_t first, std::size_t last)
+    inline attention_work analytic_work(qkv_data const& in, attention_case const& c, std::size_t first, std::size_t last)
     {
-        qk_work w;
+        attention_work w;
         std::size_t const group = c.q_heads / c.kv_heads;
         for (std::size_t h = 0; h < c.kv_heads; ++h)
         {

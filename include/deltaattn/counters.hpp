@@ -9,29 +9,45 @@
 
 namespace deltaattn
 {
-    /// Query-key multiply-accumulates of one stage, summed over query heads and rows.
-    struct qk_work
+    /// Multiply-accumulates of one stage, summed over query heads and rows: query-key
+    /// (QK) work, which the delta K matrix saves, and probability-value (PV) work, which
+    /// the delta value matrix saves (SPEC.md §4, §6.1). With values exact the PV work is
+    /// the dense count.
+    struct attention_work
     {
-        std::uint64_t queries = 0;      ///< query vectors (rows x query heads)
-        std::uint64_t dense_macs = 0;   ///< what dense attention spends: (i + 1) * d per query
-        std::uint64_t hybrid_macs = 0;  ///< what hybrid attention spent, keyframe dots included
+        std::uint64_t queries = 0;         ///< query vectors (rows x query heads)
+        std::uint64_t dense_macs = 0;      ///< QK work of dense attention: (i + 1) * d per query
+        std::uint64_t hybrid_macs = 0;     ///< QK work spent, keyframe and base-row dots included
+        std::uint64_t dense_pv_macs = 0;   ///< PV work of dense attention: (i + 1) * d per query
+        std::uint64_t hybrid_pv_macs = 0;  ///< PV work spent, segment (base/keyframe) rows included
 
-        /// attention sparsity = 1 - hybrid / dense (0 for no work).
-        double sparsity() const noexcept
-        {
-            return dense_macs == 0 ? 0.0 : 1.0 - static_cast<double>(hybrid_macs) / static_cast<double>(dense_macs);
-        }
+        /// attention sparsity (the paper's headline) = 1 - hybrid QK / dense QK.
+        double sparsity() const noexcept { return saved(hybrid_macs, dense_macs); }
 
-        qk_work& operator+=(qk_work const& o) noexcept
+        /// value sparsity = 1 - hybrid PV / dense PV (0 with values exact).
+        double value_sparsity() const noexcept { return saved(hybrid_pv_macs, dense_pv_macs); }
+
+        /// total sparsity = 1 - (hybrid QK + PV) / (dense QK + PV).
+        double total_sparsity() const noexcept { return saved(hybrid_macs + hybrid_pv_macs, dense_macs + dense_pv_macs); }
+
+        attention_work& operator+=(attention_work const& o) noexcept
         {
             queries += o.queries;
             dense_macs += o.dense_macs;
             hybrid_macs += o.hybrid_macs;
+            dense_pv_macs += o.dense_pv_macs;
+            hybrid_pv_macs += o.hybrid_pv_macs;
             return *this;
+        }
+
+    private:
+        static double saved(std::uint64_t spent, std::uint64_t dense) noexcept
+        {
+            return dense == 0 ? 0.0 : 1.0 - static_cast<double>(spent) / static_cast<double>(dense);
         }
     };
 
-    inline qk_work operator+(qk_work a, qk_work const& b) noexcept { return a += b; }
+    inline attention_work operator+(attention_work a, attention_work const& b) noexcept { return a += b; }
 
     /// Delta construction statistics over rows `j >= 1` (row 0 is dense by definition).
     struct delta_stats
@@ -56,16 +72,20 @@ namespace deltaattn
     };
 
     /// What a hybrid call reports. Prefill calls add to `prefill`, decode steps to
-    /// `decode`; the layer-level calls also fill the K cache figures (SPEC.md §7).
+    /// `decode`; the layer-level calls also fill the cache figures (SPEC.md §7). The
+    /// value figures stay 0 unless the values are kept as deltas (layer_kv_cache).
     struct attention_stats
     {
-        qk_work prefill;
-        qk_work decode;
+        attention_work prefill;
+        attention_work decode;
         delta_stats keys;                     ///< delta construction of the K caches
+        delta_stats values;                   ///< delta construction of the V caches
         std::uint64_t kcache_bytes = 0;       ///< bytes the delta K caches hold
         std::uint64_t kcache_dense_bytes = 0; ///< a dense fp32 K cache of the same positions
+        std::uint64_t vcache_bytes = 0;       ///< bytes the delta V caches hold
+        std::uint64_t vcache_dense_bytes = 0; ///< a dense fp32 V cache of the same positions
 
-        qk_work both() const noexcept { return prefill + decode; }
+        attention_work both() const noexcept { return prefill + decode; }
     };
 }  // namespace deltaattn
 

@@ -23,5 +23,6 @@
 #include "delta/delta_key_cache.hpp"
 #include "kernels/dense_attention.hpp"
 #include "kernels/hybrid_attention.hpp"
+#include "kernels/layer_kv_cache.hpp"
 
 #endif  // DELTAATTN_DELTAATTN_HPP

@@ -154,7 +154,7 @@ namespace
     {
         std::vector<float> hybrid;                        // all positions, all query heads
         std::vector<float> hybrid_tail, dense_tail;       // queries from position `skipped` on
-        std::vector<qk_work> row_work;                    // analytic QK work of each row, all heads
+        std::vector<attention_work> row_work;                    // analytic QK work of each row, all heads
         delta_stats deltas;
     };
 
@@ -173,7 +173,7 @@ namespace
         reference::dense_attention(q_tail, c.k_view(n), c.v_view(n), make_token_major(o.dense_tail.data(), tail, c.q_heads(), c.dim),
                                    c.options.scale);
 
-        o.row_work.assign(n, qk_work{});
+        o.row_work.assign(n, attention_work{});
         for (std::size_t h = 0; h < c.kv_heads; ++h)
         {
             reference::delta_rows const rows = reference::build_delta_rows(c.k_view(n).head(h), c.policy);
@@ -219,7 +219,7 @@ namespace
         return steps;
     }
 
-    bool same_work(qk_work const& a, qk_work const& b)
+    bool same_work(attention_work const& a, attention_work const& b)
     {
         return a.queries == b.queries && a.dense_macs == b.dense_macs && a.hybrid_macs == b.hybrid_macs;
     }
@@ -235,7 +235,7 @@ namespace
         auto const out_view = make_token_major(out.data(), n, Hq, c.dim);
         layer_key_cache cache(c.kv_heads, c.dim, c.capacity, c.options, c.policy);
         attention_stats stats;
-        qk_work want_prefill, want_decode;
+        attention_work want_prefill, want_decode;
         std::size_t p = 0;
         for (step const& s : steps)
         {

@@ -38,15 +38,21 @@ namespace deltaattn
         std::size_t nnz = 0;
     };
 
+    /**
+     * The delta cache of one KV head's keys, or of its values (SPEC.md §6.1 keeps them
+     * the same way: `delta_value_cache`). "Key" below reads "row" for a value cache.
+     */
     class delta_key_cache
     {
     public:
         /**
-         * A cache for up to `capacity` positions of `dim`-channel keys.
+         * A cache for up to `capacity` positions of `dim`-channel keys. `rows_name` is
+         * the argument its errors name ("k" for keys, "v" for values).
          * Throws `std::invalid_argument` naming the argument on bad options or policy.
          */
-        delta_key_cache(std::size_t dim, std::size_t capacity, hybrid_options const& options, delta_policy const& policy)
-            : m_builder(policy, dim), m_options(options), m_capacity(capacity), m_words(detail::mask_words(dim))
+        delta_key_cache(std::size_t dim, std::size_t capacity, hybrid_options const& options, delta_policy const& policy,
+                        char const* rows_name = "k")
+            : m_builder(policy, dim), m_options(options), m_capacity(capacity), m_words(detail::mask_words(dim)), m_name(rows_name)
         {
             validate_options(options);
             std::size_t const sinks = std::min(options.sinks, capacity);
@@ -158,9 +164,9 @@ namespace deltaattn
         /// Appends delta rows only (no dense copy into the ring). Pair with push_exact.
         void append_delta(float const* key)
         {
-            detail::require(size() < m_capacity, "key", "the cache is full (capacity " + std::to_string(m_capacity) + ")");
+            detail::require(size() < m_capacity, m_name, "the cache is full (capacity " + std::to_string(m_capacity) + ")");
             if (m_options.check_finite)
-                detail::require_finite_rows(matrix_view<const float>{key, 1, dim(), 0}, "key");
+                detail::require_finite_rows(matrix_view<const float>{key, 1, dim(), 0}, m_name);
 
             std::size_t const j = size();
             std::copy(m_reference.begin(), m_reference.end(), m_scratch_reference.begin());
@@ -199,12 +205,12 @@ namespace deltaattn
         /// Throws unless `keys` fits: right width, room left, finite if checking.
         void check_rows(matrix_view<const float> keys) const
         {
-            detail::require(keys.cols == dim(), "k", "has " + std::to_string(keys.cols) + " channels, the cache " + std::to_string(dim()));
-            detail::require(size() + keys.rows <= m_capacity, "k",
+            detail::require(keys.cols == dim(), m_name, "has " + std::to_string(keys.cols) + " channels, the cache " + std::to_string(dim()));
+            detail::require(size() + keys.rows <= m_capacity, m_name,
                             "appending " + std::to_string(keys.rows) + " positions overflows the cache (size " + std::to_string(size()) +
                                 ", capacity " + std::to_string(m_capacity) + ")");
             if (m_options.check_finite)
-                detail::require_finite_rows(keys, "k");
+                detail::require_finite_rows(keys, m_name);
         }
 
     private:
@@ -229,6 +235,7 @@ namespace deltaattn
         hybrid_options m_options;
         std::size_t m_capacity;
         std::size_t m_words;
+        char const* m_name;  // the argument errors name
 
         std::vector<float> m_sinks, m_ring, m_keyframes, m_reference;
         std::vector<std::uint64_t> m_masks;
@@ -238,6 +245,9 @@ namespace deltaattn
         std::vector<float> m_scratch_reference, m_scratch_values;
         std::vector<std::uint64_t> m_scratch_mask;
     };
+
+    /// The delta V cache of one KV head (SPEC.md §6.1, §7): the same structure as keys'.
+    using delta_value_cache = delta_key_cache;
 }  // namespace deltaattn
 
 #endif  // DELTAATTN_DELTA_DELTA_KEY_CACHE_HPP

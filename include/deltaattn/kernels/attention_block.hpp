@@ -40,6 +40,7 @@
 #include "../views.hpp"
 #include "arch/expand.hpp"
 #include "key_sources.hpp"
+#include "value_deltas.hpp"
 #include "workspace.hpp"
 
 #include <algorithm>
@@ -288,11 +289,12 @@ namespace deltaattn
             }
         }
 
-        /// o[lane] = o[lane] * factor[lane] + Σ_jj p[jj][lane] v_jj for G lanes at once:
-        /// each value row chunk is loaded once for G accumulators.
+        /// o[lane] = o[lane] * factor[lane] + Σ_k p[key_k][lane] v_{key_k} over the tile
+        /// keys listed in `keys`, for G lanes at once: each value row chunk is loaded once
+        /// for G accumulators.
         template <class Arch, std::size_t G>
         void accumulate_lanes(float* o, std::size_t lane0, float const* factor, float const* p, std::size_t lanes, float const* const* v,
-                              std::size_t seen, std::size_t d) noexcept
+                              std::uint16_t const* keys, std::size_t count, std::size_t d) noexcept
         {
             using ops = arch_traits<Arch>;
             constexpr std::size_t w = ops::width;
@@ -302,11 +304,11 @@ namespace deltaattn
                 typename ops::reg a[G];
                 for (std::size_t g = 0; g < G; ++g)
                     a[g] = ops::mul(ops::load(o + (lane0 + g) * d + c), ops::broadcast(factor[lane0 + g]));
-                for (std::size_t jj = 0; jj < seen; ++jj)
+                for (std::size_t k = 0; k < count; ++k)
                 {
-                    auto const vv = ops::load(v[jj] + c);
+                    auto const vv = ops::load(v[keys[k]] + c);
                     for (std::size_t g = 0; g < G; ++g)
-                        a[g] = ops::fma(ops::broadcast(p[jj * lanes + lane0 + g]), vv, a[g]);
+                        a[g] = ops::fma(ops::broadcast(p[keys[k] * lanes + lane0 + g]), vv, a[g]);
                 }
                 for (std::size_t g = 0; g < G; ++g)
                     ops::store(o + (lane0 + g) * d + c, a[g]);
@@ -315,21 +317,24 @@ namespace deltaattn
                 for (std::size_t g = 0; g < G; ++g)
                 {
                     float a = o[(lane0 + g) * d + c] * factor[lane0 + g];
-                    for (std::size_t jj = 0; jj < seen; ++jj)
-                        a += p[jj * lanes + lane0 + g] * v[jj][c];
+                    for (std::size_t k = 0; k < count; ++k)
+                        a += p[keys[k] * lanes + lane0 + g] * v[keys[k]][c];
                     o[(lane0 + g) * d + c] = a;
                 }
         }
 
         /**
          * Attention of one query block: `q` and `out` are P positions x g heads x d with
-         * P * g <= R * width, the first at absolute position `first`; `values` has a row
-         * per position. Adds the block's work (SPEC.md §4) to `work`.
+         * P * g <= R * width, the first at absolute position `first`. `keys` and `values`
+         * are dense_rows or cached_rows; with cached values (SPEC.md §6.1) the delta
+         * region's values come from their delta rows (value_deltas.hpp). Adds the block's
+         * work (SPEC.md §4) to `work`.
          */
-        template <class Arch, std::size_t R, class Keys>
-        void attend_block(Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
-                           matrix_view<const float> values, float scale, hybrid_split split, block_scratch& ws, qk_work& work)
+        template <class Arch, std::size_t R, class Keys, class Values>
+        void attend_block(Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first, Values const& values,
+                          float scale, hybrid_split split, block_scratch& ws, attention_work& work)
         {
+            static_assert(Keys::has_deltas || !Values::has_deltas, "delta values come with delta keys");
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
             constexpr std::size_t w = ops::width, lanes = R * w, tile = block_scratch::tile;
@@ -369,7 +374,10 @@ namespace deltaattn
                 row_max[r] = neg_inf;
                 row_sum[r] = first_dot[r] = even[r] = odd[r] = exact[r] = ops::zero();
             }
-            std::uint64_t macs = 0;
+            std::uint64_t macs = 0, exact_macs = 0, value_macs = 0;
+            value_delta_sums<Arch, R> value_sums(ws.value_weighted.data(), ws.value_reference.data(), d);
+            alignas(64) float unit_factor[lanes];
+            std::fill(unit_factor, unit_factor + lanes, 1.0f);
 
             for (std::size_t t0 = 0; t0 <= last; t0 += tile)
             {
@@ -394,7 +402,7 @@ namespace deltaattn
                             for (std::size_t r = 0; r < R; ++r)
                                 ops::store(first_lanes + r * w, exact[r]);
                         }
-                        macs += (p_delta - p_visible) * heads * d;
+                        exact_macs += (p_delta - p_visible) * heads * d;
                     }
                     if constexpr (Keys::has_deltas)
                     {
@@ -488,14 +496,68 @@ namespace deltaattn
                     ops::store(ws.lane_factor.data() + r * w, factor);
                 }
 
+                float const* factor = ws.lane_factor.data();
+                if constexpr (Values::has_deltas)
+                {
+                    // The delta region's values (value_deltas.hpp). Its segments close into o,
+                    // so o takes this tile's rescale now, not fused below.
+                    for (std::size_t lane = 0; lane < nq; ++lane)
+                        for (std::size_t c = 0; c < d; ++c)
+                            o[lane * d + c] *= factor[lane];
+                    value_sums.rescale(factor);
+                    factor = unit_factor;
+                    for (std::size_t jj = 0; jj < nt; ++jj)
+                    {
+                        std::size_t const j = t0 + jj;
+                        // Lanes [delta_from, nq) have key j in their delta region.
+                        std::size_t delta_from = nq;
+                        if (j >= split.sinks && split.window <= last - j)
+                            delta_from = std::min(nq, (j + split.window > first ? j + split.window - first : 0) * heads);
+                        value_macs += value_sums.close(std::min(delta_from, nq), o) * d;
+                        if (delta_from >= nq)
+                            continue;
+                        delta_key_cache const& cache = *values.cache;
+                        std::size_t const count = nq - delta_from;
+                        if (j == split.sinks)
+                            value_sums.open(cache.base_row(), delta_from);
+                        if (float const* keyframe = cache.keyframe_row(j))
+                        {
+                            value_macs += value_sums.close(nq, o) * d;
+                            value_sums.open(keyframe, delta_from);
+                        }
+                        else
+                        {
+                            delta_row const row = cache.delta(j);
+                            bool const weigh = j != split.sinks;  // C is 0 at a segment's first row
+                            value_sums.add_row(row, weigh);
+                            value_macs += weigh ? count * row.nnz : 0;
+                        }
+                        value_sums.take_mass(s + jj * lanes, delta_from);
+                    }
+                }
+
+                // Exact values: per group of G lanes, the tile keys some lane of the group
+                // reads v_j for (all visible keys, unless values are deltas).
                 for (std::size_t jj = 0; jj < nt; ++jj)
-                    ws.value_rows[jj] = values.row(t0 + jj);
+                {
+                    std::size_t const j = t0 + jj;
+                    bool const block_reads = !Values::has_deltas || j < split.sinks || j + split.window > first;
+                    ws.value_rows[jj] = block_reads ? values.exact_row(j) : nullptr;
+                }
+                std::uint16_t* const listed = ws.value_keys.data();
                 for (std::size_t lane0 = 0; lane0 < nq; lane0 += G)
                 {
                     // Keys past the group's last position have p = 0: skip them.
-                    std::size_t const i = first + (std::min(lane0 + G, nq) - 1) / heads;
-                    std::size_t const seen = i < t0 ? 0 : std::min(nt, i + 1 - t0);
-                    accumulate_lanes<Arch, G>(o, lane0, ws.lane_factor.data(), s, lanes, ws.value_rows.data(), seen, d);
+                    std::size_t const i_last = first + (std::min(lane0 + G, nq) - 1) / heads, i_first = first + lane0 / heads;
+                    std::size_t const seen = i_last < t0 ? 0 : std::min(nt, i_last + 1 - t0);
+                    std::size_t count = 0;
+                    for (std::size_t jj = 0; jj < seen; ++jj)
+                    {
+                        std::size_t const j = t0 + jj;
+                        if (!Values::has_deltas || j < split.sinks || j + split.window > i_first)
+                            listed[count++] = static_cast<std::uint16_t>(jj);
+                    }
+                    accumulate_lanes<Arch, G>(o, lane0, factor, s, lanes, ws.value_rows.data(), listed, count, d);
                 }
             }
 
@@ -509,9 +571,12 @@ namespace deltaattn
                     dst[c] = o[lane * d + c] * inv;
             }
 
+            std::uint64_t const dense = heads * d * (positions * (first + 1) + positions * (positions - 1) / 2);
             work.queries += nq;
-            work.hybrid_macs += macs;
-            work.dense_macs += heads * d * (positions * (first + 1) + positions * (positions - 1) / 2);
+            work.hybrid_macs += exact_macs + macs;
+            work.dense_macs += dense;
+            work.dense_pv_macs += dense;
+            work.hybrid_pv_macs += Values::has_deltas ? exact_macs + value_macs : dense;
         }
     }  // namespace kernels
 }  // namespace deltaattn

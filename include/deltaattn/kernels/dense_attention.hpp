@@ -25,9 +25,9 @@ namespace deltaattn
         }
 
         /// attend_block with R chosen at run time (R registers of lanes, R <= 4).
-        template <class Arch, class Keys>
+        template <class Arch, class Keys, class Values>
         void attend_block_any(std::size_t registers, Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
-                              matrix_view<const float> values, float scale, hybrid_split split, block_scratch& ws, qk_work& work)
+                              Values const& values, float scale, hybrid_split split, block_scratch& ws, attention_work& work)
         {
             switch (registers)
             {
@@ -55,9 +55,9 @@ namespace deltaattn
             std::size_t blocks() const noexcept { return head_blocks * position_blocks; }
 
             /// Block `b` of the group: its query and output views and first position.
-            template <class Keys>
+            template <class Keys, class Values>
             void attend(std::size_t b, Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
-                        matrix_view<const float> values, float scale, hybrid_split split, block_scratch& ws) const
+                        Values const& values, float scale, hybrid_split split, block_scratch& ws) const
             {
                 std::size_t const h0 = (b / position_blocks) * block_heads, p0 = (b % position_blocks) * block_positions;
                 std::size_t const hn = std::min(block_heads, heads - h0), pn = std::min(block_positions, positions - p0);
@@ -72,7 +72,7 @@ namespace deltaattn
          * tasks on `executor`, and returns the summed work.
          */
         template <class Arch, class Attend>
-        qk_work run_blocks(std::size_t kv_heads, std::size_t group, std::size_t positions, parallel_executor const& executor,
+        attention_work run_blocks(std::size_t kv_heads, std::size_t group, std::size_t positions, parallel_executor const& executor,
                            attention_workspace& workspace, Attend&& attend)
         {
             group_plan<Arch> const plan{group, positions};
@@ -98,16 +98,16 @@ namespace deltaattn
      */
     template <class Arch = default_arch>
     void dense_attention(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
-                         float scale, attention_workspace& workspace, qk_work* work = nullptr, parallel_executor const& executor = {})
+                         float scale, attention_workspace& workspace, attention_work* work = nullptr, parallel_executor const& executor = {})
     {
         detail::check_attention_shapes(q, k, v, out);
         detail::require(std::isfinite(scale), "scale", "must be finite" + detail::got(scale));
         std::size_t const group = q.heads / k.heads, first = k.positions - q.positions;
         float const alpha = effective_scale(scale, q.dim);
-        qk_work const done = kernels::run_blocks<Arch>(
+        attention_work const done = kernels::run_blocks<Arch>(
             k.heads, group, q.positions, executor, workspace, [&](std::size_t kv, auto const& plan, std::size_t block, block_scratch& ws) {
-                plan.attend(block, kernels::dense_keys{k.head(kv)}, kernels::group_heads(q, kv, group), kernels::group_heads(out, kv, group), first,
-                            v.head(kv), alpha, kernels::hybrid_split{1, 0}, ws);
+                plan.attend(block, kernels::dense_rows{k.head(kv)}, kernels::group_heads(q, kv, group), kernels::group_heads(out, kv, group), first,
+                            kernels::dense_rows{v.head(kv)}, alpha, kernels::hybrid_split{1, 0}, ws);
             });
         if (work)
             *work += done;

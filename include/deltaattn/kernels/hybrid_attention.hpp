@@ -21,6 +21,22 @@ namespace deltaattn
 {
     namespace detail
     {
+        /// The checks of a whole-sequence call: shapes, options, policies, finiteness.
+        template <class... Policies>
+        void check_sequence(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
+                            hybrid_options const& options, Policies const&... policies)
+        {
+            check_attention_shapes(q, k, v, out);
+            validate_options(options);
+            (validate_policy(policies, q.dim), ...);
+            if (options.check_finite)
+            {
+                require_finite_tensor(q, "q");
+                require_finite_tensor(k, "k");
+                require_finite_tensor(v, "v");
+            }
+        }
+
         inline void check_chunk(delta_key_cache const& cache, matrix_view<const float> keys, tensor_view<const float> q,
                                 matrix_view<const float> values, tensor_view<float> out)
         {
@@ -42,7 +58,7 @@ namespace deltaattn
         /// Attention of queries at positions [first, first + q.positions) on `cache`, whose
         /// rows from `chunk_first` on are read from `chunk` (not yet in the ring).
         template <class Arch>
-        qk_work attend_chunk(delta_key_cache const& cache, matrix_view<const float> chunk, std::size_t chunk_first, std::size_t first,
+        attention_work attend_chunk(delta_key_cache const& cache, matrix_view<const float> chunk, std::size_t chunk_first, std::size_t first,
                              tensor_view<const float> q, matrix_view<const float> values, tensor_view<float> out, attention_workspace& ws,
                              parallel_executor const& executor = {})
         {
@@ -50,14 +66,14 @@ namespace deltaattn
             float const alpha = effective_scale(o.scale, cache.dim());
             return kernels::run_blocks<Arch>(1, q.heads, q.positions, executor, ws,
                                              [&](std::size_t, auto const& plan, std::size_t block, block_scratch& scratch) {
-                                                 plan.attend(block, kernels::cached_keys{&cache, chunk, chunk_first}, q, out, first, values, alpha,
+                                                 plan.attend(block, kernels::cached_rows{&cache, chunk, chunk_first}, q, out, first, kernels::dense_rows{values}, alpha,
                                                              kernels::hybrid_split{o.sinks, o.window}, scratch);
                                              });
         }
 
         /// hybrid_prefill once its arguments are checked and the value room reserved.
         template <class Arch>
-        qk_work prefill_unchecked(delta_key_cache& cache, matrix_view<const float> keys, tensor_view<const float> q,
+        attention_work prefill_unchecked(delta_key_cache& cache, matrix_view<const float> keys, tensor_view<const float> q,
                                   matrix_view<const float> values, tensor_view<float> out, attention_workspace& ws)
         {
             std::size_t const first = cache.size();
@@ -65,7 +81,7 @@ namespace deltaattn
             // ring last (early queries still need the previous chunk's window).
             for (std::size_t r = 0; r < keys.rows; ++r)
                 cache.append_delta(keys.row(r));
-            qk_work const work = attend_chunk<Arch>(cache, keys, first, first, q, values, out, ws);
+            attention_work const work = attend_chunk<Arch>(cache, keys, first, first, q, values, out, ws);
             for (std::size_t r = 0; r < keys.rows; ++r)
                 cache.push_exact(keys.row(r), first + r);
             return work;
@@ -85,7 +101,7 @@ namespace deltaattn
     {
         detail::check_chunk(cache, keys, q, values, out);
         cache.reserve_values(keys.rows);  // the last step that may throw
-        qk_work work = detail::prefill_unchecked<Arch>(cache, keys, q, values, out, workspace);
+        attention_work work = detail::prefill_unchecked<Arch>(cache, keys, q, values, out, workspace);
         if (stats)
             stats->prefill += work;
     }
@@ -112,7 +128,7 @@ namespace deltaattn
         std::size_t const last = cache.size() - 1;
         tensor_view<const float> q_step{q.data, 1, q.rows, q.cols, 0, q.row_stride};
         tensor_view<float> out_step{out.data, 1, out.rows, out.cols, 0, out.row_stride};
-        qk_work const work = detail::attend_chunk<Arch>(cache, matrix_view<const float>{}, last + 1, last, q_step, values, out_step, workspace);
+        attention_work const work = detail::attend_chunk<Arch>(cache, matrix_view<const float>{}, last + 1, last, q_step, values, out_step, workspace);
         if (stats)
             stats->decode += work;
     }
@@ -164,11 +180,11 @@ namespace deltaattn
             });
             hybrid_options const& o = m_heads.front().options();
             float const alpha = effective_scale(o.scale, dim());
-            qk_work const work = kernels::run_blocks<Arch>(
+            attention_work const work = kernels::run_blocks<Arch>(
                 heads, group, q.positions, m_executor, m_workspace,
                 [&](std::size_t h, auto const& plan, std::size_t block, block_scratch& scratch) {
-                    plan.attend(block, kernels::cached_keys{&m_heads[h], k.head(h), first}, kernels::group_heads(q, h, group), kernels::group_heads(out, h, group),
-                                first, v.head(h), alpha, kernels::hybrid_split{o.sinks, o.window}, scratch);
+                    plan.attend(block, kernels::cached_rows{&m_heads[h], k.head(h), first}, kernels::group_heads(q, h, group), kernels::group_heads(out, h, group),
+                                first, kernels::dense_rows{v.head(h)}, alpha, kernels::hybrid_split{o.sinks, o.window}, scratch);
                 });
             for (std::size_t h = 0; h < heads; ++h)
                 for (std::size_t r = 0; r < k.positions; ++r)
@@ -262,15 +278,7 @@ namespace deltaattn
                           hybrid_options const& options, delta_policy const& policy, attention_stats* stats = nullptr,
                           parallel_executor const& executor = {})
     {
-        detail::check_attention_shapes(q, k, v, out);
-        validate_options(options);
-        validate_policy(policy, q.dim);
-        if (options.check_finite)
-        {
-            detail::require_finite_tensor(q, "q");
-            detail::require_finite_tensor(k, "k");
-            detail::require_finite_tensor(v, "v");
-        }
+        detail::check_sequence(q, k, v, out, options, policy);
         std::size_t const skipped = k.positions - q.positions;  // keys before the first query
         layer_key_cache cache(k.heads, k.dim, k.positions, options, policy);
         cache.set_executor(executor);

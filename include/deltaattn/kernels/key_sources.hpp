@@ -1,6 +1,7 @@
 /**
  * @file kernels/key_sources.hpp
- * Where the attention kernel reads keys from: a dense view, or a delta K cache.
+ * Where the attention kernel reads keys and values from: a dense view, or a delta
+ * cache (a delta K cache, or a delta V cache: the same structure, SPEC.md §7).
  */
 #ifndef DELTAATTN_KERNELS_KEY_SOURCES_HPP
 #define DELTAATTN_KERNELS_KEY_SOURCES_HPP
@@ -14,18 +15,20 @@ namespace deltaattn
 {
     namespace kernels
     {
-        /// Keys of dense attention: every key exact, read in place from a view.
-        struct dense_keys
+        /// Rows read in place from a view, every one exact: the keys of dense attention,
+        /// the values whenever they are not kept as deltas.
+        struct dense_rows
         {
-            matrix_view<const float> keys;
+            matrix_view<const float> rows;
 
             static constexpr bool has_deltas = false;
-            float const* exact_row(std::size_t j) const noexcept { return keys.row(j); }
+            float const* exact_row(std::size_t j) const noexcept { return rows.row(j); }
         };
 
-        /// Keys of hybrid attention: the delta K cache, plus the dense rows of the chunk
-        /// being prefilled (positions >= chunk_first), which the ring may not hold yet.
-        struct cached_keys
+        /// Rows of a delta cache (keys, or values with SPEC.md §6.1 on), plus the dense
+        /// rows of the chunk being prefilled (positions >= chunk_first), which the ring
+        /// may not hold yet. Exact rows exist only for the sinks and the window.
+        struct cached_rows
         {
             delta_key_cache const* cache;
             matrix_view<const float> chunk;

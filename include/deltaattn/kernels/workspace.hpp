@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 namespace deltaattn
@@ -34,6 +35,9 @@ namespace deltaattn
             lane_factor.assign(m_lanes, 0.0f);
             lane_sum.assign(m_lanes, 0.0f);
             value_rows.assign(tile, nullptr);
+            value_keys.assign(tile, 0);
+            value_weighted.assign(m_lanes * m_dim, 0.0f);
+            value_reference.assign(m_dim, 0.0f);
             snapshots.assign(max_channel_heads * 64 * 16, 0.0f);
         }
 
@@ -45,9 +49,12 @@ namespace deltaattn
         std::vector<float> lane_scores;  ///< a tile's scores, then probabilities, [key][lane]
         std::vector<float> lane_factor;  ///< per lane: the tile's softmax rescale factor
         std::vector<float> lane_sum;     ///< per lane: the softmax denominator
-        std::vector<float const*> value_rows;
+        std::vector<float const*> value_rows;      ///< a tile's exact value rows (nullptr: none read)
+        std::vector<std::uint16_t> value_keys;     ///< tile keys one lane group reads exact values of
+        std::vector<float> value_weighted;         ///< delta values: Σ C Δv per lane, [dim][lane]
+        std::vector<float> value_reference;        ///< delta values: the running reference v̂
         std::vector<float> snapshots;    ///< decode: per head, `width` running prefix vectors
-        qk_work work;  ///< work of the tasks this slot ran in the current call
+        attention_work work;  ///< work of the tasks this slot ran in the current call
 
     private:
         std::size_t m_lanes = 0, m_dim = 0;
@@ -68,13 +75,13 @@ namespace deltaattn
         }
 
         /// Sums and clears the slots' work counters (integers: the order does not matter).
-        qk_work take_work() noexcept
+        attention_work take_work() noexcept
         {
-            qk_work total;
+            attention_work total;
             for (auto& s : m_slots)
             {
                 total += s.work;
-                s.work = qk_work{};
+                s.work = attention_work{};
             }
             return total;
         }

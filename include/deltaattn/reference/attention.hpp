@@ -65,21 +65,29 @@ namespace deltaattn
 
         namespace detail_oracle
         {
-            /// out = Σ_j softmax(s)_j v_j, in double with the maximum subtracted.
-            inline void softmax_values(std::vector<double> const& s, matrix_view<const float> values, float* out)
+            /// out = Σ_j softmax(s)_j value_row(j), in double with the maximum subtracted.
+            template <class ValueRow>
+            void softmax_rows(std::vector<double> const& s, std::size_t dim, ValueRow&& value_row, float* out)
             {
                 double const m = *std::max_element(s.begin(), s.end());
                 double sum = 0.0;
-                std::vector<double> o(values.cols, 0.0);
+                std::vector<double> o(dim, 0.0);
                 for (std::size_t j = 0; j < s.size(); ++j)
                 {
                     double const p = std::exp(s[j] - m);
                     sum += p;
-                    for (std::size_t c = 0; c < values.cols; ++c)
-                        o[c] += p * values.row(j)[c];
+                    float const* v = value_row(j);
+                    for (std::size_t c = 0; c < dim; ++c)
+                        o[c] += p * v[c];
                 }
-                for (std::size_t c = 0; c < values.cols; ++c)
+                for (std::size_t c = 0; c < dim; ++c)
                     out[c] = static_cast<float>(o[c] / sum);
+            }
+
+            /// out = Σ_j softmax(s)_j v_j.
+            inline void softmax_values(std::vector<double> const& s, matrix_view<const float> values, float* out)
+            {
+                softmax_rows(s, values.cols, [&](std::size_t j) { return values.row(j); }, out);
             }
 
             /// Calls f(query pointer, position, kv head, output pointer) for every query vector.
@@ -118,6 +126,34 @@ namespace deltaattn
                 rows.push_back(build_delta_rows(k.head(h), policy));
             detail_oracle::for_each_query(q, k, out, [&](float const* qv, std::size_t i, std::size_t kv, float* o) {
                 detail_oracle::softmax_values(hybrid_scores(qv, i, k.head(kv), rows[kv], options), v.head(kv), o);
+            });
+        }
+
+        /**
+         * Hybrid attention with the delta value matrix of SPEC.md §6.1, in double: keys
+         * as above, and for j in the delta region D_i the reference value v̂_j (values of
+         * each KV head through build_delta_rows with `value_policy`).
+         */
+        inline void hybrid_attention(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
+                                     hybrid_options const& options, delta_policy const& policy, delta_policy const& value_policy)
+        {
+            deltaattn::detail::check_attention_shapes(q, k, v, out);
+            validate_options(options);
+            validate_policy(policy, q.dim);
+            validate_policy(value_policy, q.dim);
+            std::vector<delta_rows> key_rows, value_rows;
+            for (std::size_t h = 0; h < k.heads; ++h)
+            {
+                key_rows.push_back(build_delta_rows(k.head(h), policy));
+                value_rows.push_back(build_delta_rows(v.head(h), value_policy));
+            }
+            detail_oracle::for_each_query(q, k, out, [&](float const* qv, std::size_t i, std::size_t kv, float* o) {
+                auto const values = v.head(kv);
+                auto const value_row = [&](std::size_t j) {
+                    bool const exact = j < options.sinks || j + options.window > i;
+                    return exact ? values.row(j) : value_rows[kv].reference_row(j);
+                };
+                detail_oracle::softmax_rows(hybrid_scores(qv, i, k.head(kv), key_rows[kv], options), q.dim, value_row, o);
             });
         }
     }  // namespace reference

@@ -9,6 +9,14 @@
  *            + (sinks > 1 ? d : 0)
  * The last term is the base row k̂_{sinks-1}, dotted once per query; with one sink it is
  * k_0, whose exact score is reused. With D_i empty, hybrid = dense = (i + 1) d.
+ *
+ * Probability-value work with delta values (SPEC.md §6.1, computed as in
+ * kernels/value_deltas.hpp): the delta region splits into segments, starting at the
+ * base row and at each keyframe in D_i; each segment costs d (closing it: C v̂ − A)
+ * and each of its delta rows nnz(Δv_m):
+ *   hybrid_pv = d |E_i| + d (1 + #{keyframes in D_i}) + Σ_{m ∈ D_i, m > sinks, m not a keyframe} nnz(Δv_m)
+ * Row `sinks` costs nothing: it opens the first segment, where every weight is still 0.
+ * With values exact, PV work is the dense (i + 1) d.
  */
 #ifndef DELTAATTN_REFERENCE_COUNTS_HPP
 #define DELTAATTN_REFERENCE_COUNTS_HPP
@@ -45,15 +53,38 @@ namespace deltaattn
             return macs;
         }
 
-        /// Work of query rows at positions [first, last], each counted for `heads` query heads.
-        inline qk_work stage_work(std::size_t first, std::size_t last, std::size_t heads, delta_rows const& rows, hybrid_options const& options)
+        inline std::uint64_t hybrid_pv_macs(std::size_t i, delta_rows const& value_rows, hybrid_options const& options)
         {
-            qk_work w;
+            std::size_t const d = value_rows.dim, S = options.sinks, W = options.window, R = options.keyframe_interval;
+            if (i < S + W)
+                return dense_qk_macs(i, d);
+            std::uint64_t macs = d;  // the first segment's start row
+            for (std::size_t j = 0; j <= i; ++j)
+            {
+                bool const exact = j < S || j + W > i;
+                bool const keyframe = R != 0 && j > S - 1 && (j - (S - 1)) % R == 0;
+                if (exact || keyframe)
+                    macs += d;
+                else if (j > S)
+                    macs += value_rows.updated_count(j);
+            }
+            return macs;
+        }
+
+        /// Work of query rows at positions [first, last], each counted for `heads` query
+        /// heads; `value_rows` null means values exact.
+        inline attention_work stage_work(std::size_t first, std::size_t last, std::size_t heads, delta_rows const& rows, hybrid_options const& options,
+                                         delta_rows const* value_rows = nullptr)
+        {
+            attention_work w;
             for (std::size_t i = first; i <= last; ++i)
             {
+                std::uint64_t const dense = heads * dense_qk_macs(i, rows.dim);
                 w.queries += heads;
-                w.dense_macs += heads * dense_qk_macs(i, rows.dim);
+                w.dense_macs += dense;
                 w.hybrid_macs += heads * hybrid_qk_macs(i, rows, options);
+                w.dense_pv_macs += dense;
+                w.hybrid_pv_macs += value_rows ? heads * hybrid_pv_macs(i, *value_rows, options) : dense;
             }
             return w;
         }

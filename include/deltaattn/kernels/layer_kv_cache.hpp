@@ -1,0 +1,232 @@
+/**
+ * @file kernels/layer_kv_cache.hpp
+ * The delta K *and* V caches of one layer (SPEC.md §6.1, §7): keys and values both kept
+ * as sinks + a window ring + compressed delta rows, so a decode step reads neither
+ * dense keys nor dense values older than the window.
+ *
+ * Unlike `layer_key_cache`, whose values stay in the caller's dense V cache, this cache
+ * owns the values: prefill and decode take the chunk's (or the step's) values only.
+ */
+#ifndef DELTAATTN_KERNELS_LAYER_KV_CACHE_HPP
+#define DELTAATTN_KERNELS_LAYER_KV_CACHE_HPP
+
+#include "../delta/delta_key_cache.hpp"
+#include "../detail/check_shapes.hpp"
+#include "dense_attention.hpp"
+#include "hybrid_attention.hpp"
+
+#include <string>
+#include <vector>
+
+namespace deltaattn
+{
+    class layer_kv_cache
+    {
+    public:
+        /**
+         * Caches for `kv_heads` heads of `dim` channels, up to `capacity` positions.
+         * Keys are built with `key_policy`, values with `value_policy` (SPEC.md §6.1:
+         * with a fixed θ_v each output channel moves by at most θ_v).
+         * Throws `std::invalid_argument` naming the argument on bad options or policies.
+         */
+        layer_kv_cache(std::size_t kv_heads, std::size_t dim, std::size_t capacity, hybrid_options const& options, delta_policy const& key_policy,
+                       delta_policy const& value_policy)
+        {
+            detail::require(kv_heads >= 1, "heads", "kv_heads must be >= 1" + detail::got(kv_heads));
+            m_keys.reserve(kv_heads);
+            m_values.reserve(kv_heads);
+            for (std::size_t h = 0; h < kv_heads; ++h)
+            {
+                m_keys.emplace_back(dim, capacity, options, key_policy, "k");
+                m_values.emplace_back(dim, capacity, options, value_policy, "v");
+            }
+        }
+
+        std::size_t kv_heads() const noexcept { return m_keys.size(); }
+        std::size_t dim() const noexcept { return m_keys.front().dim(); }
+        std::size_t size() const noexcept { return m_keys.front().size(); }
+        std::size_t capacity() const noexcept { return m_keys.front().capacity(); }
+        delta_key_cache const& keys(std::size_t h) const noexcept { return m_keys[h]; }
+        delta_value_cache const& values(std::size_t h) const noexcept { return m_values[h]; }
+
+        /// Spreads later calls over threads (per head, per query block); results do not change.
+        void set_executor(parallel_executor executor) { m_executor = std::move(executor); }
+
+        /**
+         * Appends the chunk's keys and values `k`, `v` (n_c x Hkv x d) and computes hybrid
+         * attention for its queries `q` (n_c x Hq x d) into `out`. All arguments are
+         * checked first: on a throw nothing is written and the caches are unchanged.
+         */
+        template <class Arch = default_arch>
+        void prefill(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
+                     attention_stats* stats = nullptr)
+        {
+            attention_work const work = attend_chunk<Arch>(q, k, v, out);
+            if (stats)
+            {
+                stats->prefill += work;
+                fill_cache_stats(*stats);
+            }
+        }
+
+        /// One decode step: `q`, `k`, `v` and `out` hold one position; counted as decode work.
+        template <class Arch = default_arch>
+        void decode(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
+                    attention_stats* stats = nullptr)
+        {
+            detail::require(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
+            attention_work const work = attend_chunk<Arch>(q, k, v, out);
+            if (stats)
+            {
+                stats->decode += work;
+                fill_cache_stats(*stats);
+            }
+        }
+
+        /// Appends keys and values (n x Hkv x d) with no query to attend (e.g. a cached
+        /// prompt prefix). All or nothing.
+        void append(tensor_view<const float> k, tensor_view<const float> v)
+        {
+            check_heads(k, v);
+            std::size_t const heads = kv_heads();
+            for (std::size_t h = 0; h < heads; ++h)
+            {
+                m_keys[h].reserve_values(k.positions);
+                m_values[h].reserve_values(v.positions);
+            }
+            for (std::size_t h = 0; h < heads; ++h)
+                for (std::size_t r = 0; r < k.positions; ++r)
+                {
+                    m_keys[h].append(k.at(r, h));
+                    m_values[h].append(v.at(r, h));
+                }
+        }
+
+        /// Bytes held by every head's K and V caches.
+        std::size_t bytes() const noexcept { return key_bytes() + value_bytes(); }
+        std::size_t key_bytes() const noexcept { return sum_bytes(m_keys); }
+        std::size_t value_bytes() const noexcept { return sum_bytes(m_values); }
+
+    private:
+        template <class Arch>
+        attention_work attend_chunk(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out)
+        {
+            check_chunk(q, k, v, out);
+            for (std::size_t h = 0; h < kv_heads(); ++h)
+            {
+                m_keys[h].reserve_values(k.positions);  // the last steps that may throw
+                m_values[h].reserve_values(v.positions);
+            }
+
+            std::size_t const first = size(), heads = kv_heads(), group = q.heads / heads;
+            // Deltas first (late queries' delta regions reach into the chunk), one task per
+            // head; attention by (head, query block); the window rings last.
+            m_executor(heads, [&](std::size_t h, std::size_t) {
+                for (std::size_t r = 0; r < k.positions; ++r)
+                {
+                    m_keys[h].append_delta(k.at(r, h));
+                    m_values[h].append_delta(v.at(r, h));
+                }
+            });
+            hybrid_options const& o = m_keys.front().options();
+            float const alpha = effective_scale(o.scale, dim());
+            attention_work const work = kernels::run_blocks<Arch>(
+                heads, group, q.positions, m_executor, m_workspace, [&](std::size_t h, auto const& plan, std::size_t block, block_scratch& scratch) {
+                    plan.attend(block, kernels::cached_rows{&m_keys[h], k.head(h), first}, kernels::group_heads(q, h, group),
+                                kernels::group_heads(out, h, group), first, kernels::cached_rows{&m_values[h], v.head(h), first}, alpha,
+                                kernels::hybrid_split{o.sinks, o.window}, scratch);
+                });
+            for (std::size_t h = 0; h < heads; ++h)
+                for (std::size_t r = 0; r < k.positions; ++r)
+                {
+                    m_keys[h].push_exact(k.at(r, h), first + r);
+                    m_values[h].push_exact(v.at(r, h), first + r);
+                }
+            return work;
+        }
+
+        void check_chunk(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out) const
+        {
+            std::size_t const heads = kv_heads();
+            check_heads(k, v);
+            detail::require(q.heads % heads == 0 && q.heads >= 1, "heads",
+                            "query heads (" + std::to_string(q.heads) + ") must be a multiple of kv heads (" + std::to_string(heads) + ")");
+            detail::require(q.dim == dim(), "q", "has head dim " + std::to_string(q.dim) + ", the cache " + std::to_string(dim()));
+            detail::require(k.positions == q.positions, "k", "has " + std::to_string(k.positions) + " positions, q has " + std::to_string(q.positions));
+            detail::require(out.positions == q.positions && out.heads == q.heads && out.dim == q.dim, "out", "must have q's shape");
+            if (m_keys.front().options().check_finite)
+                detail::require_finite_tensor(q, "q");
+        }
+
+        /// k and v match each other and the cache, and fit (capacity, finiteness if checking).
+        void check_heads(tensor_view<const float> k, tensor_view<const float> v) const
+        {
+            std::size_t const heads = kv_heads();
+            detail::require(k.heads == heads, "k", "has " + std::to_string(k.heads) + " heads, the cache " + std::to_string(heads));
+            detail::require(v.heads == heads, "v", "has " + std::to_string(v.heads) + " heads, the cache " + std::to_string(heads));
+            detail::require(v.positions == k.positions, "v", "has " + std::to_string(v.positions) + " positions, k has " + std::to_string(k.positions));
+            for (std::size_t h = 0; h < heads; ++h)
+            {
+                m_keys[h].check_rows(k.head(h));
+                m_values[h].check_rows(v.head(h));
+            }
+        }
+
+        void fill_cache_stats(attention_stats& s) const noexcept
+        {
+            s.keys = s.values = delta_stats{};
+            for (std::size_t h = 0; h < kv_heads(); ++h)
+            {
+                s.keys += m_keys[h].stats();
+                s.values += m_values[h].stats();
+            }
+            std::uint64_t const dense = sizeof(float) * size() * dim() * kv_heads();
+            s.kcache_bytes = key_bytes();
+            s.vcache_bytes = value_bytes();
+            s.kcache_dense_bytes = s.vcache_dense_bytes = dense;
+        }
+
+        static std::size_t sum_bytes(std::vector<delta_key_cache> const& caches) noexcept
+        {
+            std::size_t b = 0;
+            for (auto const& cache : caches)
+                b += cache.bytes();
+            return b;
+        }
+
+        std::vector<delta_key_cache> m_keys, m_values;
+        attention_workspace m_workspace;
+        parallel_executor m_executor;
+    };
+
+    /**
+     * Hybrid attention of a whole sequence with delta keys *and* delta values (SPEC.md
+     * §6.1): as `hybrid_attention` (q and out n_q x Hq x d, k and v n_kv x Hkv x d, query
+     * row r at position n_kv - n_q + r), values built with `value_policy`.
+     */
+    template <class Arch = default_arch>
+    void hybrid_attention(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
+                          hybrid_options const& options, delta_policy const& key_policy, delta_policy const& value_policy,
+                          attention_stats* stats = nullptr, parallel_executor const& executor = {})
+    {
+        detail::check_sequence(q, k, v, out, options, key_policy, value_policy);
+        std::size_t const skipped = k.positions - q.positions;  // keys before the first query
+        layer_kv_cache cache(k.heads, k.dim, k.positions, options, key_policy, value_policy);
+        cache.set_executor(executor);
+        attention_stats local;
+        cache.append(k.slice_positions(0, skipped), v.slice_positions(0, skipped));
+        cache.prefill<Arch>(q, k.slice_positions(skipped, q.positions), v.slice_positions(skipped, q.positions), out, &local);
+        if (stats)
+        {
+            stats->prefill += local.prefill;
+            stats->keys = local.keys;
+            stats->values = local.values;
+            stats->kcache_bytes = local.kcache_bytes;
+            stats->kcache_dense_bytes = local.kcache_dense_bytes;
+            stats->vcache_bytes = local.vcache_bytes;
+            stats->vcache_dense_bytes = local.vcache_dense_bytes;
+        }
+    }
+}  // namespace deltaattn
+
+#endif  // DELTAATTN_KERNELS_LAYER_KV_CACHE_HPP
