@@ -4,11 +4,13 @@
 // compared within one run: bench/report.py pairs them and prints median ratios (these
 // machines are shared and noisy: use repetitions and medians, never one number).
 //
-// Names: <stage>/<variant>/n:<positions>/d:<dim>[/rho:<delta sparsity %>], stage is
-// prefill or decode (one step at context n), variant dense, hybrid_k (target delta
-// sparsity rho on K) or hybrid_k_block8 (block policy, g = 8).
-// Counters: attention_sparsity (SPEC §4), delta_sparsity, bytes of K read per step or
-// call, qk_macs/s; the label is the arch.
+// Names: <stage>/<variant>[/rho:<delta sparsity %>]/n:<positions>/d:<dim>, stage is
+// prefill or decode (one step at context n), variant dense, hybrid_k (delta K, target
+// delta sparsity rho), hybrid_kv (delta K and V, the same rho on both), or
+// hybrid_k_block8 / hybrid_kv_block8 (block policy, g = 8).
+// Counters: attention_sparsity, value_sparsity, total_sparsity (SPEC §4, §6.1),
+// delta_sparsity (of K), cache bytes (K + V) per step or call, cache_bytes_per_s,
+// macs_per_s (QK + PV); the label is the arch.
 #include <deltaattn/deltaattn.hpp>
 #include <deltaattn/synthetic.hpp>
 
@@ -18,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 namespace
 {
@@ -42,14 +45,22 @@ namespace
         return *slot;
     }
 
-    void report(benchmark::State& state, attention_work const& per_call, double delta_sparsity, double k_bytes)
+    /// `cache_bytes`: the K and V bytes a call reads (dense: the whole fp32 K and V; hybrid:
+    /// the delta caches, plus the dense V it reads when values are exact).
+    void report(benchmark::State& state, attention_work const& per_call, double delta_sparsity, double cache_bytes)
     {
+        using counter = benchmark::Counter;
         state.counters["attention_sparsity"] = per_call.sparsity();
+        state.counters["value_sparsity"] = per_call.value_sparsity();
+        state.counters["total_sparsity"] = per_call.total_sparsity();
         state.counters["delta_sparsity"] = delta_sparsity;
-        state.counters["k_bytes_read"] = k_bytes;
-        state.counters["qk_macs_per_s"] = benchmark::Counter(static_cast<double>(per_call.hybrid_macs), benchmark::Counter::kIsIterationInvariantRate);
+        state.counters["cache_bytes"] = cache_bytes;
+        state.counters["cache_bytes_per_s"] = counter(cache_bytes, counter::kIsIterationInvariantRate);
+        state.counters["macs_per_s"] = counter(static_cast<double>(per_call.hybrid_macs + per_call.hybrid_pv_macs), counter::kIsIterationInvariantRate);
         state.SetLabel(active_arch_name());
     }
+
+    double dense_bytes(std::size_t n, std::size_t d) { return 2.0 * sizeof(float) * n * kv_heads * d; }
 
     // ---- prefill: the whole sequence, caches built inside the timed call ------------
 
@@ -66,7 +77,7 @@ namespace
             dense_attention(in.q_view(), in.k_view(), in.v_view(), view, 0.0f, ws, &work);
             benchmark::DoNotOptimize(out.data());
         }
-        report(state, work, 0.0, 4.0 * n * kv_heads * d);
+        report(state, work, 0.0, dense_bytes(n, d));
     }
 
     void hybrid_prefill(benchmark::State& state, std::size_t n, std::size_t d, delta_policy policy)
@@ -81,7 +92,22 @@ namespace
             hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, options(), policy, &stats);
             benchmark::DoNotOptimize(out.data());
         }
-        report(state, stats.prefill, stats.keys.sparsity(), static_cast<double>(stats.kcache_bytes));
+        report(state, stats.prefill, stats.keys.sparsity(), static_cast<double>(stats.kcache_bytes) + dense_bytes(n, d) / 2);
+    }
+
+    void hybrid_kv_prefill(benchmark::State& state, std::size_t n, std::size_t d, delta_policy policy)
+    {
+        auto const& in = workload(n, d);
+        std::vector<float> out;
+        auto const view = in.make_output(out);
+        attention_stats stats;
+        for (auto _ : state)
+        {
+            stats = attention_stats{};
+            hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, options(), policy, policy, &stats);
+            benchmark::DoNotOptimize(out.data());
+        }
+        report(state, stats.prefill, stats.keys.sparsity(), static_cast<double>(stats.kcache_bytes + stats.vcache_bytes));
     }
 
     // ---- decode: one step at context n (the cache is built once, outside the timing) --
@@ -99,22 +125,29 @@ namespace
             dense_attention(in.q_view().slice_positions(n - 1, 1), in.k_view(), in.v_view(), view, 0.0f, ws, &work);
             benchmark::DoNotOptimize(out.data());
         }
-        report(state, work, 0.0, 4.0 * n * kv_heads * d);
+        report(state, work, 0.0, dense_bytes(n, d));
     }
 
-    void hybrid_decode_step(benchmark::State& state, std::size_t n, std::size_t d, delta_policy policy)
+    /// One decode step on per-head delta caches: keys only (values read densely from the
+    /// workload), or keys and values (`delta_values`).
+    void hybrid_decode_step(benchmark::State& state, std::size_t n, std::size_t d, delta_policy policy, bool delta_values)
     {
         auto const& in = workload(n, d);
         std::size_t const group = q_heads / kv_heads;
-        std::vector<delta_key_cache> caches;
-        std::size_t bytes = 0;
+        std::vector<delta_key_cache> keys, values;
+        double bytes = delta_values ? 0.0 : dense_bytes(n, d) / 2;
         delta_stats deltas;
         for (std::size_t h = 0; h < kv_heads; ++h)
         {
-            caches.emplace_back(d, n, options(), policy);
-            caches.back().append(in.k_view().head(h));
-            bytes += caches.back().bytes();
-            deltas += caches.back().stats();
+            keys.emplace_back(d, n, options(), policy, "k");
+            keys.back().append(in.k_view().head(h));
+            bytes += static_cast<double>(keys.back().bytes());
+            deltas += keys.back().stats();
+            if (!delta_values)
+                continue;
+            values.emplace_back(d, n, options(), policy, "v");
+            values.back().append(in.v_view().head(h));
+            bytes += static_cast<double>(values.back().bytes());
         }
         std::vector<float> out(q_heads * d);
         attention_workspace ws;
@@ -124,11 +157,17 @@ namespace
         {
             stats = attention_stats{};
             for (std::size_t h = 0; h < kv_heads; ++h)
-                hybrid_decode(caches[h], matrix_view<const float>{q.at(0, h * group), group, d, q.head_stride}, in.v_view().head(h),
-                              make_matrix_view(out.data() + h * group * d, group, d), ws, &stats);
+            {
+                matrix_view<const float> const qh{q.at(0, h * group), group, d, q.head_stride};
+                auto const oh = make_matrix_view(out.data() + h * group * d, group, d);
+                if (delta_values)
+                    hybrid_decode(keys[h], values[h], qh, oh, ws, &stats);
+                else
+                    hybrid_decode(keys[h], qh, in.v_view().head(h), oh, ws, &stats);
+            }
             benchmark::DoNotOptimize(out.data());
         }
-        report(state, stats.decode, deltas.sparsity(), static_cast<double>(bytes));
+        report(state, stats.decode, deltas.sparsity(), bytes);
     }
 
     std::string shape(std::size_t n, std::size_t d) { return "/n:" + std::to_string(n) + "/d:" + std::to_string(d); }
@@ -137,27 +176,32 @@ namespace
     {
         struct level
         {
-            char const* name;
+            std::string name;
             delta_policy policy;
         };
-        level const levels[] = {{"hybrid_k/rho:40", target_sparsity{0.4f}},
-                                {"hybrid_k/rho:60", target_sparsity{0.6f}},
-                                {"hybrid_k/rho:80", target_sparsity{0.8f}},
-                                {"hybrid_k_block8", block_threshold{8, 0.45f}}};
+        std::vector<level> levels;
+        for (char const* variant : {"hybrid_k", "hybrid_kv"})
+        {
+            for (int rho : {40, 60, 80})
+                levels.push_back({std::string(variant) + "/rho:" + std::to_string(rho), target_sparsity{static_cast<float>(rho) / 100.0f}});
+            levels.push_back({std::string(variant) + "_block8", block_threshold{8, 0.45f}});
+        }
+        auto const is_kv = [](level const& l) { return l.name.rfind("hybrid_kv", 0) == 0; };
         for (std::size_t d : {64, 128})
         {
-            for (std::size_t n : {256, 1024, 2048})
+            for (std::size_t n : {256, 1024, 2048, 4096})
             {
                 benchmark::RegisterBenchmark(("prefill/dense" + shape(n, d)).c_str(), dense_prefill, n, d)->Unit(benchmark::kMillisecond);
                 for (auto const& l : levels)
-                    benchmark::RegisterBenchmark((std::string("prefill/") + l.name + shape(n, d)).c_str(), hybrid_prefill, n, d, l.policy)
+                    benchmark::RegisterBenchmark(("prefill/" + l.name + shape(n, d)).c_str(), is_kv(l) ? hybrid_kv_prefill : hybrid_prefill, n, d,
+                                                 l.policy)
                         ->Unit(benchmark::kMillisecond);
             }
-            for (std::size_t n : {512, 4096, 8192})
+            for (std::size_t n : {512, 1024, 4096, 8192, 16384})
             {
                 benchmark::RegisterBenchmark(("decode/dense" + shape(n, d)).c_str(), dense_decode_step, n, d)->Unit(benchmark::kMicrosecond);
                 for (auto const& l : levels)
-                    benchmark::RegisterBenchmark((std::string("decode/") + l.name + shape(n, d)).c_str(), hybrid_decode_step, n, d, l.policy)
+                    benchmark::RegisterBenchmark(("decode/" + l.name + shape(n, d)).c_str(), hybrid_decode_step, n, d, l.policy, is_kv(l))
                         ->Unit(benchmark::kMicrosecond);
             }
         }

@@ -16,7 +16,8 @@ import sys
 
 def run(binary, repetitions, bench_filter):
     cmd = [binary, "--benchmark_format=json", f"--benchmark_repetitions={repetitions}",
-           "--benchmark_report_aggregates_only=true", "--benchmark_min_time=0.2"]
+           "--benchmark_report_aggregates_only=true", "--benchmark_min_time=0.2",
+           "--benchmark_enable_random_interleaving=true"]
     if bench_filter:
         cmd.append(f"--benchmark_filter={bench_filter}")
     print("running:", " ".join(cmd), file=sys.stderr)
@@ -52,8 +53,14 @@ def pair(table):
             "dense_ns": dense["time_ns"], "hybrid_ns": hybrid["time_ns"],
             "speedup": dense["time_ns"] / hybrid["time_ns"],
             "attention_sparsity": hybrid.get("attention_sparsity"),
+            "value_sparsity": hybrid.get("value_sparsity"),
+            "total_sparsity": hybrid.get("total_sparsity"),
             "delta_sparsity": hybrid.get("delta_sparsity"),
-            "k_bytes_hybrid": hybrid.get("k_bytes_read"), "k_bytes_dense": dense.get("k_bytes_read"),
+            "cache_bytes_hybrid": hybrid.get("cache_bytes"), "cache_bytes_dense": dense.get("cache_bytes"),
+            "gbytes_per_s_hybrid": (hybrid.get("cache_bytes_per_s") or 0) / 1e9,
+            "gbytes_per_s_dense": (dense.get("cache_bytes_per_s") or 0) / 1e9,
+            "gmacs_per_s_hybrid": (hybrid.get("macs_per_s") or 0) / 1e9,
+            "gmacs_per_s_dense": (dense.get("macs_per_s") or 0) / 1e9,
             "arch": hybrid.get("label"),
         })
     return rows
@@ -73,14 +80,15 @@ def main():
     print(f"deltaattn hybrid vs dense, arch {arch}, medians of {args.repetitions} "
           f"({results['context'].get('num_cpus')} cpus, {results['context'].get('host_name')})")
     print(f"{'stage':8} {'variant':18} {'shape':14} {'dense':>11} {'hybrid':>11} {'speedup':>8} "
-          f"{'attn sp.':>8} {'delta sp.':>9} {'K bytes':>8}")
+          f"{'attn sp.':>8} {'value sp.':>9} {'total sp.':>9} {'bytes':>6} {'dense GB/s':>10}")
     for r in rows:
         unit = 1e6 if r["stage"] == "prefill" else 1e3
         suffix = "ms" if r["stage"] == "prefill" else "us"
-        kratio = (r["k_bytes_hybrid"] or 0) / (r["k_bytes_dense"] or 1)
+        bratio = (r["cache_bytes_hybrid"] or 0) / (r["cache_bytes_dense"] or 1)
         print(f"{r['stage']:8} {r['variant']:18} {r['shape']:14} {r['dense_ns'] / unit:9.2f}{suffix} "
               f"{r['hybrid_ns'] / unit:9.2f}{suffix} {r['speedup']:7.2f}x {100 * (r['attention_sparsity'] or 0):7.1f}% "
-              f"{100 * (r['delta_sparsity'] or 0):8.1f}% {kratio:7.2f}x")
+              f"{100 * (r['value_sparsity'] or 0):8.1f}% {100 * (r['total_sparsity'] or 0):8.1f}% {bratio:5.2f}x "
+              f"{r['gbytes_per_s_dense']:10.1f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"context": results["context"], "cases": rows}, f, indent=1)

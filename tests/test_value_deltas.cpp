@@ -247,3 +247,64 @@ TEMPLATE_LIST_TEST_CASE("a layer_kv_cache rejects bad input by name and changes 
     CHECK(cache.bytes() == bytes);
     CHECK(out == written);
 }
+
+TEMPLATE_LIST_TEST_CASE("per-head hybrid_decode on delta K and V caches matches the oracle and the layer cache", "[values][decode]", tested_archs)
+{
+    kv_case k;
+    k.c.positions = 60;
+    k.c.dim = GENERATE(32, 64, 80, 128);  // decode kernels differ below, at and past 64-channel words
+    k.c.q_heads = GENERATE(4, 12);         // 2 and 6 heads per KV head: one or two passes of four
+    k.c.kv_heads = 2;
+    k.c.options.sinks = 3;
+    k.c.options.window = 7;
+    k.c.options.keyframe_interval = 16;
+    k.c.policy = relative_threshold{0.3f};
+    k.value_policy = fixed_threshold{0.08f};
+    auto const in = k.c.inputs();
+    std::size_t const group = k.c.q_heads / k.c.kv_heads, d = k.c.dim;
+    std::vector<float> out(in.q.size(), 0.0f);
+    attention_workspace ws;
+    attention_stats stats;
+    for (std::size_t h = 0; h < k.c.kv_heads; ++h)
+    {
+        delta_key_cache keys(d, k.c.positions, k.c.options, k.c.policy);
+        delta_value_cache values(d, k.c.positions, k.c.options, k.value_policy, "v");
+        for (std::size_t i = 0; i < k.c.positions; ++i)
+        {
+            keys.append(in.k_view().at(i, h));
+            values.append(in.v_view().at(i, h));
+            auto const q = in.q_view().slice_positions(i, 1);
+            float* o = out.data() + (i * k.c.q_heads + h * group) * d;
+            hybrid_decode<TestType>(keys, values, matrix_view<const float>{q.at(0, h * group), group, d, q.head_stride}, make_matrix_view(o, group, d), ws,
+                                    &stats);
+        }
+    }
+    auto const expected = oracle_kv(in, k);
+    INFO(arch_name<TestType>() << " " << k.c.describe());
+    CHECK(max_abs_diff(out, expected) <= tolerance(expected));
+    CHECK(stats.decode.hybrid_macs == analytic_kv_work(in, k, 0, k.c.positions - 1).hybrid_macs);
+    CHECK(stats.decode.hybrid_pv_macs == analytic_kv_work(in, k, 0, k.c.positions - 1).hybrid_pv_macs);
+
+    attention_stats layer_stats;
+    auto const layer = run_kv_steps<TestType>(in, k, 0, 1, layer_stats);
+    CHECK(max_abs_diff(out, layer) <= tolerance(layer));
+}
+
+TEMPLATE_LIST_TEST_CASE("per-head hybrid_decode rejects a value cache that does not match", "[values][validation]", tested_archs)
+{
+    hybrid_options o;
+    o.window = 4;
+    delta_key_cache keys(16, 8, o, fixed_threshold{0.1f});
+    hybrid_options other = o;
+    other.window = 5;
+    delta_value_cache shorter(16, 8, o, fixed_threshold{0.1f}, "v"), wider_window(16, 8, other, fixed_threshold{0.1f}, "v");
+    std::vector<float> row(16, 1.0f), q(16, 1.0f), out(16, 3.0f);
+    keys.append(row.data());
+    wider_window.append(row.data());
+    attention_workspace ws;
+    auto const qv = make_matrix_view<const float>(q.data(), 1, 16);
+    auto const ov = make_matrix_view(out.data(), 1, 16);
+    CHECK_THROWS_WITH(hybrid_decode<TestType>(keys, shorter, qv, ov, ws), contains("deltaattn: values:") && contains("size 0"));
+    CHECK_THROWS_WITH(hybrid_decode<TestType>(keys, wider_window, qv, ov, ws), contains("deltaattn: values:") && contains("window"));
+    CHECK(std::all_of(out.begin(), out.end(), [](float x) { return x == 3.0f; }));
+}

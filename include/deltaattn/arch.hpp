@@ -78,19 +78,36 @@ namespace deltaattn
         /// Lane i of the result = the sum of the lanes of rows[i] (`width` rows).
         static reg reduce_add_rows(reg const* rows) noexcept
         {
-#if XSIMD_VERSION_MAJOR < 9
-            // xsimd 8's AVX-512 haddp returns its lanes out of order (2,3 <-> 4,5 and
-            // 10,11 <-> 12,13): reduce row by row there.
+#if defined(__AVX512F__)
+            // Our own 16x16 transpose-add: xsimd 8's AVX-512 haddp returns its lanes out of
+            // order (2,3 <-> 4,5 and 10,11 <-> 12,13), and a reduction row by row costs
+            // ~10x the instructions (it dominated the decode kernel's delta scores).
             if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value)
-            {
-                alignas(64) float sums[width];
-                for (std::size_t i = 0; i < width; ++i)
-                    sums[i] = reduce_add(rows[i]);
-                return reg::load_aligned(sums);
-            }
+                return reduce_add_rows_avx512(rows);
 #endif
             return xsimd::haddp(rows);
         }
+#if defined(__AVX512F__)
+        /// Lane i = Σ rows[i], for 16 rows of 16 lanes, in four levels of pairwise sums:
+        /// within 128-bit lanes (unpack, then shuffle), then across them (shuffle_f32x4).
+        static reg reduce_add_rows_avx512(reg const* rows) noexcept
+        {
+            __m512 pairs[8], quads[4], octs[2];
+            for (int i = 0; i < 8; ++i)  // rows 2i, 2i+1: [a02 b02 a13 b13] per 128-bit lane
+            {
+                __m512 const a = rows[2 * i], b = rows[2 * i + 1];
+                pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+            }
+            for (int i = 0; i < 4; ++i)  // rows 4i..4i+3, one partial sum each per 128-bit lane
+                quads[i] = _mm512_add_ps(_mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                         _mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+            for (int i = 0; i < 2; ++i)  // 128-bit lanes 0+1 and 2+3 of rows 8i..8i+7
+                octs[i] = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2 * i], quads[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                        _mm512_shuffle_f32x4(quads[2 * i], quads[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+            return _mm512_add_ps(_mm512_shuffle_f32x4(octs[0], octs[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_f32x4(octs[0], octs[1], _MM_SHUFFLE(3, 1, 3, 1)));
+        }
+#endif
         static float reduce_max(reg const& x) noexcept
         {
             alignas(64) float lanes[width];

@@ -1,10 +1,11 @@
 /**
  * @file kernels/attention_block.hpp
- * The one kernel behind dense and hybrid attention, prefill and decode: where skipped
- * multiplies are really skipped.
+ * The prefill kernel behind dense and hybrid attention: where skipped multiplies are
+ * really skipped. (A decode step, one position, has a kernel of its own:
+ * decode_step.hpp.)
  *
  * A *query block* is P consecutive positions times the heads of one KV group (GQA),
- * at most R registers' worth of query vectors; a decode step is a block with P = 1.
+ * at most R registers' worth of query vectors.
  * For the query at position i, key j is (SPEC.md §3):
  *   masked  if j > i,
  *   exact   if j < sinks or j > i - window: score = alpha * q·k_j,
@@ -18,15 +19,14 @@
  *  - a delta row costs one broadcast + one FMA per *stored* delta element: the prefix
  *    sums q·k̂_j of all lanes advance together, held in registers, with no horizontal
  *    reduction at all (zeros cost nothing; this is where sparsity becomes time);
- *  - an exact key costs d broadcast-FMAs for all lanes (a small transposed GEMM), or,
- *    for a single position, d / width FMAs per head along channels;
+ *  - an exact key costs d broadcast-FMAs for all lanes (a small transposed GEMM);
  *  - the online softmax (running max and sum) runs across lanes, a tile at a time;
  *  - p·V is a register-blocked outer product, vectorized over channels.
  * The three classes of a key are contiguous lane ranges, so two comparisons against
  * the lane index pick each lane's score.
  *
- * A decode step (P = 1) is the exception for exact keys: it dots them along channels
- * (see channel_dots), so prefill and decode agree to rounding, not to the bit.
+ * With delta values (SPEC.md §6.1) the delta region's p·V goes through
+ * value_deltas.hpp.
  *
  * Invariant: lanes past the block's query count ("padding") carry a copy of lane 0's
  * query; their results are computed and discarded, never written.
@@ -79,185 +79,6 @@ namespace deltaattn
             for (std::size_t r = 0; r < R; ++r)
                 out[r] = ops::add(ops::add(acc[0][r], acc[1][r]), ops::add(acc[2][r], acc[3][r]));
         }
-
-        /**
-         * Exact scores of one key for the heads of a single position (a decode step),
-         * vectorized along channels: d / width FMAs per head instead of the transposed
-         * form's d, which would fill only `heads` of the register's lanes. Writes lane h
-         * of `out` (padding lanes copy lane 0).
-         */
-        template <class Arch, std::size_t R>
-        void channel_dots(float const* const* q, std::size_t heads, float const* k, std::size_t d, typename arch_traits<Arch>::reg* out) noexcept
-        {
-            using ops = arch_traits<Arch>;
-            constexpr std::size_t w = ops::width, lanes = R * w;
-            alignas(64) float score[lanes];
-            for (std::size_t h0 = 0; h0 < heads; h0 += 4)
-            {
-                // Always four accumulators (a compile-time count keeps them in registers);
-                // past the last head they repeat head h0 and are dropped.
-                std::size_t const hn = std::min<std::size_t>(4, heads - h0);
-                float const* qh[4];
-                for (std::size_t h = 0; h < 4; ++h)
-                    qh[h] = q[h0 + (h < hn ? h : 0)];
-                typename ops::reg acc[4] = {ops::zero(), ops::zero(), ops::zero(), ops::zero()};
-                std::size_t c = 0;
-                for (; c + w <= d; c += w)
-                {
-                    auto const kv = ops::load(k + c);
-                    acc[0] = ops::fma(ops::load(qh[0] + c), kv, acc[0]);
-                    acc[1] = ops::fma(ops::load(qh[1] + c), kv, acc[1]);
-                    acc[2] = ops::fma(ops::load(qh[2] + c), kv, acc[2]);
-                    acc[3] = ops::fma(ops::load(qh[3] + c), kv, acc[3]);
-                }
-                for (std::size_t h = 0; h < hn; ++h)
-                {
-                    float sum = ops::reduce_add(acc[h]);
-                    for (std::size_t t = c; t < d; ++t)
-                        sum += qh[h][t] * k[t];
-                    score[h0 + h] = sum;
-                }
-            }
-            for (std::size_t lane = heads; lane < lanes; ++lane)
-                score[lane] = score[0];
-            for (std::size_t r = 0; r < R; ++r)
-                out[r] = ops::load(score + r * w);
-        }
-
-        /// Can this arch expand a compressed row into a register in one instruction? Only
-        /// then does the channel-parallel delta path of a decode step beat the lane path
-        /// (measured: with a scalar expand loop it costs ~1.7x the instructions on AVX2,
-        /// and the LUT kernels of AVX2/NEON still cost several).
-        template <class Arch>
-        constexpr bool has_fast_expand() noexcept
-        {
-            return expand_isa_of<Arch>() == expand_isa::avx512;
-        }
-
-        /// One register of a compressed row: lane l = the next packed value if bit l of
-        /// `bits` is set, else 0; advances `packed` past the values used. Reads only the
-        /// values it uses (the cache's packed rows are not padded for the LUT kernels).
-        template <class Arch>
-        typename arch_traits<Arch>::reg expand_lanes(std::uint32_t bits, float const*& packed) noexcept
-        {
-            if constexpr (has_fast_expand<Arch>())
-                return expand_group<Arch>(bits, packed);  // masked expand-load
-            else
-                return expand_group_generic<Arch>(bits, packed);
-        }
-
-        /**
-         * Delta scores of a decode step, along channels: per head, a running prefix
-         * vector acc_h += q_h ⊙ Δk_j (registers whose channels hold no update are
-         * skipped), with the horizontal sums of `width` consecutive rows done together
-         * (one haddp) instead of one per row and head.
-         */
-        template <class Arch>
-        class channel_delta_scores
-        {
-            using ops = arch_traits<Arch>;
-            using reg = typename ops::reg;
-            static constexpr std::size_t w = ops::width, max_heads = block_scratch::max_channel_heads;
-
-        public:
-            channel_delta_scores(float const* const* q, std::size_t heads, std::size_t d, float scale, float* scores, std::size_t lanes,
-                                 float* snapshots) noexcept
-                : m_q(q), m_heads(heads), m_d(d), m_scale(scale), m_scores(scores), m_lanes(lanes), m_snapshots(snapshots)
-            {
-            }
-
-            /// The prefix restarts at a dense row's dots `start[h]` (the base row or a keyframe).
-            void restart(float const* start) noexcept
-            {
-                for (std::size_t h = 0; h < m_heads; ++h)
-                {
-                    m_offset[h] = start[h];
-                    m_acc[h] = ops::zero();
-                }
-            }
-
-            /// Adds delta row j (tile slot jj) to every head's prefix and queues its scores.
-            void add(delta_row const& row, std::size_t jj) noexcept
-            {
-                accumulate(row);
-                queue(jj);
-            }
-
-            /// Queues the current prefix as the scores of tile slot jj.
-            void queue(std::size_t jj) noexcept
-            {
-                for (std::size_t h = 0; h < m_heads; ++h)
-                {
-                    ops::store(m_snapshots + (h * w + m_pending) * w, m_acc[h]);
-                    m_pending_offset[m_pending][h] = m_offset[h];
-                }
-                m_pending_slot[m_pending++] = jj;
-                if (m_pending == w)
-                    flush();
-            }
-
-        private:
-            void accumulate(delta_row const& row) noexcept
-            {
-                float const* value = row.values;
-                std::size_t c = 0;
-                for (; c + w <= m_d; c += w)
-                {
-                    auto const bits = static_cast<std::uint32_t>(detail::mask_bits(row.mask, c, w));
-                    if (bits == 0)
-                        continue;
-                    reg const delta = expand_lanes<Arch>(bits, value);
-                    for (std::size_t h = 0; h < m_heads; ++h)
-                        m_acc[h] = ops::fma(ops::load(m_q[h] + c), delta, m_acc[h]);
-                }
-                for (; c < m_d; ++c)  // channels past the last full register
-                    if (row.mask[c / 64] >> (c % 64) & 1u)
-                    {
-                        float const v = *value++;
-                        for (std::size_t h = 0; h < m_heads; ++h)
-                            m_offset[h] += m_q[h][c] * v;
-                    }
-            }
-
-        public:
-            /// Writes the queued rows' scores (all lanes of each row; padding lanes copy lane 0).
-            void flush() noexcept
-            {
-                if (m_pending == 0)
-                    return;
-                alignas(64) float sums[w];
-                for (std::size_t h = 0; h < m_heads; ++h)
-                {
-                    float* rows = m_snapshots + h * w * w;
-                    std::fill(rows + m_pending * w, rows + w * w, 0.0f);
-                    reg snapshot[w];
-                    for (std::size_t k = 0; k < w; ++k)
-                        snapshot[k] = ops::load(rows + k * w);
-                    ops::store(sums, ops::reduce_add_rows(snapshot));
-                    for (std::size_t k = 0; k < m_pending; ++k)
-                        m_scores[m_pending_slot[k] * m_lanes + h] = m_scale * (m_pending_offset[k][h] + sums[k]);
-                }
-                for (std::size_t k = 0; k < m_pending; ++k)
-                {
-                    float* row = m_scores + m_pending_slot[k] * m_lanes;
-                    std::fill(row + m_heads, row + m_lanes, row[0]);
-                }
-                m_pending = 0;
-            }
-
-        private:
-            float const* const* m_q;
-            std::size_t m_heads, m_d;
-            float m_scale;
-            float* m_scores;
-            std::size_t m_lanes;
-            float* m_snapshots;
-            reg m_acc[max_heads];
-            float m_offset[max_heads] = {};
-            float m_pending_offset[w][max_heads] = {};
-            std::size_t m_pending_slot[w] = {};
-            std::size_t m_pending = 0;
-        };
 
         /// Adds Σ_c qT[c] Δ[c] over the stored elements of a delta row, alternating two
         /// accumulator sets so consecutive FMAs do not wait on each other.
@@ -350,21 +171,9 @@ namespace deltaattn
                 for (std::size_t c = 0; c < d; ++c)
                     qT[c * lanes + lane] = src[c];
             }
-            // A single position (a decode step) dots exact keys along channels, and (for up
-            // to max_channel_heads heads, where expand is one instruction) runs the delta
-            // prefix sums along channels too.
-            bool const by_channel = positions == 1;
-            bool const channel_deltas =
-                has_fast_expand<Arch>() && by_channel && Keys::has_deltas && heads <= block_scratch::max_channel_heads;
-            float const* q_rows[lanes];
-            for (std::size_t h = 0; h < heads && by_channel; ++h)
-                q_rows[h] = q.at(0, h);
             float* const o = ws.lane_acc.data();
             std::fill(o, o + lanes * d, 0.0f);
             float* const s = ws.lane_scores.data();
-            channel_delta_scores<Arch> decode_deltas(q_rows, heads, d, scale, s, lanes, ws.snapshots.data());
-            alignas(64) float first_lanes[lanes] = {};  // q·k_0 per lane, for the channel path
-            alignas(64) float dense_lanes[lanes];
 
             reg lane_index[R], row_max[R], row_sum[R], first_dot[R], even[R], odd[R], exact[R];
             reg const neg_inf = ops::broadcast(-std::numeric_limits<float>::infinity()), alpha = ops::broadcast(scale);
@@ -392,16 +201,9 @@ namespace deltaattn
 
                     if (p_visible < p_delta)
                     {
-                        if (by_channel)
-                            channel_dots<Arch, R>(q_rows, heads, keys.exact_row(j), d, exact);
-                        else
-                            transposed_dot<Arch, R>(qT, lanes, keys.exact_row(j), d, exact);
+                        transposed_dot<Arch, R>(qT, lanes, keys.exact_row(j), d, exact);
                         if (j == 0)
-                        {
                             std::copy(exact, exact + R, first_dot);  // = q·k̂_0: the prefix base when sinks == 1
-                            for (std::size_t r = 0; r < R; ++r)
-                                ops::store(first_lanes + r * w, exact[r]);
-                        }
                         exact_macs += (p_delta - p_visible) * heads * d;
                     }
                     if constexpr (Keys::has_deltas)
@@ -410,31 +212,6 @@ namespace deltaattn
                         {
                             delta_key_cache const& cache = *keys.cache;
                             std::size_t const count = (positions - p_delta) * heads;
-                            if (channel_deltas)
-                            {
-                                // One position, all lanes delta: scores are written at flush.
-                                auto const dense_dots = [&](float const* row) {
-                                    channel_dots<Arch, R>(q_rows, heads, row, d, exact);
-                                    for (std::size_t r = 0; r < R; ++r)
-                                        ops::store(dense_lanes + r * w, exact[r]);
-                                    macs += count * d;
-                                    return dense_lanes;
-                                };
-                                if (j == split.sinks)
-                                    decode_deltas.restart(split.sinks == 1 ? first_lanes : dense_dots(cache.base_row()));
-                                if (float const* keyframe = cache.keyframe_row(j))
-                                {
-                                    decode_deltas.restart(dense_dots(keyframe));
-                                    decode_deltas.queue(jj);
-                                }
-                                else
-                                {
-                                    delta_row const row = cache.delta(j);
-                                    decode_deltas.add(row, jj);
-                                    macs += count * row.nnz;
-                                }
-                                continue;
-                            }
                             if (j == split.sinks)
                             {
                                 if (split.sinks == 1)
@@ -470,8 +247,6 @@ namespace deltaattn
                         ops::store(s + jj * lanes + r * w, score);
                     }
                 }
-
-                decode_deltas.flush();
 
                 // Online softmax across lanes: new max, rescale factor, probabilities in place.
                 for (std::size_t r = 0; r < R; ++r)
@@ -528,9 +303,11 @@ namespace deltaattn
                         else
                         {
                             delta_row const row = cache.delta(j);
-                            bool const weigh = j != split.sinks;  // C is 0 at a segment's first row
-                            value_sums.add_row(row, weigh);
-                            value_macs += weigh ? count * row.nnz : 0;
+                            // At the region's first row every C is 0: only v̂ moves. Counted
+                            // all the same, as SPEC.md §6.1's P(S) Δv_S (and a decode step's
+                            // suffix sums) spend it.
+                            value_sums.add_row(row, j != split.sinks);
+                            value_macs += count * row.nnz;
                         }
                         value_sums.take_mass(s + jj * lanes, delta_from);
                     }

@@ -12,6 +12,7 @@
 #include "../options.hpp"
 #include "../parallel.hpp"
 #include "attention_block.hpp"
+#include "decode_step.hpp"
 
 namespace deltaattn
 {
@@ -29,6 +30,8 @@ namespace deltaattn
         void attend_block_any(std::size_t registers, Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
                               Values const& values, float scale, hybrid_split split, block_scratch& ws, attention_work& work)
         {
+            if (q.positions == 1)  // a decode step
+                return decode_block<Arch>(keys, q, out, first, values, scale, split, ws, work);
             switch (registers)
             {
             case 1: return attend_block<Arch, 1>(keys, q, out, first, values, scale, split, ws, work);

@@ -57,16 +57,16 @@ namespace deltaattn
 
         /// Attention of queries at positions [first, first + q.positions) on `cache`, whose
         /// rows from `chunk_first` on are read from `chunk` (not yet in the ring).
-        template <class Arch>
+        template <class Arch, class Values>
         attention_work attend_chunk(delta_key_cache const& cache, matrix_view<const float> chunk, std::size_t chunk_first, std::size_t first,
-                             tensor_view<const float> q, matrix_view<const float> values, tensor_view<float> out, attention_workspace& ws,
-                             parallel_executor const& executor = {})
+                                    tensor_view<const float> q, Values const& values, tensor_view<float> out, attention_workspace& ws,
+                                    parallel_executor const& executor = {})
         {
             hybrid_options const& o = cache.options();
             float const alpha = effective_scale(o.scale, cache.dim());
             return kernels::run_blocks<Arch>(1, q.heads, q.positions, executor, ws,
                                              [&](std::size_t, auto const& plan, std::size_t block, block_scratch& scratch) {
-                                                 plan.attend(block, kernels::cached_rows{&cache, chunk, chunk_first}, q, out, first, kernels::dense_rows{values}, alpha,
+                                                 plan.attend(block, kernels::cached_rows{&cache, chunk, chunk_first}, q, out, first, values, alpha,
                                                              kernels::hybrid_split{o.sinks, o.window}, scratch);
                                              });
         }
@@ -81,10 +81,33 @@ namespace deltaattn
             // ring last (early queries still need the previous chunk's window).
             for (std::size_t r = 0; r < keys.rows; ++r)
                 cache.append_delta(keys.row(r));
-            attention_work const work = attend_chunk<Arch>(cache, keys, first, first, q, values, out, ws);
+            attention_work const work = attend_chunk<Arch>(cache, keys, first, first, q, kernels::dense_rows{values}, out, ws);
             for (std::size_t r = 0; r < keys.rows; ++r)
                 cache.push_exact(keys.row(r), first + r);
             return work;
+        }
+        /// The checks every per-head decode step makes of its cache, query and output.
+        inline void check_step(delta_key_cache const& cache, matrix_view<const float> q, matrix_view<float> out)
+        {
+            require(cache.size() >= 1, "cache", "is empty: append the step's key before attending");
+            require(q.cols == cache.dim(), "q", "has head dim " + std::to_string(q.cols) + ", the cache " + std::to_string(cache.dim()));
+            require(q.rows >= 1, "q", "needs at least one head");
+            require(out.rows == q.rows && out.cols == q.cols, "out", "must have q's shape");
+            if (cache.options().check_finite)
+                require_finite_rows(q, "q");
+        }
+
+        /// Attention of the cache's last position for the heads of `q`, counted as decode.
+        template <class Arch, class Values>
+        void decode_step(delta_key_cache const& cache, matrix_view<const float> q, Values const& values, matrix_view<float> out,
+                         attention_workspace& workspace, attention_stats* stats)
+        {
+            std::size_t const last = cache.size() - 1;
+            tensor_view<const float> q_step{q.data, 1, q.rows, q.cols, 0, q.row_stride};
+            tensor_view<float> out_step{out.data, 1, out.rows, out.cols, 0, out.row_stride};
+            attention_work const work = attend_chunk<Arch>(cache, matrix_view<const float>{}, last + 1, last, q_step, values, out_step, workspace);
+            if (stats)
+                stats->decode += work;
         }
     }  // namespace detail
 
@@ -114,23 +137,31 @@ namespace deltaattn
     void hybrid_decode(delta_key_cache const& cache, matrix_view<const float> q, matrix_view<const float> values, matrix_view<float> out,
                        attention_workspace& workspace, attention_stats* stats = nullptr)
     {
-        detail::require(cache.size() >= 1, "cache", "is empty: append the step's key before attending");
-        detail::require(q.cols == cache.dim(), "q", "has head dim " + std::to_string(q.cols) + ", the cache " + std::to_string(cache.dim()));
-        detail::require(q.rows >= 1, "q", "needs at least one head");
-        detail::require(out.rows == q.rows && out.cols == q.cols, "out", "must have q's shape");
+        detail::check_step(cache, q, out);
         detail::require(values.cols == cache.dim(), "v", "has head dim " + std::to_string(values.cols) + ", the cache " + std::to_string(cache.dim()));
         detail::require(values.rows >= cache.size(), "v", "has " + std::to_string(values.rows) + " positions, the cache " + std::to_string(cache.size()));
         if (cache.options().check_finite)
-        {
-            detail::require_finite_rows(q, "q");
             detail::require_finite_rows(values.slice_rows(0, cache.size()), "v");
-        }
-        std::size_t const last = cache.size() - 1;
-        tensor_view<const float> q_step{q.data, 1, q.rows, q.cols, 0, q.row_stride};
-        tensor_view<float> out_step{out.data, 1, out.rows, out.cols, 0, out.row_stride};
-        attention_work const work = detail::attend_chunk<Arch>(cache, matrix_view<const float>{}, last + 1, last, q_step, values, out_step, workspace);
-        if (stats)
-            stats->decode += work;
+        detail::decode_step<Arch>(cache, q, kernels::dense_rows{values}, out, workspace, stats);
+    }
+
+    /**
+     * One decode step for one KV head with delta values (SPEC.md §6.1): attention of the
+     * last position appended to both `keys` and `values` (same options, same size).
+     * q and out: g query heads x d.
+     */
+    template <class Arch = default_arch>
+    void hybrid_decode(delta_key_cache const& keys, delta_value_cache const& values, matrix_view<const float> q, matrix_view<float> out,
+                       attention_workspace& workspace, attention_stats* stats = nullptr)
+    {
+        detail::check_step(keys, q, out);
+        detail::require(values.dim() == keys.dim() && values.size() == keys.size(), "values",
+                        "the value cache must match the key cache (dim " + std::to_string(values.dim()) + ", size " + std::to_string(values.size()) +
+                            "; keys: dim " + std::to_string(keys.dim()) + ", size " + std::to_string(keys.size()) + ")");
+        hybrid_options const &ko = keys.options(), &vo = values.options();
+        detail::require(ko.sinks == vo.sinks && ko.window == vo.window && ko.keyframe_interval == vo.keyframe_interval, "values",
+                        "the value cache must have the key cache's sinks, window and keyframe interval");
+        detail::decode_step<Arch>(keys, q, kernels::cached_rows{&values, {}, values.size()}, out, workspace, stats);
     }
 
     /**

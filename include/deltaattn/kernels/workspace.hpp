@@ -38,8 +38,19 @@ namespace deltaattn
             value_keys.assign(tile, 0);
             value_weighted.assign(m_lanes * m_dim, 0.0f);
             value_reference.assign(m_dim, 0.0f);
-            snapshots.assign(max_channel_heads * 64 * 16, 0.0f);
         }
+
+        /// Grows (never shrinks) to fit a decode step of `heads` heads, score rows of
+        /// `stride` keys and `dim` channels.
+        void reserve_decode(std::size_t heads, std::size_t stride, std::size_t dim)
+        {
+            reserve(std::max<std::size_t>(heads, 16), dim);
+            if (decode_scores.size() < heads * stride)
+                decode_scores.resize(std::max(heads * stride, 2 * decode_scores.size()));
+        }
+
+        /// Query heads of one KV head a decode step takes at once (group_plan's 4 registers).
+        static constexpr std::size_t max_decode_heads = 64;
 
         /// Decode steps take the channel-parallel delta path up to this many heads per block.
         static constexpr std::size_t max_channel_heads = 8;
@@ -53,7 +64,7 @@ namespace deltaattn
         std::vector<std::uint16_t> value_keys;     ///< tile keys one lane group reads exact values of
         std::vector<float> value_weighted;         ///< delta values: Σ C Δv per lane, [dim][lane]
         std::vector<float> value_reference;        ///< delta values: the running reference v̂
-        std::vector<float> snapshots;    ///< decode: per head, `width` running prefix vectors
+        std::vector<float> decode_scores;  ///< decode: scores, then probabilities, [head][key]
         attention_work work;  ///< work of the tasks this slot ran in the current call
 
     private:

@@ -14,8 +14,7 @@
  * kernels/value_deltas.hpp): the delta region splits into segments, starting at the
  * base row and at each keyframe in D_i; each segment costs d (closing it: C v̂ − A)
  * and each of its delta rows nnz(Δv_m):
- *   hybrid_pv = d |E_i| + d (1 + #{keyframes in D_i}) + Σ_{m ∈ D_i, m > sinks, m not a keyframe} nnz(Δv_m)
- * Row `sinks` costs nothing: it opens the first segment, where every weight is still 0.
+ *   hybrid_pv = d |E_i| + d (1 + #{keyframes in D_i}) + Σ_{m ∈ D_i, m not a keyframe} nnz(Δv_m)
  * With values exact, PV work is the dense (i + 1) d.
  */
 #ifndef DELTAATTN_REFERENCE_COUNTS_HPP
@@ -65,7 +64,7 @@ namespace deltaattn
                 bool const keyframe = R != 0 && j > S - 1 && (j - (S - 1)) % R == 0;
                 if (exact || keyframe)
                     macs += d;
-                else if (j > S)
+                else
                     macs += value_rows.updated_count(j);
             }
             return macs;

@@ -61,6 +61,9 @@ namespace deltaattn
             /// AVX-512 or AVX2 TU is not necessarily built with -mpopcnt).
             constexpr unsigned popcount16(std::uint32_t x) noexcept
             {
+#if defined(__POPCNT__) || defined(__ARM_NEON)
+                return static_cast<unsigned>(__builtin_popcount(x & 0xFFFFu));  // one instruction here
+#endif
                 x &= 0xFFFFu;
                 x = x - ((x >> 1) & 0x5555u);
                 x = (x & 0x3333u) + ((x >> 2) & 0x3333u);

@@ -1,0 +1,261 @@
+/**
+ * @file kernels/channel_deltas.hpp
+ * Delta rows of a decode step processed along channels, a register of channels at a
+ * time: each register of a compressed row is expanded (AVX-512: one masked expand-load)
+ * and multiplies every head's query (keys) or suffix weight (values). Worth it only
+ * where the expansion is one instruction; elsewhere the decode kernel keeps the heads
+ * in lanes and pays per stored element.
+ */
+#ifndef DELTAATTN_KERNELS_CHANNEL_DELTAS_HPP
+#define DELTAATTN_KERNELS_CHANNEL_DELTAS_HPP
+
+#include "../arch.hpp"
+#include "../delta/delta_key_cache.hpp"
+#include "../detail/bits.hpp"
+#include "arch/expand.hpp"
+#include "row_ops.hpp"
+#include "workspace.hpp"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+namespace deltaattn
+{
+    namespace kernels
+    {
+        /// Can this arch expand a compressed row into a register in one instruction? Only
+        /// then does the channel-parallel delta path of a decode step beat the lane path
+        /// (measured: with a scalar expand loop it costs ~1.7x the instructions on AVX2,
+        /// and the LUT kernels of AVX2/NEON still cost several).
+        template <class Arch>
+        constexpr bool has_fast_expand() noexcept
+        {
+            return expand_isa_of<Arch>() == expand_isa::avx512;
+        }
+
+        /// One register of a compressed row: lane l = the next packed value if bit l of
+        /// `bits` is set, else 0; advances `packed` past the values used. Reads only the
+        /// values it uses (the cache's packed rows are not padded for the LUT kernels).
+        template <class Arch>
+        typename arch_traits<Arch>::reg expand_lanes(std::uint32_t bits, float const*& packed) noexcept
+        {
+            if constexpr (has_fast_expand<Arch>())
+                return expand_group<Arch>(bits, packed);  // masked expand-load
+            else
+                return expand_group_generic<Arch>(bits, packed);
+        }
+
+        /**
+         * Raw dots q_h·k̂_j of a decode step for the delta keys j in [first, end), along
+         * channels: per head a running prefix vector acc_h += q_h ⊙ Δk_j (registers of
+         * a row that hold no update are skipped), four heads' accumulators in registers;
+         * the horizontal sums of `width` consecutive rows are done together (one
+         * transpose-add). The prefix starts at `start[h]` (the base row's dots) and
+         * restarts at keyframes. Writes scores[h * stride + j]; returns the QK work of
+         * the keyframe dots and delta rows.
+         */
+        template <class Arch>
+        std::uint64_t channel_delta_scores(delta_key_cache const& cache, float const* const* q, std::size_t heads, float const* start,
+                                           std::size_t first, std::size_t end, float* scores, std::size_t stride) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            using reg = typename ops::reg;
+            constexpr std::size_t w = ops::width, H = 4;  // heads per pass (spelled out below)
+            std::size_t const d = cache.dim(), full = d / w * w;
+            std::uint64_t macs = 0;
+            for (std::size_t h0 = 0; h0 < heads; h0 += H)
+            {
+                std::size_t const hn = std::min(H, heads - h0);
+                float const* qh[H];
+                float offset[H];
+                for (std::size_t h = 0; h < H; ++h)
+                {
+                    qh[h] = q[h0 + (h < hn ? h : 0)];
+                    offset[h] = start[h0 + (h < hn ? h : 0)];
+                }
+                reg acc[H], snapshot[H][w];
+                float snapshot_offset[w][H];
+                for (auto& a : acc)
+                    a = ops::zero();
+                std::size_t pending = 0, pending_first = first;
+                auto const flush = [&] {
+                    for (std::size_t h = 0; h < hn; ++h)
+                    {
+                        for (std::size_t k = pending; k < w; ++k)
+                            snapshot[h][k] = ops::zero();
+                        alignas(64) float sums[w];
+                        ops::store(sums, ops::reduce_add_rows(snapshot[h]));
+                        for (std::size_t k = 0; k < pending; ++k)
+                            scores[(h0 + h) * stride + pending_first + k] = snapshot_offset[k][h] + sums[k];
+                    }
+                    pending_first += pending;
+                    pending = 0;
+                };
+                for (std::size_t j = first; j < end; ++j)
+                {
+                    if (float const* keyframe = cache.keyframe_row(j))
+                    {
+                        for (std::size_t h = 0; h < H; ++h)
+                        {
+                            acc[h] = ops::zero();
+                            offset[h] = row_dot<Arch>(qh[h], keyframe, d);
+                        }
+                        macs += hn * d;
+                    }
+                    else
+                    {
+                        delta_row const row = cache.delta(j);
+                        macs += hn * row.nnz;
+                        float const* value = row.values;
+                        for (std::size_t c = 0; c < full; c += w)
+                        {
+                            auto const bits = static_cast<std::uint32_t>(detail::mask_bits(row.mask, c, w));
+                            if (bits == 0)
+                                continue;
+                            reg const delta = expand_lanes<Arch>(bits, value);
+                            // Spelled out: GCC keeps a loop's `reg acc[H]` in memory here.
+                            acc[0] = ops::fma(ops::load(qh[0] + c), delta, acc[0]);
+                            acc[1] = ops::fma(ops::load(qh[1] + c), delta, acc[1]);
+                            acc[2] = ops::fma(ops::load(qh[2] + c), delta, acc[2]);
+                            acc[3] = ops::fma(ops::load(qh[3] + c), delta, acc[3]);
+                        }
+                        for (std::size_t c = full; c < d; ++c)  // channels past the last full register
+                            if (row.mask[c / 64] >> (c % 64) & 1u)
+                            {
+                                float const v = *value++;
+                                for (std::size_t h = 0; h < H; ++h)
+                                    offset[h] += qh[h][c] * v;
+                            }
+                    }
+                    for (std::size_t h = 0; h < H; ++h)
+                    {
+                        snapshot[h][pending] = acc[h];
+                        snapshot_offset[pending][h] = offset[h];
+                    }
+                    if (++pending == w)
+                        flush();
+                }
+                flush();
+            }
+            return macs;
+        }
+
+
+        /**
+         * o_h += P_h Δv_m for the heads of a decode step, along channels: the registers
+         * of row m that hold updates are expanded once and multiply every head's suffix
+         * weight P_h (`mass`); o is [head][channel].
+         */
+        template <class Arch>
+        void add_weighted_row(delta_row const& row, float const* mass, std::size_t heads, std::size_t d, float* o) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            using reg = typename ops::reg;
+            constexpr std::size_t w = ops::width, max_heads = block_scratch::max_channel_heads;
+            reg weight[max_heads];
+            for (std::size_t h = 0; h < heads; ++h)
+                weight[h] = ops::broadcast(mass[h]);
+            float const* value = row.values;
+            std::size_t c = 0;
+            for (; c + w <= d; c += w)
+            {
+                auto const bits = static_cast<std::uint32_t>(detail::mask_bits(row.mask, c, w));
+                if (bits == 0)
+                    continue;
+                reg const delta = expand_lanes<Arch>(bits, value);
+                for (std::size_t h = 0; h < heads; ++h)
+                    ops::store(o + h * d + c, ops::fma(weight[h], delta, ops::load(o + h * d + c)));
+            }
+            for (; c < d; ++c)  // channels past the last full register
+                if (row.mask[c / 64] >> (c % 64) & 1u)
+                {
+                    float const v = *value++;
+                    for (std::size_t h = 0; h < heads; ++h)
+                        o[h * d + c] += mass[h] * v;
+                }
+        }
+
+        /**
+         * The delta region's values of a decode step, Σ_{j in [first, end)} p_h[j] v̂_j,
+         * added to o ([head][channel]): suffix sums P_h(m) of each segment, walked
+         * backwards, a 64-channel mask word at a time so that the accumulators of four
+         * heads stay in registers (4 heads x 64 / width). For `width` 16 and d % 64 == 0.
+         * `p` is [head][key] with row stride `stride`. Returns the PV work (SPEC.md §4).
+         */
+        template <class Arch>
+        std::uint64_t channel_delta_values(delta_key_cache const& cache, float const* p, std::size_t stride, std::size_t heads, std::size_t first,
+                                           std::size_t end, float* o) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            using reg = typename ops::reg;
+            constexpr std::size_t w = ops::width, H = 4, groups = 64 / w;
+            static_assert(64 % w == 0, "a mask word holds whole registers");
+            std::size_t const d = cache.dim(), words = d / 64;
+            std::uint64_t macs = 0;
+            for (std::size_t h0 = 0; h0 < heads; h0 += H)
+            {
+                std::size_t const hn = std::min(H, heads - h0);
+                float const* ph[H];
+                for (std::size_t h = 0; h < H; ++h)
+                    ph[h] = p + (h0 + (h < hn ? h : 0)) * stride;
+                for (std::size_t word = 0; word < words; ++word)
+                {
+                    std::size_t const c0 = word * 64;
+                    reg acc[H][groups];
+                    for (auto& head : acc)
+                        for (auto& a : head)
+                            a = ops::zero();
+                    float mass[H] = {};
+                    auto const add_dense_row = [&](float const* row) {  // P(f) v̂_f, this word's channels
+                        for (std::size_t h = 0; h < H; ++h)
+                            for (std::size_t g = 0; g < groups; ++g)
+                                acc[h][g] = ops::fma(ops::broadcast(mass[h]), ops::load(row + c0 + g * w), acc[h][g]);
+                        macs += word == 0 ? hn * d : 0;
+                    };
+                    for (std::size_t m = end; m-- > first;)
+                    {
+                        for (std::size_t h = 0; h < H; ++h)
+                            mass[h] += ph[h][m];
+                        if (float const* keyframe = cache.keyframe_row(m))
+                        {
+                            add_dense_row(keyframe);
+                            std::fill(mass, mass + H, 0.0f);
+                            continue;
+                        }
+                        delta_row const row = cache.delta(m);
+                        macs += word == 0 ? hn * row.nnz : 0;
+                        std::uint64_t const bits = row.mask[word];
+                        if (bits == 0)
+                            continue;
+                        float const* value = row.values;
+                        for (std::size_t before = 0; before < word; ++before)
+                            value += detail::popcount64(row.mask[before]);
+                        reg weight[H];
+                        for (std::size_t h = 0; h < H; ++h)
+                            weight[h] = ops::broadcast(mass[h]);
+                        for (std::size_t g = 0; g < groups; ++g)
+                        {
+                            auto const group_bits = static_cast<std::uint32_t>(bits >> (g * w)) & ((1u << w) - 1u);
+                            if (group_bits == 0)
+                                continue;
+                            reg const delta = expand_lanes<Arch>(group_bits, value);
+                            for (std::size_t h = 0; h < H; ++h)
+                                acc[h][g] = ops::fma(weight[h], delta, acc[h][g]);
+                        }
+                    }
+                    add_dense_row(cache.base_row());  // P(S) v̂_{S-1}
+                    for (std::size_t h = 0; h < hn; ++h)
+                        for (std::size_t g = 0; g < groups; ++g)
+                        {
+                            float* out = o + (h0 + h) * d + c0 + g * w;
+                            ops::store(out, ops::add(ops::load(out), acc[h][g]));
+                        }
+                }
+            }
+            return macs;
+        }
+    }  // namespace kernels
+}  // namespace deltaattn
+
+#endif  // DELTAATTN_KERNELS_CHANNEL_DELTAS_HPP

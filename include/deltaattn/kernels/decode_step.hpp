@@ -1,0 +1,362 @@
+/**
+ * @file kernels/decode_step.hpp
+ * The decode kernel: attention of one position for the g query heads of one KV head,
+ * dense or hybrid, values exact or deltas. A decode step reads every cached row once
+ * and does little arithmetic per byte, so this kernel is built around the reads:
+ *
+ *  1. raw scores q_h·k_j of every key into a [head][key] buffer:
+ *     - exact keys in batches of `width` keys per head, vectorized along channels, the
+ *       batch reduced with one transpose-add (no horizontal sum per key);
+ *     - delta keys as prefix sums, heads in lanes: one broadcast + FMA per stored delta
+ *       element for all heads at once, restarting at keyframes;
+ *  2. a two-pass softmax per head, vectorized along keys (all scores are known, so no
+ *     online rescaling is needed);
+ *  3. p·V: exact values by channel chunks, up to four heads sharing each value load;
+ *     delta values (SPEC.md §6.1) as true suffix sums of the probabilities, walked
+ *     backwards over each segment, heads in lanes: one broadcast + FMA per stored
+ *     element, plus d for each segment's dense start row (base row or keyframe).
+ *
+ * Work is counted as in SPEC.md §4 / reference/counts.hpp, so a decode step reports the
+ * same counts as the prefill row of the same position; the outputs agree to rounding.
+ */
+#ifndef DELTAATTN_KERNELS_DECODE_STEP_HPP
+#define DELTAATTN_KERNELS_DECODE_STEP_HPP
+
+#include "../arch.hpp"
+#include "../counters.hpp"
+#include "../detail/bits.hpp"
+#include "../views.hpp"
+#include "attention_block.hpp"
+#include "channel_deltas.hpp"
+#include "key_sources.hpp"
+#include "workspace.hpp"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+namespace deltaattn
+{
+    namespace kernels
+    {
+        namespace decode_detail
+        {
+            /// Raw dots q_h·k_j for keys [first, end) and every head, `width` keys at a time.
+            template <class Arch, class Keys>
+            void exact_dots(Keys const& keys, float const* const* q, std::size_t heads, std::size_t d, std::size_t first, std::size_t end,
+                            float* scores, std::size_t stride) noexcept
+            {
+                using ops = arch_traits<Arch>;
+                using reg = typename ops::reg;
+                constexpr std::size_t w = ops::width;
+                std::size_t const full = d / w * w;
+                for (std::size_t j0 = first; j0 < end; j0 += w)
+                {
+                    std::size_t const nb = std::min(w, end - j0);
+                    float const* k[w];
+                    for (std::size_t kk = 0; kk < w; ++kk)
+                        k[kk] = keys.exact_row(j0 + (kk < nb ? kk : 0));
+                    for (std::size_t h = 0; h < heads; ++h)
+                    {
+                        reg acc[w];
+                        for (auto& a : acc)
+                            a = ops::zero();
+                        for (std::size_t c = 0; c < full; c += w)
+                        {
+                            reg const qc = ops::load(q[h] + c);
+                            for (std::size_t kk = 0; kk < w; ++kk)
+                                acc[kk] = ops::fma(qc, ops::load(k[kk] + c), acc[kk]);
+                        }
+                        alignas(64) float sums[w];
+                        ops::store(sums, ops::reduce_add_rows(acc));
+                        for (std::size_t kk = 0; kk < nb; ++kk)
+                        {
+                            float s = sums[kk];
+                            for (std::size_t c = full; c < d; ++c)
+                                s += q[h][c] * k[kk][c];
+                            scores[h * stride + j0 + kk] = s;
+                        }
+                    }
+                }
+            }
+
+            /// Softmax of row `s` (n raw dots) scaled by alpha, in place; returns the sum.
+            template <class Arch>
+            float softmax_row(float* s, std::size_t n, float alpha) noexcept
+            {
+                using ops = arch_traits<Arch>;
+                constexpr std::size_t w = ops::width;
+                std::size_t const full = n / w * w;
+                auto const a = ops::broadcast(alpha);
+                auto top = ops::broadcast(-std::numeric_limits<float>::infinity());
+                for (std::size_t j = 0; j < full; j += w)
+                    top = ops::max(top, ops::mul(a, ops::load(s + j)));
+                float m = ops::reduce_max(top);
+                for (std::size_t j = full; j < n; ++j)
+                    m = std::max(m, alpha * s[j]);
+                auto const shift = ops::broadcast(m);
+                auto sum = ops::zero();
+                for (std::size_t j = 0; j < full; j += w)
+                {
+                    auto const p = ops::exp(ops::sub(ops::mul(a, ops::load(s + j)), shift));
+                    ops::store(s + j, p);
+                    sum = ops::add(sum, p);
+                }
+                float total = ops::reduce_add(sum);
+                for (std::size_t j = full; j < n; ++j)
+                {
+                    alignas(64) float lane[w] = {};
+                    lane[0] = alpha * s[j] - m;
+                    alignas(64) float p[w];
+                    ops::store(p, ops::exp(ops::load(lane)));
+                    s[j] = p[0];
+                    total += p[0];
+                }
+                return total;
+            }
+
+            /// o[h] += Σ_{j in [first, end)} p[h][j] v_j: channel chunks of two registers,
+            /// four heads sharing each value load.
+            template <class Arch, class Values>
+            void exact_values(Values const& values, float const* p, std::size_t stride, std::size_t heads, std::size_t d, std::size_t first,
+                              std::size_t end, float* o) noexcept
+            {
+                using ops = arch_traits<Arch>;
+                using reg = typename ops::reg;
+                constexpr std::size_t w = ops::width, H = 4;
+                std::size_t c0 = 0;
+                for (; c0 + 2 * w <= d; c0 += 2 * w)
+                    for (std::size_t h0 = 0; h0 < heads; h0 += H)
+                    {
+                        std::size_t const hn = std::min(H, heads - h0);
+                        reg acc[H][2];
+                        for (auto& a : acc)
+                            a[0] = a[1] = ops::zero();
+                        float const* ph[H];
+                        for (std::size_t h = 0; h < H; ++h)
+                            ph[h] = p + (h0 + (h < hn ? h : 0)) * stride;
+                        for (std::size_t j = first; j < end; ++j)
+                        {
+                            float const* v = values.exact_row(j) + c0;
+                            reg const v0 = ops::load(v), v1 = ops::load(v + w);
+                            for (std::size_t h = 0; h < H; ++h)
+                            {
+                                reg const pj = ops::broadcast(ph[h][j]);
+                                acc[h][0] = ops::fma(pj, v0, acc[h][0]);
+                                acc[h][1] = ops::fma(pj, v1, acc[h][1]);
+                            }
+                        }
+                        for (std::size_t h = 0; h < hn; ++h)
+                        {
+                            float* out = o + (h0 + h) * d + c0;
+                            ops::store(out, ops::add(ops::load(out), acc[h][0]));
+                            ops::store(out + w, ops::add(ops::load(out + w), acc[h][1]));
+                        }
+                    }
+                for (std::size_t h = 0; h < heads && c0 < d; ++h)  // channels past the last chunk
+                    for (std::size_t j = first; j < end; ++j)
+                    {
+                        float const* v = values.exact_row(j);
+                        for (std::size_t c = c0; c < d; ++c)
+                            o[h * d + c] += p[h * stride + j] * v[c];
+                    }
+            }
+
+            /// acc[c] += m * row[c] for every channel: a segment's dense start row.
+            template <class Arch>
+            void add_scaled_row(float* accT, typename arch_traits<Arch>::reg m, float const* row, std::size_t d) noexcept
+            {
+                using ops = arch_traits<Arch>;
+                constexpr std::size_t w = ops::width;
+                for (std::size_t c = 0; c < d; ++c)
+                    ops::store(accT + c * w, ops::fma(m, ops::broadcast(row[c]), ops::load(accT + c * w)));
+            }
+        }  // namespace decode_detail
+
+        /**
+         * One decode step: q and out hold one position (`last`) and the g query heads of
+         * one KV head; keys and values are dense_rows or cached_rows. Adds the step's
+         * work to `work`.
+         */
+        template <class Arch, class Keys, class Values>
+        void decode_block(Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t last, Values const& values, float scale,
+                          hybrid_split split, block_scratch& ws, attention_work& work)
+        {
+            static_assert(Keys::has_deltas || !Values::has_deltas, "delta values come with delta keys");
+            using ops = arch_traits<Arch>;
+            using reg = typename ops::reg;
+            constexpr std::size_t w = ops::width;
+            std::size_t const heads = q.heads, d = q.dim, n = last + 1;
+            // The delta region [S, last - W], if any (SPEC.md §3).
+            bool const hybrid = Keys::has_deltas && split.window <= last && last - split.window >= split.sinks;
+            std::size_t const delta_first = hybrid ? split.sinks : n, delta_end = hybrid ? last - split.window + 1 : n;
+            // Rounded up to whole registers, so a row's vector tail stays inside the buffer.
+            std::size_t const stride = (n + w - 1) / w * w;
+            ws.reserve_decode(heads, stride, d);
+            float* const s = ws.decode_scores.data();
+            float* const o = ws.lane_acc.data();
+            std::fill(o, o + heads * d, 0.0f);
+            float const* qh[block_scratch::max_decode_heads];
+            for (std::size_t h = 0; h < heads; ++h)
+                qh[h] = q.at(0, h);
+
+            std::uint64_t exact_keys = n - (delta_end - delta_first), qk_macs = 0, pv_macs = 0;
+            decode_detail::exact_dots<Arch>(keys, qh, heads, d, 0, delta_first, s, stride);
+            decode_detail::exact_dots<Arch>(keys, qh, heads, d, delta_end, n, s, stride);
+
+            // Delta keys: prefix sums q·k̂_j, along channels where a register expands in one
+            // instruction, else with the heads in lanes, w heads at a time.
+            float* const qT = ws.transposed.data();
+            alignas(64) float lanes[w];
+            bool const by_channel = has_fast_expand<Arch>() && heads <= block_scratch::max_channel_heads;
+            if constexpr (Keys::has_deltas)
+            {
+                delta_key_cache const& cache = *keys.cache;
+                if (by_channel && hybrid)
+                {
+                    // The prefix starts at q·k̂_{S-1}: k_0's exact dots when S = 1.
+                    alignas(64) float start[block_scratch::max_decode_heads];
+                    for (std::size_t h = 0; h < heads; ++h)
+                        start[h] = split.sinks == 1 ? s[h * stride] : row_dot<Arch>(qh[h], cache.base_row(), d);
+                    qk_macs += split.sinks > 1 ? heads * d : 0;
+                    qk_macs += channel_delta_scores<Arch>(cache, qh, heads, start, delta_first, delta_end, s, stride);
+                }
+                for (std::size_t h0 = 0; h0 < heads && hybrid && !by_channel; h0 += w)
+                {
+                    std::size_t const hn = std::min(w, heads - h0);
+                    for (std::size_t c = 0; c < d; ++c)
+                        for (std::size_t l = 0; l < w; ++l)
+                            qT[c * w + l] = qh[h0 + (l < hn ? l : 0)][c];
+                    reg even[1], odd[1];
+                    if (split.sinks == 1)
+                    {
+                        for (std::size_t l = 0; l < w; ++l)
+                            lanes[l] = s[(h0 + (l < hn ? l : 0)) * stride];  // q·k_0: k̂_0 = k_0
+                        even[0] = ops::load(lanes);
+                    }
+                    else
+                        transposed_dot<Arch, 1>(qT, w, cache.base_row(), d, even);
+                    odd[0] = ops::zero();
+                    for (std::size_t j = delta_first; j < delta_end; ++j)
+                    {
+                        if (float const* keyframe = cache.keyframe_row(j))
+                        {
+                            transposed_dot<Arch, 1>(qT, w, keyframe, d, even);
+                            odd[0] = ops::zero();
+                            qk_macs += hn * d;
+                        }
+                        else
+                        {
+                            delta_row const row = cache.delta(j);
+                            add_delta_row<Arch, 1>(qT, w, row, d, even, odd);
+                            qk_macs += hn * row.nnz;
+                        }
+                        ops::store(lanes, ops::add(even[0], odd[0]));
+                        for (std::size_t l = 0; l < hn; ++l)
+                            s[(h0 + l) * stride + j] = lanes[l];
+                    }
+                    if (split.sinks > 1)
+                        qk_macs += hn * d;
+                }
+            }
+
+            alignas(64) float sums[block_scratch::max_decode_heads];
+            for (std::size_t h = 0; h < heads; ++h)
+                sums[h] = decode_detail::softmax_row<Arch>(s + h * stride, n, scale);
+
+            if constexpr (Values::has_deltas)
+            {
+                decode_detail::exact_values<Arch>(values, s, stride, heads, d, 0, delta_first, o);
+                decode_detail::exact_values<Arch>(values, s, stride, heads, d, delta_end, n, o);
+                // Delta values: Σ_{j in D} p_j v̂_j as suffix sums P(m) of each segment,
+                // walked backwards, heads in lanes (accT is [channel][lane]).
+                delta_key_cache const& cache = *values.cache;
+                bool const by_words = by_channel && d % 64 == 0;
+                if (by_words && hybrid)
+                    pv_macs += channel_delta_values<Arch>(cache, s, stride, heads, delta_first, delta_end, o);
+                else if (by_channel && hybrid)
+                {
+                    float mass[block_scratch::max_channel_heads] = {};
+                    auto const add_start_row = [&](float const* row) {  // P(f) v̂_f
+                        for (std::size_t h = 0; h < heads; ++h)
+                            row_axpy<Arch>(mass[h], row, o + h * d, d);
+                        pv_macs += heads * d;
+                    };
+                    for (std::size_t m = delta_end; m-- > delta_first;)
+                    {
+                        for (std::size_t h = 0; h < heads; ++h)
+                            mass[h] += s[h * stride + m];
+                        if (float const* keyframe = cache.keyframe_row(m))
+                        {
+                            add_start_row(keyframe);
+                            std::fill(mass, mass + heads, 0.0f);
+                            continue;
+                        }
+                        delta_row const row = cache.delta(m);
+                        add_weighted_row<Arch>(row, mass, heads, d, o);
+                        pv_macs += heads * row.nnz;
+                    }
+                    add_start_row(cache.base_row());  // P(S) v̂_{S-1}
+                }
+                float* const accT = ws.value_weighted.data();
+                for (std::size_t h0 = 0; h0 < heads && hybrid && !by_channel; h0 += w)
+                {
+                    std::size_t const hn = std::min(w, heads - h0);
+                    std::fill(accT, accT + d * w, 0.0f);
+                    std::fill(lanes, lanes + w, 0.0f);
+                    reg mass = ops::zero();
+                    for (std::size_t m = delta_end; m-- > delta_first;)
+                    {
+                        for (std::size_t l = 0; l < hn; ++l)
+                            lanes[l] = s[(h0 + l) * stride + m];
+                        mass = ops::add(mass, ops::load(lanes));
+                        if (float const* keyframe = cache.keyframe_row(m))
+                        {
+                            decode_detail::add_scaled_row<Arch>(accT, mass, keyframe, d);
+                            mass = ops::zero();
+                            pv_macs += hn * d;
+                            continue;
+                        }
+                        delta_row const row = cache.delta(m);
+                        float const* value = row.values;
+                        for (std::size_t word = 0; word < detail::mask_words(d); ++word)
+                            for (std::uint64_t bits = row.mask[word]; bits != 0; bits &= bits - 1)
+                            {
+                                std::size_t const c = word * 64 + detail::lowest_bit(bits);
+                                ops::store(accT + c * w, ops::fma(mass, ops::broadcast(*value++), ops::load(accT + c * w)));
+                            }
+                        pv_macs += hn * row.nnz;
+                    }
+                    decode_detail::add_scaled_row<Arch>(accT, mass, cache.base_row(), d);  // P(S) v̂_{S-1}
+                    pv_macs += hn * d;
+                    for (std::size_t c = 0; c < d; ++c)
+                        for (std::size_t l = 0; l < hn; ++l)
+                            o[(h0 + l) * d + c] += accT[c * w + l];
+                }
+                pv_macs += exact_keys * heads * d;
+            }
+            else
+            {
+                decode_detail::exact_values<Arch>(values, s, stride, heads, d, 0, n, o);
+                pv_macs = n * heads * d;
+            }
+
+            for (std::size_t h = 0; h < heads; ++h)
+            {
+                float const inv = 1.0f / sums[h];
+                float* dst = out.at(0, h);
+                for (std::size_t c = 0; c < d; ++c)
+                    dst[c] = o[h * d + c] * inv;
+            }
+
+            work.queries += heads;
+            work.dense_macs += n * heads * d;
+            work.hybrid_macs += exact_keys * heads * d + qk_macs;
+            work.dense_pv_macs += n * heads * d;
+            work.hybrid_pv_macs += pv_macs;
+        }
+    }  // namespace kernels
+}  // namespace deltaattn
+
+#endif  // DELTAATTN_KERNELS_DECODE_STEP_HPP
