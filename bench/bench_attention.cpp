@@ -80,7 +80,9 @@ namespace
         report(state, work, 0.0, dense_bytes(n, d));
     }
 
-    void hybrid_prefill(benchmark::State& state, std::size_t n, std::size_t d, delta_policy policy)
+    /// The whole sequence, delta caches built inside the timed call: keys only, or keys
+    /// and values (`delta_values`).
+    void hybrid_prefill(benchmark::State& state, std::size_t n, std::size_t d, delta_policy policy, bool delta_values)
     {
         auto const& in = workload(n, d);
         std::vector<float> out;
@@ -89,25 +91,14 @@ namespace
         for (auto _ : state)
         {
             stats = attention_stats{};
-            hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, options(), policy, &stats);
+            if (delta_values)
+                hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, options(), policy, policy, &stats);
+            else
+                hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, options(), policy, &stats);
             benchmark::DoNotOptimize(out.data());
         }
-        report(state, stats.prefill, stats.keys.sparsity(), static_cast<double>(stats.kcache_bytes) + dense_bytes(n, d) / 2);
-    }
-
-    void hybrid_kv_prefill(benchmark::State& state, std::size_t n, std::size_t d, delta_policy policy)
-    {
-        auto const& in = workload(n, d);
-        std::vector<float> out;
-        auto const view = in.make_output(out);
-        attention_stats stats;
-        for (auto _ : state)
-        {
-            stats = attention_stats{};
-            hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, options(), policy, policy, &stats);
-            benchmark::DoNotOptimize(out.data());
-        }
-        report(state, stats.prefill, stats.keys.sparsity(), static_cast<double>(stats.kcache_bytes + stats.vcache_bytes));
+        double const bytes = static_cast<double>(stats.kcache_bytes) + (delta_values ? static_cast<double>(stats.vcache_bytes) : dense_bytes(n, d) / 2);
+        report(state, stats.prefill, stats.keys.sparsity(), bytes);
     }
 
     // ---- decode: one step at context n (the cache is built once, outside the timing) --
@@ -193,8 +184,7 @@ namespace
             {
                 benchmark::RegisterBenchmark(("prefill/dense" + shape(n, d)).c_str(), dense_prefill, n, d)->Unit(benchmark::kMillisecond);
                 for (auto const& l : levels)
-                    benchmark::RegisterBenchmark(("prefill/" + l.name + shape(n, d)).c_str(), is_kv(l) ? hybrid_kv_prefill : hybrid_prefill, n, d,
-                                                 l.policy)
+                    benchmark::RegisterBenchmark(("prefill/" + l.name + shape(n, d)).c_str(), hybrid_prefill, n, d, l.policy, is_kv(l))
                         ->Unit(benchmark::kMillisecond);
             }
             for (std::size_t n : {512, 1024, 4096, 8192, 16384})
