@@ -36,6 +36,7 @@ namespace
         std::size_t group = 8;
         int repeats = 5;
         std::size_t threads = 1;
+        float value_theta = -1.0f;  ///< >= 0: delta values with fixed θ_v (SPEC §6.1); else values exact
     };
 
     settings parse(int argc, char** argv)
@@ -50,7 +51,7 @@ namespace
             {
                 std::printf("usage: %s [--positions N] [--prompt P] [--q-heads H] [--kv-heads H] [--dim D] [--window W] [--sinks S]\n"
                             "          [--policy fixed|relative|target|block] [--theta X] [--ratio R] [--sparsity RHO] [--group G] [--repeats N]\n"
-                            "          [--threads T]\n",
+                            "          [--threads T] [--value-theta XV]\n",
                             argv[0]);
                 std::exit(0);
             }
@@ -72,6 +73,7 @@ namespace
             else if (flag == "--group") s.group = size();
             else if (flag == "--repeats") s.repeats = std::max(1, std::stoi(value));
             else if (flag == "--threads") s.threads = std::max<std::size_t>(1, size());
+            else if (flag == "--value-theta") s.value_theta = std::stof(value);
             else throw std::invalid_argument("unknown flag " + flag);
         }
         s.prompt = std::min(s.prompt, s.shape.positions);
@@ -120,23 +122,37 @@ namespace
         return r;
     }
 
+    /// Prefill of the prompt, then decode steps: delta keys (the engine keeps dense
+    /// values), or delta keys and values (`value_policy`, a layer_kv_cache).
     run_result run_hybrid(qkv_data const& in, std::size_t prompt, hybrid_options const& options, delta_policy const& policy,
-                          parallel_executor const& executor, std::size_t& cache_bytes)
+                          delta_policy const* value_policy, parallel_executor const& executor, std::size_t& cache_bytes)
     {
         run_result r;
         auto const out = in.make_output(r.out);
-        auto t0 = clock_type::now();
-        layer_key_cache cache(in.shape.kv_heads, in.shape.dim, in.shape.positions, options, policy);
-        cache.set_executor(executor);
-        cache.prefill(in.q_view().slice_positions(0, prompt), in.k_view().slice_positions(0, prompt), in.v_view().slice_positions(0, prompt),
-                      out.slice_positions(0, prompt), &r.stats);
-        r.prefill_s = seconds_since(t0);
-        t0 = clock_type::now();
-        for (std::size_t i = prompt; i < in.shape.positions; ++i)
-            cache.decode(in.q_view().slice_positions(i, 1), in.k_view().slice_positions(i, 1), in.v_view().slice_positions(0, i + 1),
-                         out.slice_positions(i, 1), &r.stats);
-        r.decode_s = seconds_since(t0);
-        cache_bytes = cache.bytes();
+        auto const n = in.shape.positions;
+        auto const run = [&](auto& cache, bool values_owned) {
+            cache.set_executor(executor);
+            auto t0 = clock_type::now();
+            cache.prefill(in.q_view().slice_positions(0, prompt), in.k_view().slice_positions(0, prompt), in.v_view().slice_positions(0, prompt),
+                          out.slice_positions(0, prompt), &r.stats);
+            r.prefill_s = seconds_since(t0);
+            t0 = clock_type::now();
+            for (std::size_t i = prompt; i < n; ++i)  // values: the step's own, or every position so far
+                cache.decode(in.q_view().slice_positions(i, 1), in.k_view().slice_positions(i, 1),
+                             in.v_view().slice_positions(values_owned ? i : 0, values_owned ? 1 : i + 1), out.slice_positions(i, 1), &r.stats);
+            r.decode_s = seconds_since(t0);
+            cache_bytes = cache.bytes();
+        };
+        if (value_policy)
+        {
+            layer_kv_cache cache(in.shape.kv_heads, in.shape.dim, n, options, policy, *value_policy);
+            run(cache, true);
+        }
+        else
+        {
+            layer_key_cache cache(in.shape.kv_heads, in.shape.dim, n, options, policy);
+            run(cache, false);
+        }
         return r;
     }
 
@@ -159,14 +175,16 @@ try
 {
     settings const s = parse(argc, argv);
     delta_policy const policy = make_policy(s);
+    delta_policy const value_policy = fixed_threshold{s.value_theta};
+    bool const delta_values = s.value_theta >= 0.0f;
     qkv_data const in = make_llm_like(s.shape);
     std::size_t const n = s.shape.positions, d = s.shape.dim;
 
     std::printf("deltaattn %d.%d.%d demo  arch=%s\n", DELTAATTN_VERSION_MAJOR, DELTAATTN_VERSION_MINOR, DELTAATTN_VERSION_PATCH, active_arch_name());
     std::printf("workload: LLM-like (AR(1) latents + RoPE), %zu positions (prompt %zu, %zu decode steps), %zu query / %zu KV heads, head dim %zu\n",
                 n, s.prompt, n - s.prompt, s.shape.q_heads, s.shape.kv_heads, d);
-    std::printf("hybrid:   %s, sinks %zu, window %zu, keyframe every %zu; %zu thread(s)\n\n", describe(policy).c_str(), s.options.sinks,
-                s.options.window, s.options.keyframe_interval, s.threads);
+    std::printf("hybrid:   keys %s, values %s, sinks %zu, window %zu, keyframe every %zu; %zu thread(s)\n\n", describe(policy).c_str(),
+                delta_values ? describe(value_policy).c_str() : "exact", s.options.sinks, s.options.window, s.options.keyframe_interval, s.threads);
     thread_pool pool(s.threads);
     parallel_executor const executor = pool.executor();
 
@@ -177,7 +195,7 @@ try
     for (int r = 0; r < s.repeats; ++r)
     {
         dense = run_dense(in, s.prompt, executor);
-        hybrid = run_hybrid(in, s.prompt, s.options, policy, executor, cache_bytes);
+        hybrid = run_hybrid(in, s.prompt, s.options, policy, delta_values ? &value_policy : nullptr, executor, cache_bytes);
         dense_prefill.push_back(dense.prefill_s);
         dense_decode_t.push_back(dense.decode_s);
         hybrid_prefill.push_back(hybrid.prefill_s);
@@ -188,15 +206,22 @@ try
     std::printf("sparsity (SPEC §4)\n");
     std::printf("  attention sparsity   prefill %5.1f%%   decode %5.1f%%   both %5.1f%%\n", 100 * st.prefill.sparsity(), 100 * st.decode.sparsity(),
                 100 * st.both().sparsity());
-    std::printf("  delta sparsity       %5.1f%% of key channels unchanged\n\n", 100 * st.keys.sparsity());
+    if (delta_values)
+        std::printf("  value sparsity       prefill %5.1f%%   decode %5.1f%%   (total, QK + PV: %5.1f%%)\n", 100 * st.prefill.value_sparsity(),
+                    100 * st.decode.value_sparsity(), 100 * st.both().total_sparsity());
+    std::printf("  delta sparsity       %5.1f%% of key channels unchanged", 100 * st.keys.sparsity());
+    if (delta_values)
+        std::printf(", %5.1f%% of value channels", 100 * st.values.sparsity());
+    std::printf("\n\n");
 
     std::size_t const row = s.shape.q_heads * d;
     std::printf("accuracy against dense attention (same data)\n");
     print_errors("prefill", dense.out, hybrid.out, 0, s.prompt * row);
     if (s.prompt < n)
         print_errors("decode", dense.out, hybrid.out, s.prompt * row, n * row);
-    std::printf("\nmemory\n  K cache bytes/token  delta %.1f   dense fp32 %.1f   (ratio %.2f)\n\n", static_cast<double>(cache_bytes) / n,
-                4.0 * d * s.shape.kv_heads, static_cast<double>(cache_bytes) / (4.0 * d * s.shape.kv_heads * n));
+    double const dense_bytes = (delta_values ? 8.0 : 4.0) * d * s.shape.kv_heads;  // per token, fp32
+    std::printf("\nmemory\n  %s cache bytes/token  delta %.1f   dense fp32 %.1f   (ratio %.2f)\n\n", delta_values ? "K+V" : "K",
+                static_cast<double>(cache_bytes) / n, dense_bytes, static_cast<double>(cache_bytes) / (dense_bytes * n));
 
     std::printf("time (median of %d, dense and hybrid alternating; hybrid includes building the delta cache)\n", s.repeats);
     double const dp = median(dense_prefill), hp = median(hybrid_prefill);
