@@ -21,13 +21,34 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace deltaattn
 {
-    /// A task body: `task` in [0, tasks), `worker` in [0, workers) names a scratch slot
-    /// that no other task uses at the same time.
-    using task_function = std::function<void(std::size_t task, std::size_t worker)>;
+    /**
+     * A task body: `task` in [0, tasks), `worker` in [0, workers) names a scratch slot
+     * that no other task uses at the same time.
+     *
+     * A non-owning reference to the caller's callable, valid for the duration of the
+     * `run` it is passed to (do not keep it). Unlike std::function it never allocates:
+     * the caches call executors between steps that must not fail halfway.
+     */
+    class task_function
+    {
+    public:
+        template <class F, class = std::enable_if_t<!std::is_same<std::decay_t<F>, task_function>::value>>
+        task_function(F const& body) noexcept  // NOLINT: implicit, like std::function
+            : m_body(&body), m_call([](void const* b, std::size_t task, std::size_t worker) { (*static_cast<F const*>(b))(task, worker); })
+        {
+        }
+
+        void operator()(std::size_t task, std::size_t worker) const { m_call(m_body, task, worker); }
+
+    private:
+        void const* m_body;
+        void (*m_call)(void const*, std::size_t, std::size_t);
+    };
 
     /**
      * `run(tasks, fn)` calls `fn(task, worker)` exactly once for every task and returns

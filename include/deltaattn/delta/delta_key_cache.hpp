@@ -164,7 +164,8 @@ namespace deltaattn
         /// Appends delta rows only (no dense copy into the ring). Pair with push_exact.
         void append_delta(float const* key)
         {
-            detail::require(size() < m_capacity, m_name, "the cache is full (capacity " + std::to_string(m_capacity) + ")");
+            if (size() >= m_capacity)  // (the message only then: this path must not allocate)
+                detail::reject(m_name, "the cache is full (capacity " + std::to_string(m_capacity) + ")");
             if (m_options.check_finite)
                 detail::require_finite_rows(matrix_view<const float>{key, 1, dim(), 0}, m_name);
 

@@ -71,6 +71,27 @@ namespace deltaattn
         };
 
         /**
+         * Sizes `workspace` for run_blocks over `positions` query positions of `group`
+         * heads against up to `keys` keys, so the attention itself allocates nothing.
+         * Callers that mutate a cache call it first: a bad_alloc then leaves it unchanged.
+         */
+        template <class Arch>
+        void prepare_workspace(attention_workspace& workspace, parallel_executor const& executor, std::size_t group, std::size_t positions,
+                               std::size_t keys, std::size_t dim)
+        {
+            constexpr std::size_t w = arch_traits<Arch>::width;
+            group_plan<Arch> const plan{group, positions};
+            workspace.reserve_workers(executor.workers);
+            for (std::size_t worker = 0; worker < executor.workers; ++worker)
+            {
+                if (positions == 1)
+                    workspace.slot(worker).reserve_decode(plan.block_heads, (keys + w - 1) / w * w, dim);
+                else
+                    workspace.slot(worker).reserve(4 * w, dim);  // attend_block takes R <= 4 registers of lanes
+            }
+        }
+
+        /**
          * Runs `attend(kv, plan, block, scratch)` for every block of every KV group, as
          * tasks on `executor`, and returns the summed work.
          */

@@ -123,6 +123,7 @@ namespace deltaattn
                         tensor_view<float> out, attention_workspace& workspace, attention_stats* stats = nullptr)
     {
         detail::check_chunk(cache, keys, q, values, out);
+        kernels::prepare_workspace<Arch>(workspace, {}, q.heads, q.positions, cache.size() + keys.rows, cache.dim());
         cache.reserve_values(keys.rows);  // the last step that may throw
         attention_work work = detail::prefill_unchecked<Arch>(cache, keys, q, values, out, workspace);
         if (stats)
@@ -199,6 +200,7 @@ namespace deltaattn
             std::size_t const group = q.heads / k.heads;
             for (std::size_t h = 0; h < m_heads.size(); ++h)
                 detail::check_chunk(m_heads[h], k.head(h), kernels::group_heads(q, h, group), v.head(h), kernels::group_heads(out, h, group));
+            kernels::prepare_workspace<Arch>(m_workspace, m_executor, q.heads / k.heads, q.positions, size() + k.positions, dim());
             for (auto& cache : m_heads)
                 cache.reserve_values(k.positions);  // the last step that may throw
 

@@ -112,6 +112,7 @@ namespace deltaattn
         attention_work attend_chunk(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out)
         {
             check_chunk(q, k, v, out);
+            kernels::prepare_workspace<Arch>(m_workspace, m_executor, q.heads / kv_heads(), q.positions, size() + k.positions, dim());
             for (std::size_t h = 0; h < kv_heads(); ++h)
             {
                 m_keys[h].reserve_values(k.positions);  // the last steps that may throw

@@ -27,17 +27,19 @@ namespace deltaattn
         {
             if (lanes <= m_lanes && dim <= m_dim)
                 return;
-            m_lanes = std::max(lanes, m_lanes);
-            m_dim = std::max(dim, m_dim);
-            transposed.assign(m_lanes * m_dim, 0.0f);
-            lane_acc.assign(m_lanes * m_dim, 0.0f);
-            lane_scores.assign(m_lanes * tile, 0.0f);
-            lane_factor.assign(m_lanes, 0.0f);
-            lane_sum.assign(m_lanes, 0.0f);
+            std::size_t const new_lanes = std::max(lanes, m_lanes), new_dim = std::max(dim, m_dim);
+            transposed.assign(new_lanes * new_dim, 0.0f);
+            lane_acc.assign(new_lanes * new_dim, 0.0f);
+            lane_scores.assign(new_lanes * tile, 0.0f);
+            lane_factor.assign(new_lanes, 0.0f);
+            lane_sum.assign(new_lanes, 0.0f);
             value_rows.assign(tile, nullptr);
             value_keys.assign(tile, 0);
-            value_weighted.assign(m_lanes * m_dim, 0.0f);
-            value_reference.assign(m_dim, 0.0f);
+            value_weighted.assign(new_lanes * new_dim, 0.0f);
+            value_reference.assign(new_dim, 0.0f);
+            // Only now: if an assign above threw, the next call tries again.
+            m_lanes = new_lanes;
+            m_dim = new_dim;
         }
 
         /// Grows (never shrinks) to fit a decode step of `heads` heads, score rows of

@@ -1,0 +1,139 @@
+// Fault behaviour: a throwing allocation in the middle of a cache's growth leaves the
+// cache unchanged and usable (the strong guarantee of README "Guarantees").
+//
+// This binary replaces the global operator new with one that can be told to throw
+// std::bad_alloc at its N-th allocation from now. Each call that can grow a cache
+// (layer_key_cache / layer_kv_cache prefill and decode) runs with N = 0, 1, 2, ...
+// until it goes through: after every injected failure the cache must hold the same
+// positions and bytes, the output must be untouched, and the cache must then compute
+// the same bits as one that never failed.
+#include "../catch.hpp"
+#include "../tester.hpp"
+
+#include <atomic>
+#include <cstring>
+#include <cstdlib>
+#include <new>
+
+namespace
+{
+    std::atomic<long> allocations_until_failure{-1};  // -1: never fail
+
+    void* allocate(std::size_t size)
+    {
+        long left = allocations_until_failure.load();
+        while (left >= 0 && !allocations_until_failure.compare_exchange_weak(left, left - 1))
+        {
+        }
+        if (left == 0)
+            throw std::bad_alloc();
+        if (void* p = std::malloc(size == 0 ? 1 : size))
+            return p;
+        throw std::bad_alloc();
+    }
+
+    /// Fails the `n`-th allocation from now (0: the next one) until disarmed.
+    struct failure_injection
+    {
+        explicit failure_injection(long n) { allocations_until_failure = n; }
+        ~failure_injection() { allocations_until_failure = -1; }
+        failure_injection(failure_injection const&) = delete;
+        failure_injection& operator=(failure_injection const&) = delete;
+    };
+}  // namespace
+
+void* operator new(std::size_t size) { return allocate(size); }
+void* operator new[](std::size_t size) { return allocate(size); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+using namespace deltaattn_test;
+
+namespace
+{
+    /// A layer cache of either kind, with the calls the test makes on it.
+    template <class Cache>
+    struct subject;
+
+    template <>
+    struct subject<layer_key_cache>
+    {
+        static layer_key_cache make(attention_case const& c) { return layer_key_cache(c.kv_heads, c.dim, c.positions, c.options, c.policy); }
+        template <class Arch>
+        static void step(layer_key_cache& cache, qkv_data const& in, std::size_t first, std::size_t count, tensor_view<float> out)
+        {
+            cache.prefill<Arch>(in.q_view().slice_positions(first, count), in.k_view().slice_positions(first, count),
+                                in.v_view().slice_positions(0, first + count), out);
+        }
+    };
+
+    template <>
+    struct subject<layer_kv_cache>
+    {
+        static layer_kv_cache make(attention_case const& c)
+        {
+            return layer_kv_cache(c.kv_heads, c.dim, c.positions, c.options, c.policy, fixed_threshold{0.05f});
+        }
+        template <class Arch>
+        static void step(layer_kv_cache& cache, qkv_data const& in, std::size_t first, std::size_t count, tensor_view<float> out)
+        {
+            cache.prefill<Arch>(in.q_view().slice_positions(first, count), in.k_view().slice_positions(first, count),
+                                in.v_view().slice_positions(first, count), out);
+        }
+    };
+
+    using cache_kinds = std::tuple<layer_key_cache, layer_kv_cache>;
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("a failed allocation while a cache grows leaves it unchanged and usable", "[alloc]", cache_kinds)
+{
+    using s = subject<TestType>;
+    using arch = default_arch;
+    attention_case c;
+    c.positions = 300;
+    c.options.window = 16;
+    c.options.keyframe_interval = 64;
+    c.policy = relative_threshold{0.3f};
+    auto const in = c.inputs();
+    std::size_t const row = c.q_heads * c.dim;
+
+    // Chunks of several sizes (prefill blocks and decode steps, growing the packed values).
+    std::size_t const chunks[] = {40, 1, 1, 100, 7, 1, 150};
+    TestType cache = s::make(c), reference = s::make(c);
+    std::vector<float> out(row * c.positions, 0.0f), want(row * c.positions, 0.0f);
+    std::size_t first = 0, failures = 0;
+    for (std::size_t count : chunks)
+    {
+        auto const out_view = make_token_major(out.data() + first * row, count, c.q_heads, c.dim);
+        s::template step<arch>(reference, in, first, count, make_token_major(want.data() + first * row, count, c.q_heads, c.dim));
+        for (long n = 0;; ++n)
+        {
+            std::size_t const size = cache.size(), bytes = cache.bytes();
+            std::vector<float> const before(out.begin(), out.end());
+            bool failed = false;
+            try
+            {
+                failure_injection const inject(n);
+                s::template step<arch>(cache, in, first, count, out_view);
+            }
+            catch (std::bad_alloc const&)
+            {
+                failed = true;
+            }
+            if (!failed)
+                break;
+            ++failures;
+            INFO("chunk at " << first << " of " << count << ", allocation " << n << " failed");
+            REQUIRE(cache.size() == size);
+            REQUIRE(cache.bytes() == bytes);
+            REQUIRE(out == before);
+        }
+        first += count;
+    }
+    INFO(failures << " injected failures");
+    CHECK(failures > 0);  // the cache did allocate, so the guarantee was exercised
+    CHECK(cache.size() == c.positions);
+    CHECK(std::memcmp(out.data(), want.data(), out.size() * sizeof(float)) == 0);
+}
