@@ -1,0 +1,180 @@
+// deltaattn-eval's pieces: the .npy reader/writer (round trip, every malformed file
+// named), and evaluate() against the oracle (prefill only, prefill + decode, delta
+// values), its counters against the analytic counts, its per-head sparsity and its
+// score bound against the reference's.
+#include "catch.hpp"
+#include "tester.hpp"
+
+#include "eval_core.hpp"
+#include "npy.hpp"
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+using namespace deltaattn_test;
+using namespace deltaattn_tools;
+
+namespace
+{
+    std::string temp_path(std::string const& name) { return (std::string(P_tmpdir) + "/deltaattn_test_") + name; }
+
+    void write_bytes(std::string const& path, std::string const& bytes)
+    {
+        std::ofstream out(path, std::ios::binary);
+        out << bytes;
+    }
+
+    /// A .npy 1.0 file with `header_dict` and `data_bytes` zero bytes of data.
+    std::string npy_file(std::string const& header_dict, std::size_t data_bytes)
+    {
+        std::string header = header_dict + "\n";
+        std::string bytes = std::string("\x93NUMPY\x01\x00", 8);
+        bytes += static_cast<char>(header.size() & 0xFF);
+        bytes += static_cast<char>(header.size() >> 8);
+        return bytes + header + std::string(data_bytes, '\0');
+    }
+}  // namespace
+
+TEST_CASE("npy: a written array reads back with its shape and bits", "[tools][npy]")
+{
+    for (std::vector<std::size_t> shape : {std::vector<std::size_t>{5}, {3, 4}, {2, 3, 7}})
+    {
+        std::size_t count = 1;
+        for (std::size_t n : shape)
+            count *= n;
+        std::vector<float> data(count);
+        for (std::size_t i = 0; i < count; ++i)
+            data[i] = static_cast<float>(i) * 0.37f - 2.0f;
+        std::string const path = temp_path("roundtrip.npy");
+        write_npy(path, shape, data.data());
+        npy_array const back = read_npy(path);
+        CHECK(back.shape == shape);
+        CHECK(back.data == data);
+        std::remove(path.c_str());
+    }
+}
+
+TEST_CASE("npy: malformed files are rejected, naming the file and the problem", "[tools][npy]")
+{
+    struct bad
+    {
+        char const* name;
+        std::string bytes;
+        char const* problem;
+    };
+    bad const cases[] = {
+        {"missing", "", "cannot open"},
+        {"magic", "NOTNUMPY and more", "bad magic"},
+        {"truncated_header", std::string("\x93NUMPY\x01\x00\x40\x00{'descr'", 17), "truncated .npy header"},
+        {"float64", npy_file("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", 16), "float32"},
+        {"big_endian", npy_file("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", 8), "float32"},
+        {"fortran", npy_file("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", 16), "Fortran"},
+        {"rank4", npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 1, 2), }", 8), "rank 4"},
+        {"truncated_data", npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }", 20), "truncated data"},
+    };
+    for (bad const& c : cases)
+    {
+        std::string const path = temp_path(std::string(c.name) + ".npy");
+        if (!c.bytes.empty())
+            write_bytes(path, c.bytes);
+        INFO(c.name);
+        CHECK_THROWS_WITH(read_npy(path), contains(path) && contains(c.problem));
+        std::remove(path.c_str());
+    }
+}
+
+TEST_CASE("evaluate matches the oracle, prefill only and prefill + decode", "[tools][eval]")
+{
+    std::size_t const prompt = GENERATE(std::size_t(90), std::size_t(50), std::size_t(1));
+    bool const values = GENERATE(false, true);
+    attention_case c;
+    c.positions = 90;
+    c.q_heads = 4;
+    c.kv_heads = 2;
+    c.options.sinks = 2;
+    c.options.window = 12;
+    c.options.keyframe_interval = 32;
+    c.policy = relative_threshold{0.3f};
+    auto const in = c.inputs();
+    eval_settings s;
+    s.options = c.options;
+    s.policy = c.policy;
+    s.prompt = prompt;
+    if (values)
+        s.value_theta = 0.05f;
+    eval_result const r = evaluate(in, s);
+
+    std::vector<float> expected;
+    auto view = in.make_output(expected);
+    if (values)
+        reference::hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, c.options, c.policy, fixed_threshold{0.05f});
+    else
+        reference::hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, c.options, c.policy);
+    INFO("prompt " << prompt << (values ? " with delta values" : ""));
+    CHECK(max_abs_diff(r.out, expected) <= tolerance(expected));
+
+    // Counters: the analytic counts of each stage; the error against dense is the real one.
+    CHECK(r.stats.prefill.hybrid_macs == analytic_work(in, c, 0, prompt - 1).hybrid_macs);
+    if (prompt < c.positions)
+        CHECK(r.stats.decode.hybrid_macs == analytic_work(in, c, prompt, c.positions - 1).hybrid_macs);
+    auto const dense = oracle_dense(in);
+    CHECK(r.max_abs_error == Approx(max_abs_diff(r.out, dense)).margin(1e-6));
+    CHECK(r.rel_error > 0.0);
+
+    // Per-head sparsity: all of a KV head's query heads, every position.
+    for (std::size_t h = 0; h < c.q_heads; ++h)
+    {
+        auto const rows = reference::build_delta_rows(in.k_view().head(h / (c.q_heads / c.kv_heads)), c.policy);
+        attention_work const w = reference::stage_work(0, c.positions - 1, 1, rows, c.options);
+        CHECK(r.per_head[h].attention_sparsity == Approx(w.sparsity()).epsilon(1e-12));
+    }
+}
+
+TEST_CASE("evaluate's score bound is SPEC 3's, and holds", "[tools][eval]")
+{
+    attention_case c;
+    c.positions = 70;
+    c.options.window = 8;
+    c.policy = fixed_threshold{0.2f};
+    auto const in = c.inputs();
+    eval_settings s;
+    s.options = c.options;
+    s.policy = c.policy;
+    eval_result const r = evaluate(in, s);
+    std::size_t const group = c.q_heads / c.kv_heads;
+    double bound = 0, worst = 0;
+    for (std::size_t kv = 0; kv < c.kv_heads; ++kv)
+    {
+        auto const rows = reference::build_delta_rows(in.k_view().head(kv), c.policy);
+        for (std::size_t h = kv * group; h < (kv + 1) * group; ++h)
+            for (std::size_t i = 0; i < c.positions; ++i)
+            {
+                float const* q = in.q_view().at(i, h);
+                auto const exact = reference::dense_scores(q, i, in.k_view().head(kv), 0.0f);
+                auto const hybrid = reference::hybrid_scores(q, i, in.k_view().head(kv), rows, c.options);
+                for (std::size_t j = c.options.sinks; j + c.options.window <= i; ++j)
+                {
+                    bound = std::max(bound, reference::score_bound(q, c.dim, j, rows, 0.0f));
+                    worst = std::max(worst, std::fabs(hybrid[j] - exact[j]));
+                }
+            }
+    }
+    CHECK(r.score_bound == Approx(bound).epsilon(1e-9));
+    CHECK(worst <= r.score_bound);
+
+    s.policy = target_sparsity{0.5f};  // no bound
+    CHECK(std::isnan(evaluate(in, s).score_bound));
+}
+
+TEST_CASE("evaluate rejects bad settings by name", "[tools][eval][validation]")
+{
+    attention_case c;
+    auto const in = c.inputs();
+    eval_settings s;
+    s.options.window = 0;
+    CHECK_THROWS_WITH(evaluate(in, s), contains("deltaattn: window:"));
+    s.options.window = 4;
+    s.value_theta = -1.0f;
+    CHECK_THROWS_WITH(evaluate(in, s), contains("theta"));
+}

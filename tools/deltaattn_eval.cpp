@@ -1,0 +1,362 @@
+// deltaattn-eval: measure hybrid delta attention against dense attention on your own
+// activations (.npy), or on generated ones.
+//
+//   deltaattn-eval run   --q Q.npy --k K.npy --v V.npy [--out O.npy] [--json STATS.json] [flags]
+//   deltaattn-eval sweep --q Q.npy --k K.npy --v V.npy --csv OUT.csv [--thetas a,b | --sparsities a,b] [--png P.png]
+//   deltaattn-eval synth --dir DIR [--positions N --q-heads H --kv-heads H --dim D]
+//
+// Errors (bad flags, unreadable or mistyped .npy, SPEC.md §8) exit with status 2 and a
+// one-line message naming the argument; no output file is written then (outputs go to a
+// temporary name and are renamed only when complete).
+#include "eval_core.hpp"
+#include "npy.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace
+{
+    using namespace deltaattn_tools;
+
+    struct policy_flags
+    {
+        std::string policy = "relative";
+        float theta = 0.1f, ratio = 0.3f, sparsity = 0.6f;
+        std::size_t group = 8;
+        std::size_t window = 64, sinks = 1, keyframes = 256;
+        std::optional<std::size_t> prompt;
+        std::optional<float> value_theta;
+        std::size_t threads = 1;
+    };
+
+    void add_policy_flags(CLI::App& app, policy_flags& f)
+    {
+        app.add_option("--window", f.window, "exact recent keys W (SPEC §3)")->capture_default_str();
+        app.add_option("--sinks", f.sinks, "exact first keys S")->capture_default_str();
+        app.add_option("--keyframes", f.keyframes, "a dense reference row every R positions (0: none)")->capture_default_str();
+        app.add_option("--policy", f.policy, "fixed | relative | target | block (SPEC §5)")->capture_default_str();
+        app.add_option("--theta", f.theta, "θ of fixed and block")->capture_default_str();
+        app.add_option("--ratio", f.ratio, "r of relative: θ = r · rms(k_j)")->capture_default_str();
+        app.add_option("--sparsity", f.sparsity, "ρ of target")->capture_default_str();
+        app.add_option("--group", f.group, "g of block (4, 8, 16)")->capture_default_str();
+        app.add_option("--value-theta", f.value_theta, "delta values with a fixed θ_v (SPEC §6.1); default: values exact");
+        app.add_option("--prompt", f.prompt, "positions < P by one prefill, the rest by decode steps (default: all prefill)");
+        app.add_option("--threads", f.threads, "worker threads")->capture_default_str();
+    }
+
+    delta_policy make_policy(policy_flags const& f)
+    {
+        if (f.policy == "fixed") return fixed_threshold{f.theta};
+        if (f.policy == "relative") return relative_threshold{f.ratio};
+        if (f.policy == "target") return target_sparsity{f.sparsity};
+        if (f.policy == "block") return block_threshold{f.group, f.theta};
+        throw std::invalid_argument("deltaattn: policy: must be fixed, relative, target or block (got " + f.policy + ")");
+    }
+
+    eval_settings make_settings(policy_flags const& f)
+    {
+        eval_settings s;
+        s.options.window = f.window;
+        s.options.sinks = f.sinks;
+        s.options.keyframe_interval = f.keyframes;
+        s.policy = make_policy(f);
+        s.value_theta = f.value_theta;
+        if (f.prompt)
+            s.prompt = *f.prompt;
+        s.threads = std::max<std::size_t>(1, f.threads);
+        return s;
+    }
+
+    /// An [n, H, d] array, or [n, d] as one head.
+    struct loaded
+    {
+        npy_array array;
+        std::size_t positions = 0, heads = 0, dim = 0;
+        bool two_d = false;
+    };
+
+    loaded load(std::string const& path, char const* flag)
+    {
+        loaded l;
+        try
+        {
+            l.array = read_npy(path);
+        }
+        catch (std::runtime_error const& e)
+        {
+            throw std::runtime_error(std::string(flag) + ": " + e.what());
+        }
+        std::vector<std::size_t> const shape = l.array.shape;
+        if (shape.size() != 2 && shape.size() != 3)
+            throw std::invalid_argument(std::string(flag) + ": " + path + " must be [n, heads, d] or [n, d] (rank " + std::to_string(shape.size()) + ")");
+        l.two_d = shape.size() == 2;
+        l.positions = shape[0];
+        l.heads = l.two_d ? 1 : shape[1];
+        l.dim = shape.back();
+        return l;
+    }
+
+    qkv_data load_inputs(std::string const& q_path, std::string const& k_path, std::string const& v_path, bool& two_d)
+    {
+        loaded q = load(q_path, "--q"), k = load(k_path, "--k"), v = load(v_path, "--v");
+        auto const require = [](bool ok, char const* flag, std::string const& problem) {
+            if (!ok)
+                throw std::invalid_argument(std::string(flag) + ": " + problem);
+        };
+        require(v.positions == k.positions && v.heads == k.heads && v.dim == k.dim, "--v", "must have the shape of --k");
+        require(q.positions == k.positions, "--q", "has " + std::to_string(q.positions) + " positions, --k " + std::to_string(k.positions));
+        require(q.dim == k.dim, "--q", "has head dim " + std::to_string(q.dim) + ", --k " + std::to_string(k.dim));
+        require(k.heads >= 1 && q.heads % k.heads == 0, "--q", "heads (" + std::to_string(q.heads) + ") must be a multiple of --k's (" + std::to_string(k.heads) + ")");
+        two_d = q.two_d;
+        qkv_data in;
+        in.shape = workload_shape{q.positions, q.heads, k.heads, q.dim};
+        in.q = std::move(q.array.data);
+        in.k = std::move(k.array.data);
+        in.v = std::move(v.array.data);
+        return in;
+    }
+
+    /// Writes `text` (or an array) to `path` through a temporary file renamed when complete.
+    template <class Write>
+    void write_atomically(std::string const& path, Write&& write)
+    {
+        std::string const temporary = path + ".partial";
+        try
+        {
+            write(temporary);
+        }
+        catch (...)
+        {
+            std::remove(temporary.c_str());
+            throw;
+        }
+        if (std::rename(temporary.c_str(), path.c_str()) != 0)
+        {
+            std::remove(temporary.c_str());
+            throw std::runtime_error(path + ": cannot write");
+        }
+    }
+
+    void write_text(std::string const& path, std::string const& text)
+    {
+        write_atomically(path, [&](std::string const& file) {
+            std::ofstream out(file);
+            out << text;
+            if (!out)
+                throw std::runtime_error(path + ": cannot write");
+        });
+    }
+
+    /// A JSON number, or null for NaN/Inf (which JSON lacks).
+    std::string number(double x)
+    {
+        if (!std::isfinite(x))
+            return "null";
+        std::ostringstream s;
+        s.precision(9);
+        s << x;
+        return s.str();
+    }
+
+    std::string stage_json(attention_work const& w, bool values)
+    {
+        std::string s = "{\"attention_sparsity\": " + number(w.sparsity()) + ", \"queries\": " + std::to_string(w.queries);
+        if (values)
+            s += ", \"value_sparsity\": " + number(w.value_sparsity()) + ", \"total_sparsity\": " + number(w.total_sparsity());
+        return s + "}";
+    }
+
+    std::string to_json(eval_result const& r, eval_settings const& s)
+    {
+        bool const values = s.value_theta.has_value();
+        attention_work const both = r.stats.both();
+        std::ostringstream j;
+        j << "{\n  \"arch\": \"" << active_arch_name() << "\",\n";
+        j << "  \"policy\": \"" << describe(s.policy) << "\", \"window\": " << s.options.window << ", \"sinks\": " << s.options.sinks
+          << ", \"keyframe_interval\": " << s.options.keyframe_interval << ", \"prompt\": " << r.prompt << ",\n";
+        j << "  \"value_theta\": " << (values ? number(*s.value_theta) : "null") << ",\n";
+        j << "  \"attention_sparsity\": " << number(both.sparsity()) << ",\n";
+        j << "  \"delta_sparsity\": " << number(r.stats.keys.sparsity()) << ",\n";
+        if (values)
+        {
+            j << "  \"value_sparsity\": " << number(both.value_sparsity()) << ",\n";
+            j << "  \"total_sparsity\": " << number(both.total_sparsity()) << ",\n";
+            j << "  \"value_delta_sparsity\": " << number(r.stats.values.sparsity()) << ",\n";
+        }
+        j << "  \"prefill\": " << stage_json(r.stats.prefill, values) << ",\n";
+        j << "  \"decode\": " << stage_json(r.stats.decode, values) << ",\n";
+        j << "  \"max_abs_error\": " << number(r.max_abs_error) << ",\n";
+        j << "  \"rel_error\": " << number(r.rel_error) << ",\n";
+        j << "  \"score_bound\": " << number(r.score_bound) << ",\n";
+        j << "  \"kcache_bytes_per_token\": " << number(r.kcache_bytes_per_token) << ", \"kcache_dense_bytes_per_token\": "
+          << number(r.kcache_dense_bytes_per_token) << ",\n";
+        j << "  \"vcache_bytes_per_token\": " << number(r.vcache_bytes_per_token) << ", \"vcache_dense_bytes_per_token\": "
+          << number(r.vcache_dense_bytes_per_token) << ",\n";
+        j << "  \"time_dense_s\": " << number(r.time_dense_s) << ", \"time_hybrid_s\": " << number(r.time_hybrid_s) << ",\n";
+        j << "  \"per_head\": [";
+        for (std::size_t h = 0; h < r.per_head.size(); ++h)
+            j << (h ? ", " : "") << "{\"head\": " << h << ", \"attention_sparsity\": " << number(r.per_head[h].attention_sparsity)
+              << ", \"max_abs_error\": " << number(r.per_head[h].max_abs_error) << ", \"rel_error\": " << number(r.per_head[h].rel_error) << "}";
+        j << "]\n}\n";
+        return j.str();
+    }
+
+    void print_summary(eval_result const& r, eval_settings const& s, qkv_data const& in)
+    {
+        attention_work const both = r.stats.both();
+        std::printf("deltaattn-eval: %zu positions (prefill %zu, decode %zu), %zu query / %zu KV heads, d %zu, arch %s\n", in.shape.positions,
+                    r.prompt, in.shape.positions - r.prompt, in.shape.q_heads, in.shape.kv_heads, in.shape.dim, active_arch_name());
+        std::printf("  %s, sinks %zu, window %zu%s\n", describe(s.policy).c_str(), s.options.sinks, s.options.window,
+                    s.value_theta ? (", values " + describe(fixed_threshold{*s.value_theta})).c_str() : ", values exact");
+        std::printf("  attention sparsity %.1f%% (prefill %.1f%%, decode %.1f%%), delta sparsity %.1f%%\n", 100 * both.sparsity(),
+                    100 * r.stats.prefill.sparsity(), 100 * r.stats.decode.sparsity(), 100 * r.stats.keys.sparsity());
+        if (s.value_theta)
+            std::printf("  value sparsity %.1f%%, total sparsity %.1f%%\n", 100 * both.value_sparsity(), 100 * both.total_sparsity());
+        std::printf("  error vs dense: max |Δo| %.3e, relative %.3e; score bound %s\n", r.max_abs_error, r.rel_error, number(r.score_bound).c_str());
+        std::printf("  K cache %.1f B/token (dense %.1f)%s\n", r.kcache_bytes_per_token, r.kcache_dense_bytes_per_token,
+                    s.value_theta ? (", V cache " + std::to_string(static_cast<long>(std::lround(r.vcache_bytes_per_token))) + " B/token").c_str() : "");
+        std::printf("  time: dense %.4f s, hybrid %.4f s (ratio %.2fx)\n", r.time_dense_s, r.time_hybrid_s, r.time_dense_s / r.time_hybrid_s);
+    }
+
+    std::vector<float> parse_list(std::string const& text, char const* flag)
+    {
+        std::vector<float> values;
+        std::stringstream s(text);
+        for (std::string item; std::getline(s, item, ',');)
+        {
+            try
+            {
+                values.push_back(std::stof(item));
+            }
+            catch (std::exception const&)
+            {
+                throw std::invalid_argument(std::string(flag) + ": not a number: " + item);
+            }
+        }
+        if (values.empty())
+            throw std::invalid_argument(std::string(flag) + ": empty list");
+        return values;
+    }
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    CLI::App app{"deltaattn-eval: hybrid delta attention (DeltaLLM) against dense attention on your activations"};
+    app.require_subcommand(1);
+
+    std::string q_path, k_path, v_path, out_path, json_path, csv_path, png_path, thetas, sparsities, dir;
+    policy_flags flags;
+    auto const add_inputs = [&](CLI::App* sub) {
+        sub->add_option("--q", q_path, "queries, float32 [n, Hq, d] or [n, d], post-RoPE")->required();
+        sub->add_option("--k", k_path, "keys, float32 [n, Hkv, d] or [n, d], post-RoPE")->required();
+        sub->add_option("--v", v_path, "values, float32 [n, Hkv, d] or [n, d]")->required();
+        add_policy_flags(*sub, flags);
+    };
+    CLI::App* run = app.add_subcommand("run", "one setting: summary on stdout, optional output and JSON statistics");
+    add_inputs(run);
+    run->add_option("--out", out_path, "hybrid output, float32 [n, Hq, d]");
+    run->add_option("--json", json_path, "statistics as JSON");
+    CLI::App* sweep = app.add_subcommand("sweep", "a list of thresholds or target sparsities: CSV (and a PNG with gnuplot)");
+    add_inputs(sweep);
+    sweep->add_option("--csv", csv_path, "threshold,attention_sparsity,delta_sparsity,rel_error,time_ratio")->required();
+    sweep->add_option("--thetas", thetas, "comma-separated θ (fixed, block) or r (relative)");
+    sweep->add_option("--sparsities", sparsities, "comma-separated ρ (target)");
+    sweep->add_option("--png", png_path, "the sparsity-error curve (needs gnuplot)");
+    workload_shape shape{512, 8, 2, 64};
+    CLI::App* synth = app.add_subcommand("synth", "write LLM-like Q, K, V (.npy) to try the tool on");
+    synth->add_option("--dir", dir, "directory for q.npy, k.npy, v.npy")->required();
+    synth->add_option("--positions", shape.positions)->capture_default_str();
+    synth->add_option("--q-heads", shape.q_heads)->capture_default_str();
+    synth->add_option("--kv-heads", shape.kv_heads)->capture_default_str();
+    synth->add_option("--dim", shape.dim)->capture_default_str();
+
+    try
+    {
+        app.parse(argc, argv);
+    }
+    catch (CLI::ParseError const& e)
+    {
+        int const code = app.exit(e);
+        return code == 0 ? 0 : 2;
+    }
+
+    try
+    {
+        if (synth->parsed())
+        {
+            qkv_data const data = make_llm_like(shape);
+            for (auto const& [name, array, heads] : {std::tuple{"q", &data.q, shape.q_heads}, std::tuple{"k", &data.k, shape.kv_heads},
+                                                     std::tuple{"v", &data.v, shape.kv_heads}})
+            {
+                std::string const path = dir + "/" + name + ".npy";
+                write_atomically(path, [&](std::string const& file) { write_npy(file, {shape.positions, heads, shape.dim}, array->data()); });
+                std::printf("wrote %s\n", path.c_str());
+            }
+            return 0;
+        }
+
+        bool two_d = false;
+        qkv_data const in = load_inputs(q_path, k_path, v_path, two_d);
+        if (run->parsed())
+        {
+            eval_settings const s = make_settings(flags);
+            eval_result const r = evaluate(in, s);  // everything is computed before any file is written
+            std::string const json = to_json(r, s);
+            if (!out_path.empty())
+            {
+                std::vector<std::size_t> out_shape{in.shape.positions, in.shape.q_heads, in.shape.dim};
+                if (two_d)
+                    out_shape = {in.shape.positions, in.shape.dim};
+                write_atomically(out_path, [&](std::string const& file) { write_npy(file, out_shape, r.out.data()); });
+            }
+            if (!json_path.empty())
+                write_text(json_path, json);
+            print_summary(r, s, in);
+            return 0;
+        }
+
+        // sweep
+        bool const by_sparsity = !sparsities.empty();
+        if (by_sparsity == !thetas.empty())
+            throw std::invalid_argument("--thetas/--sparsities: give exactly one of them");
+        std::vector<float> const points = by_sparsity ? parse_list(sparsities, "--sparsities") : parse_list(thetas, "--thetas");
+        if (by_sparsity)
+            flags.policy = "target";
+        std::string csv = "threshold,attention_sparsity,delta_sparsity,rel_error,time_ratio\n";
+        for (std::size_t p = 0; p < points.size(); ++p)
+        {
+            (by_sparsity ? flags.sparsity : flags.policy == "relative" ? flags.ratio : flags.theta) = points[p];
+            eval_settings const s = make_settings(flags);
+            eval_result const r = evaluate(in, s);
+            csv += number(points[p]) + "," + number(r.stats.both().sparsity()) + "," + number(r.stats.keys.sparsity()) + "," + number(r.rel_error) +
+                   "," + number(r.time_dense_s / r.time_hybrid_s) + "\n";
+            std::fprintf(stderr, "sweep %zu/%zu: %s %g: attention sparsity %.1f%%, rel error %.3e\n", p + 1, points.size(), flags.policy.c_str(),
+                         static_cast<double>(points[p]), 100 * r.stats.both().sparsity(), r.rel_error);
+        }
+        write_text(csv_path, csv);
+        std::printf("wrote %s (%zu points)\n", csv_path.c_str(), points.size());
+        if (!png_path.empty())
+        {
+            std::string const script = "set datafile separator ','; set terminal png size 800,500; set output '" + png_path +
+                                       "'; set xlabel 'attention sparsity'; set ylabel 'relative error'; set logscale y; set grid; "
+                                       "plot '" + csv_path + "' every ::1 using 2:4 with linespoints title 'hybrid vs dense'";
+            if (std::system("command -v gnuplot >/dev/null 2>&1") == 0 && std::system(("gnuplot -e \"" + script + "\"").c_str()) == 0)
+                std::printf("wrote %s\n", png_path.c_str());
+            else
+                std::printf("plot skipped: gnuplot not found (apt-get install gnuplot-nox)\n");
+        }
+        return 0;
+    }
+    catch (std::exception const& e)
+    {
+        std::fprintf(stderr, "deltaattn-eval: %s\n", e.what());
+        return 2;
+    }
+}

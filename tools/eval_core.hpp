@@ -1,0 +1,206 @@
+/**
+ * @file tools/eval_core.hpp
+ * What `deltaattn-eval run` computes, as a function tests can call: hybrid attention of
+ * Q, K, V (prefill of the first `prompt` positions, then decode steps on the same cache,
+ * SPEC.md §3 either way), dense attention of the same data, and the figures users
+ * compare them by (sparsities, errors, the §3 score bound, cache bytes, times).
+ */
+#ifndef DELTAATTN_TOOLS_EVAL_CORE_HPP
+#define DELTAATTN_TOOLS_EVAL_CORE_HPP
+
+#include <deltaattn/deltaattn.hpp>
+#include <deltaattn/reference/reference.hpp>
+#include <deltaattn/synthetic.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace deltaattn_tools
+{
+    using namespace deltaattn;
+
+    struct eval_settings
+    {
+        hybrid_options options{};
+        delta_policy policy = fixed_threshold{0.1f};
+        std::optional<float> value_theta;  ///< delta values with a fixed θ_v (SPEC §6.1); none: values exact
+        std::size_t prompt = std::numeric_limits<std::size_t>::max();  ///< positions < prompt: one prefill; clamped to n
+        std::size_t threads = 1;
+    };
+
+    struct head_figures
+    {
+        double attention_sparsity = 0, max_abs_error = 0, rel_error = 0;
+    };
+
+    struct eval_result
+    {
+        std::size_t prompt = 0;
+        attention_stats stats;
+        std::vector<float> out;             ///< hybrid output, n x Hq x d
+        double max_abs_error = 0, rel_error = 0;
+        double score_bound = 0;             ///< NaN when the policy has none (target sparsity)
+        double kcache_bytes_per_token = 0, kcache_dense_bytes_per_token = 0;
+        double vcache_bytes_per_token = 0, vcache_dense_bytes_per_token = 0;
+        double time_dense_s = 0, time_hybrid_s = 0;
+        std::vector<head_figures> per_head;  ///< per query head
+    };
+
+    namespace eval_detail
+    {
+        using clock_type = std::chrono::steady_clock;
+        inline double since(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
+
+        /// Max |a - b| and the Frobenius relative error ||a - b|| / ||b|| over the elements
+        /// `at(i)` for i in [0, count).
+        template <class At>
+        std::pair<double, double> errors(std::vector<float> const& a, std::vector<float> const& b, std::size_t count, At&& at)
+        {
+            double max_abs = 0, diff2 = 0, ref2 = 0;
+            for (std::size_t i = 0; i < count; ++i)
+            {
+                double const x = a[at(i)], y = b[at(i)];
+                max_abs = std::max(max_abs, std::fabs(x - y));
+                diff2 += (x - y) * (x - y);
+                ref2 += y * y;
+            }
+            return {max_abs, ref2 > 0 ? std::sqrt(diff2 / ref2) : std::sqrt(diff2)};
+        }
+
+        /// Attention sparsity (SPEC §4) of one KV head's queries at every position, from
+        /// its delta rows: the analytic count of reference/counts.hpp, in O(n) with prefix sums.
+        inline double head_sparsity(reference::delta_rows const& rows, hybrid_options const& o)
+        {
+            std::size_t const n = rows.rows, d = rows.dim, S = o.sinks, W = o.window, R = o.keyframe_interval;
+            std::vector<double> cost(n + 1, 0.0);  // cost[j + 1] = Σ_{m <= j} (d at keyframes, else nnz)
+            for (std::size_t j = 0; j < n; ++j)
+            {
+                bool const keyframe = R != 0 && j > S - 1 && (j - (S - 1)) % R == 0;
+                cost[j + 1] = cost[j] + static_cast<double>(keyframe ? d : rows.updated_count(j));
+            }
+            double dense = 0, hybrid = 0;
+            for (std::size_t i = 0; i < n; ++i)
+            {
+                dense += static_cast<double>((i + 1) * d);
+                if (i < S + W)
+                    hybrid += static_cast<double>((i + 1) * d);
+                else
+                    hybrid += static_cast<double>((S + W) * d) + cost[i - W + 1] - cost[S] + (S > 1 ? static_cast<double>(d) : 0.0);
+            }
+            return dense > 0 ? 1.0 - hybrid / dense : 0.0;
+        }
+
+        /// SPEC §3's bound max_{i, j in D_i} α Σ_c |q_i[c]| θ_j over every query head.
+        inline double score_bound(qkv_data const& in, std::vector<reference::delta_rows> const& rows, hybrid_options const& o)
+        {
+            std::size_t const n = in.shape.positions, d = in.shape.dim, group = in.shape.q_heads / in.shape.kv_heads;
+            double const alpha = effective_scale(o.scale, d);
+            double bound = 0;
+            for (std::size_t kv = 0; kv < in.shape.kv_heads; ++kv)
+            {
+                double theta_max = -1;  // max θ_j over j in [S, i - W], grown with i
+                for (std::size_t i = o.sinks + o.window; i < n; ++i)
+                {
+                    double const theta = rows[kv].theta[i - o.window];
+                    if (std::isnan(theta))
+                        return std::numeric_limits<double>::quiet_NaN();
+                    theta_max = std::max(theta_max, theta);
+                    for (std::size_t h = kv * group; h < (kv + 1) * group; ++h)
+                    {
+                        float const* q = in.q_view().at(i, h);
+                        double l1 = 0;
+                        for (std::size_t c = 0; c < d; ++c)
+                            l1 += std::fabs(static_cast<double>(q[c]));
+                        bound = std::max(bound, alpha * l1 * theta_max);
+                    }
+                }
+            }
+            return bound;
+        }
+
+        /// Prefill of [0, prompt) then decode steps, on a cache of either kind; returns seconds.
+        template <class Cache>
+        double run_cache(Cache& cache, qkv_data const& in, std::size_t prompt, bool values_owned, tensor_view<float> out, attention_stats& stats)
+        {
+            auto const t0 = clock_type::now();
+            std::size_t const n = in.shape.positions;
+            if (prompt > 0)
+                cache.prefill(in.q_view().slice_positions(0, prompt), in.k_view().slice_positions(0, prompt), in.v_view().slice_positions(0, prompt),
+                              out.slice_positions(0, prompt), &stats);
+            for (std::size_t i = prompt; i < n; ++i)  // values: the step's own, or every position so far
+                cache.decode(in.q_view().slice_positions(i, 1), in.k_view().slice_positions(i, 1),
+                             in.v_view().slice_positions(values_owned ? i : 0, values_owned ? 1 : i + 1), out.slice_positions(i, 1), &stats);
+            return since(t0);
+        }
+    }  // namespace eval_detail
+
+    /// Checks `in` and `s` (SPEC §8, errors name the argument), then runs hybrid and dense.
+    inline eval_result evaluate(qkv_data const& in, eval_settings const& s)
+    {
+        std::size_t const n = in.shape.positions, d = in.shape.dim, hq = in.shape.q_heads, hkv = in.shape.kv_heads;
+        std::vector<float> scratch(in.q.size());
+        detail::check_sequence(in.q_view(), in.k_view(), in.v_view(), make_token_major(scratch.data(), n, hq, d), s.options, s.policy);
+        if (s.value_theta)
+            validate_policy(fixed_threshold{*s.value_theta}, d);
+
+        eval_result r;
+        r.prompt = std::min(s.prompt, n);
+        thread_pool pool(s.threads);
+        parallel_executor const executor = pool.executor();
+
+        std::vector<float> dense;
+        auto const dense_out = in.make_output(dense);
+        attention_workspace ws;
+        auto t0 = eval_detail::clock_type::now();
+        if (r.prompt > 0)
+            dense_attention(in.q_view().slice_positions(0, r.prompt), in.k_view().slice_positions(0, r.prompt),
+                            in.v_view().slice_positions(0, r.prompt), dense_out.slice_positions(0, r.prompt), s.options.scale, ws, nullptr, executor);
+        for (std::size_t i = r.prompt; i < n; ++i)
+            dense_attention(in.q_view().slice_positions(i, 1), in.k_view().slice_positions(0, i + 1), in.v_view().slice_positions(0, i + 1),
+                            dense_out.slice_positions(i, 1), s.options.scale, ws, nullptr, executor);
+        r.time_dense_s = eval_detail::since(t0);
+
+        auto const out = in.make_output(r.out);
+        if (s.value_theta)
+        {
+            layer_kv_cache cache(hkv, d, std::max<std::size_t>(n, 1), s.options, s.policy, fixed_threshold{*s.value_theta});
+            cache.set_executor(executor);
+            r.time_hybrid_s = eval_detail::run_cache(cache, in, r.prompt, true, out, r.stats);
+        }
+        else
+        {
+            layer_key_cache cache(hkv, d, std::max<std::size_t>(n, 1), s.options, s.policy);
+            cache.set_executor(executor);
+            r.time_hybrid_s = eval_detail::run_cache(cache, in, r.prompt, false, out, r.stats);
+        }
+
+        double const tokens = static_cast<double>(std::max<std::size_t>(n, 1));
+        r.kcache_bytes_per_token = static_cast<double>(r.stats.kcache_bytes) / tokens;
+        r.kcache_dense_bytes_per_token = static_cast<double>(sizeof(float) * hkv * d);
+        r.vcache_bytes_per_token = s.value_theta ? static_cast<double>(r.stats.vcache_bytes) / tokens : r.kcache_dense_bytes_per_token;
+        r.vcache_dense_bytes_per_token = r.kcache_dense_bytes_per_token;
+
+        std::tie(r.max_abs_error, r.rel_error) = eval_detail::errors(r.out, dense, r.out.size(), [](std::size_t i) { return i; });
+        std::vector<reference::delta_rows> rows;
+        for (std::size_t kv = 0; kv < hkv; ++kv)
+            rows.push_back(reference::build_delta_rows(in.k_view().head(kv), s.policy));
+        r.score_bound = eval_detail::score_bound(in, rows, s.options);
+        for (std::size_t h = 0; h < hq; ++h)
+        {
+            head_figures f;
+            f.attention_sparsity = eval_detail::head_sparsity(rows[h / (hq / hkv)], s.options);
+            std::tie(f.max_abs_error, f.rel_error) =
+                eval_detail::errors(r.out, dense, n * d, [&](std::size_t e) { return ((e / d) * hq + h) * d + e % d; });
+            r.per_head.push_back(f);
+        }
+        return r;
+    }
+}  // namespace deltaattn_tools
+
+#endif  // DELTAATTN_TOOLS_EVAL_CORE_HPP
