@@ -59,8 +59,13 @@ namespace deltaattn_tools
 
         /// Max |a - b| and the Frobenius relative error ||a - b|| / ||b|| over the elements
         /// `at(i)` for i in [0, count).
+        struct error_figures
+        {
+            double max_abs, relative;
+        };
+
         template <class At>
-        std::pair<double, double> errors(std::vector<float> const& a, std::vector<float> const& b, std::size_t count, At&& at)
+        error_figures errors(std::vector<float> const& a, std::vector<float> const& b, std::size_t count, At&& at)
         {
             double max_abs = 0, diff2 = 0, ref2 = 0;
             for (std::size_t i = 0; i < count; ++i)
@@ -186,7 +191,9 @@ namespace deltaattn_tools
         r.vcache_bytes_per_token = s.value_theta ? static_cast<double>(r.stats.vcache_bytes) / tokens : r.kcache_dense_bytes_per_token;
         r.vcache_dense_bytes_per_token = r.kcache_dense_bytes_per_token;
 
-        std::tie(r.max_abs_error, r.rel_error) = eval_detail::errors(r.out, dense, r.out.size(), [](std::size_t i) { return i; });
+        eval_detail::error_figures const all = eval_detail::errors(r.out, dense, r.out.size(), [](std::size_t i) { return i; });
+        r.max_abs_error = all.max_abs;
+        r.rel_error = all.relative;
         std::vector<reference::delta_rows> rows;
         for (std::size_t kv = 0; kv < hkv; ++kv)
             rows.push_back(reference::build_delta_rows(in.k_view().head(kv), s.policy));
@@ -195,8 +202,10 @@ namespace deltaattn_tools
         {
             head_figures f;
             f.attention_sparsity = eval_detail::head_sparsity(rows[h / (hq / hkv)], s.options);
-            std::tie(f.max_abs_error, f.rel_error) =
+            eval_detail::error_figures const head =
                 eval_detail::errors(r.out, dense, n * d, [&](std::size_t e) { return ((e / d) * hq + h) * d + e % d; });
+            f.max_abs_error = head.max_abs;
+            f.rel_error = head.relative;
             r.per_head.push_back(f);
         }
         return r;
