@@ -292,13 +292,14 @@ int main(int argc, char** argv)
         if (synth->parsed())
         {
             qkv_data const data = make_llm_like(shape);
-            for (auto const& [name, array, heads] : {std::tuple{"q", &data.q, shape.q_heads}, std::tuple{"k", &data.k, shape.kv_heads},
-                                                     std::tuple{"v", &data.v, shape.kv_heads}})
-            {
+            auto const write = [&](char const* name, std::vector<float> const& array, std::size_t heads) {
                 std::string const path = dir + "/" + name + ".npy";
-                write_atomically(path, [&](std::string const& file) { write_npy(file, {shape.positions, heads, shape.dim}, array->data()); });
+                write_atomically(path, [&](std::string const& file) { write_npy(file, {shape.positions, heads, shape.dim}, array.data()); });
                 std::printf("wrote %s\n", path.c_str());
-            }
+            };
+            write("q", data.q, shape.q_heads);
+            write("k", data.k, shape.kv_heads);
+            write("v", data.v, shape.kv_heads);
             return 0;
         }
 

@@ -230,8 +230,8 @@ namespace
             bool const must_accept = fits && (finite || !c.options.check_finite);
             cache_snapshot const before(cache);
 
-            // The argument a rejection must name: a row append says "key", a chunk "k".
-            char const* const argument = op == 1 ? "k" : "key";
+            // The argument a rejection must name: the cache's rows, "k", for a row or a chunk.
+            char const* const argument = "k";
             try
             {
                 if (op == 0)
@@ -381,7 +381,7 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size
         }
         catch (std::invalid_argument const& e)
         {
-            check(names(e, "key"), std::string("the full-cache rejection does not name 'key': ") + e.what(), context);
+            check(names(e, "k"), std::string("the full-cache rejection does not name 'k': ") + e.what(), context);
             check(cache_snapshot(cache).same_as(before), "a rejected append changed a full cache", context);
         }
     }
