@@ -84,10 +84,11 @@ namespace deltaattn
             workspace.reserve_workers(executor.workers);
             for (std::size_t worker = 0; worker < executor.workers; ++worker)
             {
-                if (positions == 1)
-                    workspace.slot(worker).reserve_decode(plan.block_heads, (keys + w - 1) / w * w, dim);
-                else
-                    workspace.slot(worker).reserve(4 * w, dim);  // attend_block takes R <= 4 registers of lanes
+                // Any block of one position (a decode step, or a prefill's last block) runs
+                // decode_block; the others attend_block, with R <= 4 registers of lanes.
+                workspace.slot(worker).reserve_decode(plan.block_heads, (keys + w - 1) / w * w, dim);
+                if (positions > 1)
+                    workspace.slot(worker).reserve(4 * w, dim);
             }
         }
 
