@@ -36,19 +36,28 @@ namespace
         std::size_t threads = 1;
     };
 
+    /// Unsigned flags: CLI11 would otherwise take "-3" as 2^64 - 3.
+    CLI::Validator const whole_number(
+        [](std::string& text) {
+            bool const digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+            return digits ? std::string() : "must be a whole number >= 0 (got " + text + ")";
+        },
+        "N >= 0", "whole number");
+
     void add_policy_flags(CLI::App& app, policy_flags& f)
     {
-        app.add_option("--window", f.window, "exact recent keys W (SPEC §3)")->capture_default_str();
-        app.add_option("--sinks", f.sinks, "exact first keys S")->capture_default_str();
-        app.add_option("--keyframes", f.keyframes, "a dense reference row every R positions (0: none)")->capture_default_str();
+        app.add_option("--window", f.window, "exact recent keys W (SPEC §3)")->capture_default_str()->check(whole_number);
+        app.add_option("--sinks", f.sinks, "exact first keys S")->capture_default_str()->check(whole_number);
+        app.add_option("--keyframes", f.keyframes, "a dense reference row every R positions (0: none)")->capture_default_str()->check(whole_number);
         app.add_option("--policy", f.policy, "fixed | relative | target | block (SPEC §5)")->capture_default_str();
         app.add_option("--theta", f.theta, "θ of fixed and block")->capture_default_str();
         app.add_option("--ratio", f.ratio, "r of relative: θ = r · rms(k_j)")->capture_default_str();
         app.add_option("--sparsity", f.sparsity, "ρ of target")->capture_default_str();
-        app.add_option("--group", f.group, "g of block (4, 8, 16)")->capture_default_str();
+        app.add_option("--group", f.group, "g of block (4, 8, 16)")->capture_default_str()->check(whole_number);
         app.add_option("--value-theta", f.value_theta, "delta values with a fixed θ_v (SPEC §6.1); default: values exact");
-        app.add_option("--prompt", f.prompt, "positions < P by one prefill, the rest by decode steps (default: all prefill)");
-        app.add_option("--threads", f.threads, "worker threads")->capture_default_str();
+        app.add_option("--prompt", f.prompt, "positions < P by one prefill, the rest by decode steps (default: all prefill)")
+            ->check(whole_number);
+        app.add_option("--threads", f.threads, "worker threads")->capture_default_str()->check(whole_number);
     }
 
     delta_policy make_policy(policy_flags const& f)
@@ -272,10 +281,10 @@ int main(int argc, char** argv)
     workload_shape shape{512, 8, 2, 64};
     CLI::App* synth = app.add_subcommand("synth", "write LLM-like Q, K, V (.npy) to try the tool on");
     synth->add_option("--dir", dir, "directory for q.npy, k.npy, v.npy")->required();
-    synth->add_option("--positions", shape.positions)->capture_default_str();
-    synth->add_option("--q-heads", shape.q_heads)->capture_default_str();
-    synth->add_option("--kv-heads", shape.kv_heads)->capture_default_str();
-    synth->add_option("--dim", shape.dim)->capture_default_str();
+    synth->add_option("--positions", shape.positions)->capture_default_str()->check(whole_number);
+    synth->add_option("--q-heads", shape.q_heads)->capture_default_str()->check(whole_number);
+    synth->add_option("--kv-heads", shape.kv_heads)->capture_default_str()->check(whole_number);
+    synth->add_option("--dim", shape.dim)->capture_default_str()->check(whole_number);
 
     try
     {

@@ -64,6 +64,7 @@ expect_rejected("missing file" "--k" run --q "${WORK}/q.npy" --k "${WORK}/none.n
 expect_rejected("not npy" "--q" run --q "${WORK}/garbage.npy" --k "${WORK}/k.npy" --v "${WORK}/v.npy")
 expect_rejected("v shape" "--v" run --q "${WORK}/q.npy" --k "${WORK}/k.npy" --v "${WORK}/q.npy")
 expect_rejected("window 0" "window" run ${inputs} --window 0)
+expect_rejected("negative window" "--window" run ${inputs} --window -3)
 expect_rejected("negative theta" "theta" run ${inputs} --policy fixed --theta -1)
 expect_rejected("bad policy" "policy" run ${inputs} --policy nonsense)
 expect_rejected("unknown flag" "--bogus" run ${inputs} --bogus 3)
