@@ -82,13 +82,10 @@ namespace deltaattn_tools
         /// its delta rows: the analytic count of reference/counts.hpp, in O(n) with prefix sums.
         inline double head_sparsity(reference::delta_rows const& rows, hybrid_options const& o)
         {
-            std::size_t const n = rows.rows, d = rows.dim, S = o.sinks, W = o.window, R = o.keyframe_interval;
+            std::size_t const n = rows.rows, d = rows.dim, S = o.sinks, W = o.window;
             std::vector<double> cost(n + 1, 0.0);  // cost[j + 1] = Σ_{m <= j} (d at keyframes, else nnz)
             for (std::size_t j = 0; j < n; ++j)
-            {
-                bool const keyframe = R != 0 && j > S - 1 && (j - (S - 1)) % R == 0;
-                cost[j + 1] = cost[j] + static_cast<double>(keyframe ? d : rows.updated_count(j));
-            }
+                cost[j + 1] = cost[j] + static_cast<double>(reference::is_restart_keyframe(j, o) ? d : rows.updated_count(j));
             double dense = 0, hybrid = 0;
             for (std::size_t i = 0; i < n; ++i)
             {
@@ -149,12 +146,12 @@ namespace deltaattn_tools
     inline eval_result evaluate(qkv_data const& in, eval_settings const& s)
     {
         std::size_t const n = in.shape.positions, d = in.shape.dim, hq = in.shape.q_heads, hkv = in.shape.kv_heads;
-        std::vector<float> scratch(in.q.size());
-        detail::check_sequence(in.q_view(), in.k_view(), in.v_view(), make_token_major(scratch.data(), n, hq, d), s.options, s.policy);
+        eval_result r;
+        auto const out = in.make_output(r.out);  // the hybrid output, and the view the checks need
+        detail::check_sequence(in.q_view(), in.k_view(), in.v_view(), out, s.options, s.policy);
         if (s.value_theta)
             validate_policy(fixed_threshold{*s.value_theta}, d);
 
-        eval_result r;
         r.prompt = std::min(s.prompt, n);
         thread_pool pool(s.threads);
         parallel_executor const executor = pool.executor();
@@ -171,7 +168,6 @@ namespace deltaattn_tools
                             dense_out.slice_positions(i, 1), s.options.scale, ws, nullptr, executor);
         r.time_dense_s = eval_detail::since(t0);
 
-        auto const out = in.make_output(r.out);
         if (s.value_theta)
         {
             layer_kv_cache cache(hkv, d, std::max<std::size_t>(n, 1), s.options, s.policy, fixed_threshold{*s.value_theta});

@@ -32,42 +32,39 @@ namespace deltaattn
     {
         inline std::uint64_t dense_qk_macs(std::size_t i, std::size_t dim) { return static_cast<std::uint64_t>(i + 1) * dim; }
 
-        inline std::uint64_t hybrid_qk_macs(std::size_t i, delta_rows const& rows, hybrid_options const& options)
+        /// Is `j` a keyframe that restarts the prefix sums (the base row `sinks - 1` is not)?
+        inline bool is_restart_keyframe(std::size_t j, hybrid_options const& options)
         {
-            std::size_t const d = rows.dim, S = options.sinks, W = options.window, R = options.keyframe_interval;
-            if (i < S + W)  // D_i = [S, i - W] is empty
-                return dense_qk_macs(i, d);
+            std::size_t const S = options.sinks, R = options.keyframe_interval;
+            return R != 0 && j > S - 1 && (j - (S - 1)) % R == 0;
+        }
+
+        /// The work QK and PV share for a query at i with a non-empty delta region: d per
+        /// exact key and per keyframe in D_i, nnz per other delta row.
+        inline std::uint64_t keyed_macs(std::size_t i, delta_rows const& rows, hybrid_options const& options)
+        {
+            std::size_t const d = rows.dim, S = options.sinks, W = options.window;
             std::uint64_t macs = 0;
             for (std::size_t j = 0; j <= i; ++j)
             {
                 bool const exact = j < S || j + W > i;
-                bool const keyframe = R != 0 && j > S - 1 && (j - (S - 1)) % R == 0;
-                if (exact || keyframe)
-                    macs += d;
-                else
-                    macs += rows.updated_count(j);
+                macs += exact || is_restart_keyframe(j, options) ? d : rows.updated_count(j);
             }
-            if (S > 1)
-                macs += d;
             return macs;
+        }
+
+        inline std::uint64_t hybrid_qk_macs(std::size_t i, delta_rows const& rows, hybrid_options const& options)
+        {
+            if (i < options.sinks + options.window)  // D_i = [S, i - W] is empty
+                return dense_qk_macs(i, rows.dim);
+            return keyed_macs(i, rows, options) + (options.sinks > 1 ? rows.dim : 0);  // the base row k̂_{S-1}
         }
 
         inline std::uint64_t hybrid_pv_macs(std::size_t i, delta_rows const& value_rows, hybrid_options const& options)
         {
-            std::size_t const d = value_rows.dim, S = options.sinks, W = options.window, R = options.keyframe_interval;
-            if (i < S + W)
-                return dense_qk_macs(i, d);
-            std::uint64_t macs = d;  // the first segment's start row
-            for (std::size_t j = 0; j <= i; ++j)
-            {
-                bool const exact = j < S || j + W > i;
-                bool const keyframe = R != 0 && j > S - 1 && (j - (S - 1)) % R == 0;
-                if (exact || keyframe)
-                    macs += d;
-                else
-                    macs += value_rows.updated_count(j);
-            }
-            return macs;
+            if (i < options.sinks + options.window)
+                return dense_qk_macs(i, value_rows.dim);
+            return keyed_macs(i, value_rows, options) + value_rows.dim;  // the first segment's start row
         }
 
         /// Work of query rows at positions [first, last], each counted for `heads` query
