@@ -80,14 +80,7 @@ namespace
         return s;
     }
 
-    delta_policy make_policy(settings const& s)
-    {
-        if (s.policy == "fixed") return fixed_threshold{s.theta};
-        if (s.policy == "relative") return relative_threshold{s.ratio};
-        if (s.policy == "target") return target_sparsity{s.sparsity};
-        if (s.policy == "block") return block_threshold{s.group, s.theta};
-        throw std::invalid_argument("--policy must be fixed, relative, target or block (got " + s.policy + ")");
-    }
+    delta_policy make_policy(settings const& s) { return policy_from_name(s.policy, {s.theta, s.ratio, s.sparsity, s.group}); }
 
     double seconds_since(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
 

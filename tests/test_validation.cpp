@@ -96,6 +96,22 @@ TEST_CASE("block groups must divide the head dimension", "[validation]")
     CHECK_NOTHROW(delta_key_cache(36, 8, hybrid_options{}, block_threshold{4, 0.1f}));
 }
 
+TEST_CASE("policy names parse to the policy describe() names, with its own parameter", "[validation]")
+{
+    policy_parameters const p{0.25f, 0.5f, 0.75f, 16};
+    for (char const* name : {"fixed", "relative", "target", "block"})
+    {
+        delta_policy const policy = policy_from_name(name, p);
+        INFO(name);
+        CHECK(describe(policy).rfind(name, 0) == 0);
+    }
+    CHECK(std::get<fixed_threshold>(policy_from_name("fixed", p)).theta == 0.25f);
+    CHECK(std::get<relative_threshold>(policy_from_name("relative", p)).ratio == 0.5f);
+    CHECK(std::get<target_sparsity>(policy_from_name("target", p)).sparsity == 0.75f);
+    CHECK(std::get<block_threshold>(policy_from_name("block", p)).group == 16);
+    CHECK_THROWS_WITH(policy_from_name("Fixed", p), contains(named("policy")) && contains("got Fixed"));
+}
+
 TEST_CASE("a zero head dimension is rejected", "[validation]")
 {
     CHECK_THROWS_WITH(delta_key_cache(0, 8, hybrid_options{}, fixed_threshold{0.1f}), contains(named("dim")));

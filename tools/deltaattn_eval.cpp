@@ -60,14 +60,7 @@ namespace
         app.add_option("--threads", f.threads, "worker threads")->capture_default_str()->check(whole_number);
     }
 
-    delta_policy make_policy(policy_flags const& f)
-    {
-        if (f.policy == "fixed") return fixed_threshold{f.theta};
-        if (f.policy == "relative") return relative_threshold{f.ratio};
-        if (f.policy == "target") return target_sparsity{f.sparsity};
-        if (f.policy == "block") return block_threshold{f.group, f.theta};
-        throw std::invalid_argument("deltaattn: policy: must be fixed, relative, target or block (got " + f.policy + ")");
-    }
+    delta_policy make_policy(policy_flags const& f) { return policy_from_name(f.policy, {f.theta, f.ratio, f.sparsity, f.group}); }
 
     eval_settings make_settings(policy_flags const& f)
     {

@@ -85,6 +85,26 @@ namespace deltaattn
         return std::visit(visitor{}, policy);
     }
 
+    /// The parameters a command line gathers for any policy; `policy_from_name` keeps the one the name reads.
+    struct policy_parameters
+    {
+        float theta = 0.1f;     ///< fixed, block
+        float ratio = 0.3f;     ///< relative
+        float sparsity = 0.6f;  ///< target
+        std::size_t group = 8;  ///< block
+    };
+
+    /// The policy named "fixed", "relative", "target" or "block" (the names `describe` prints),
+    /// so every tool spells them alike. Throws std::invalid_argument naming `policy` otherwise.
+    inline delta_policy policy_from_name(std::string const& name, policy_parameters const& p)
+    {
+        if (name == "fixed") return fixed_threshold{p.theta};
+        if (name == "relative") return relative_threshold{p.ratio};
+        if (name == "target") return target_sparsity{p.sparsity};
+        detail::require(name == "block", "policy", "must be fixed, relative, target or block (got " + name + ")");
+        return block_threshold{p.group, p.theta};
+    }
+
     /// Does the policy bound every reference element (SPEC.md §3)? `target_sparsity` does not.
     inline bool has_error_bound(delta_policy const& policy) noexcept { return !std::holds_alternative<target_sparsity>(policy); }
 }  // namespace deltaattn
