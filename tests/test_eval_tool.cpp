@@ -131,6 +131,30 @@ TEST_CASE("evaluate matches the oracle, prefill only and prefill + decode", "[to
     }
 }
 
+TEST_CASE("evaluate against a shared dense baseline gives the figures of its own dense run", "[tools][eval]")
+{
+    attention_case c;
+    c.positions = 70;
+    c.q_heads = 4;
+    c.kv_heads = 2;
+    c.options.window = 8;
+    auto const in = c.inputs();
+    eval_settings s;
+    s.options = c.options;
+    s.policy = relative_threshold{0.3f};
+    s.prompt = 40;
+    dense_baseline const dense = run_dense(in, s.prompt, s.options.scale, 1);
+    CHECK(max_abs_diff(dense.out, oracle_dense(in)) <= tolerance(dense.out));
+    eval_result const own = evaluate(in, s), shared = evaluate(in, s, &dense);
+    CHECK(shared.out == own.out);
+    CHECK(shared.max_abs_error == own.max_abs_error);
+    CHECK(shared.rel_error == own.rel_error);
+    CHECK(shared.time_dense_s == dense.seconds);
+
+    s.prompt = 30;  // a baseline of another schedule is refused by name
+    CHECK_THROWS_WITH(evaluate(in, s, &dense), contains("deltaattn: dense:"));
+}
+
 TEST_CASE("evaluate's score bound is SPEC 3's, and holds", "[tools][eval]")
 {
     attention_case c;

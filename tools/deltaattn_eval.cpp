@@ -333,11 +333,13 @@ int main(int argc, char** argv)
         if (by_sparsity)
             flags.policy = "target";
         std::string csv = "threshold,attention_sparsity,delta_sparsity,rel_error,time_ratio\n";
+        eval_settings const first = make_settings(flags);
+        dense_baseline const dense = run_dense(in, first.prompt, first.options.scale, first.threads);  // once for every point
         for (std::size_t p = 0; p < points.size(); ++p)
         {
             (by_sparsity ? flags.sparsity : flags.policy == "relative" ? flags.ratio : flags.theta) = points[p];
             eval_settings const s = make_settings(flags);
-            eval_result const r = evaluate(in, s);
+            eval_result const r = evaluate(in, s, &dense);
             csv += number(points[p]) + "," + number(r.stats.both().sparsity()) + "," + number(r.stats.keys.sparsity()) + "," + number(r.rel_error) +
                    "," + number(r.time_dense_s / r.time_hybrid_s) + "\n";
             std::fprintf(stderr, "sweep %zu/%zu: %s %g: attention sparsity %.1f%%, rel error %.3e\n", p + 1, points.size(), flags.policy.c_str(),

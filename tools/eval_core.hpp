@@ -142,8 +142,40 @@ namespace deltaattn_tools
         }
     }  // namespace eval_detail
 
-    /// Checks `in` and `s` (SPEC §8, errors name the argument), then runs hybrid and dense.
-    inline eval_result evaluate(qkv_data const& in, eval_settings const& s)
+    /// Dense attention of the same data and schedule (a prefill of [0, prompt), then decode
+    /// steps): the baseline every figure is measured against.
+    struct dense_baseline
+    {
+        std::vector<float> out;
+        double seconds = 0;
+        std::size_t prompt = 0;
+        float scale = 0;
+    };
+
+    inline dense_baseline run_dense(qkv_data const& in, std::size_t prompt, float scale, std::size_t threads)
+    {
+        dense_baseline b;
+        b.prompt = std::min(prompt, in.shape.positions);
+        b.scale = scale;
+        auto const out = in.make_output(b.out);
+        thread_pool pool(std::max<std::size_t>(1, threads));
+        parallel_executor const executor = pool.executor();
+        attention_workspace ws;
+        auto const t0 = eval_detail::clock_type::now();
+        if (b.prompt > 0)
+            dense_attention(in.q_view().slice_positions(0, b.prompt), in.k_view().slice_positions(0, b.prompt),
+                            in.v_view().slice_positions(0, b.prompt), out.slice_positions(0, b.prompt), scale, ws, nullptr, executor);
+        for (std::size_t i = b.prompt; i < in.shape.positions; ++i)
+            dense_attention(in.q_view().slice_positions(i, 1), in.k_view().slice_positions(0, i + 1), in.v_view().slice_positions(0, i + 1),
+                            out.slice_positions(i, 1), scale, ws, nullptr, executor);
+        b.seconds = eval_detail::since(t0);
+        return b;
+    }
+
+    /// Checks `in` and `s` (SPEC §8, errors name the argument), then runs hybrid attention
+    /// and compares it with `dense`, or with a dense run of its own when none is given (a
+    /// sweep passes one baseline to all its points).
+    inline eval_result evaluate(qkv_data const& in, eval_settings const& s, dense_baseline const* given = nullptr)
     {
         std::size_t const n = in.shape.positions, d = in.shape.dim, hq = in.shape.q_heads, hkv = in.shape.kv_heads;
         eval_result r;
@@ -153,21 +185,14 @@ namespace deltaattn_tools
             validate_policy(fixed_threshold{*s.value_theta}, d);
 
         r.prompt = std::min(s.prompt, n);
+        detail::require(!given || (given->prompt == r.prompt && given->scale == s.options.scale && given->out.size() == r.out.size()), "dense",
+                        "the baseline was run with another prompt, scale or shape");
+        dense_baseline const own = given ? dense_baseline{} : run_dense(in, r.prompt, s.options.scale, s.threads);
+        std::vector<float> const& dense = given ? given->out : own.out;
+        r.time_dense_s = given ? given->seconds : own.seconds;
+
         thread_pool pool(s.threads);
         parallel_executor const executor = pool.executor();
-
-        std::vector<float> dense;
-        auto const dense_out = in.make_output(dense);
-        attention_workspace ws;
-        auto t0 = eval_detail::clock_type::now();
-        if (r.prompt > 0)
-            dense_attention(in.q_view().slice_positions(0, r.prompt), in.k_view().slice_positions(0, r.prompt),
-                            in.v_view().slice_positions(0, r.prompt), dense_out.slice_positions(0, r.prompt), s.options.scale, ws, nullptr, executor);
-        for (std::size_t i = r.prompt; i < n; ++i)
-            dense_attention(in.q_view().slice_positions(i, 1), in.k_view().slice_positions(0, i + 1), in.v_view().slice_positions(0, i + 1),
-                            dense_out.slice_positions(i, 1), s.options.scale, ws, nullptr, executor);
-        r.time_dense_s = eval_detail::since(t0);
-
         if (s.value_theta)
         {
             layer_kv_cache cache(hkv, d, std::max<std::size_t>(n, 1), s.options, s.policy, fixed_threshold{*s.value_theta});
