@@ -11,11 +11,17 @@
 // Counters: attention_sparsity, value_sparsity, total_sparsity (SPEC §4, §6.1),
 // delta_sparsity (of K), cache bytes (K + V) per step or call, cache_bytes_per_s,
 // macs_per_s (QK + PV); the label is the arch.
+//
+// Threads: DELTAATTN_BENCH_THREADS=T (default 1) runs every case on a pool of T workers
+// (prefill: KV head x query block tasks; decode: one task per KV head) and adds /t:T to
+// the names, so report.py pairs dense and hybrid of the same thread count.
 #include <deltaattn/deltaattn.hpp>
 #include <deltaattn/synthetic.hpp>
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -27,6 +33,20 @@ namespace
     using namespace deltaattn;
 
     constexpr std::size_t q_heads = 32, kv_heads = 8;  // GQA 4, as Llama-3-8B
+
+    std::size_t bench_threads()
+    {
+        char const* env = std::getenv("DELTAATTN_BENCH_THREADS");
+        long const t = env ? std::strtol(env, nullptr, 10) : 1;
+        return t > 1 ? static_cast<std::size_t>(t) : 1;
+    }
+
+    /// The pool every case runs on (the calling thread only, by default).
+    parallel_executor executor()
+    {
+        static thread_pool pool(bench_threads());
+        return pool.executor();
+    }
 
     hybrid_options options()
     {
@@ -74,7 +94,7 @@ namespace
         for (auto _ : state)
         {
             work = attention_work{};
-            dense_attention(in.q_view(), in.k_view(), in.v_view(), view, 0.0f, ws, &work);
+            dense_attention(in.q_view(), in.k_view(), in.v_view(), view, 0.0f, ws, &work, executor());
             benchmark::DoNotOptimize(out.data());
         }
         report(state, work, 0.0, dense_bytes(n, d));
@@ -92,9 +112,9 @@ namespace
         {
             stats = attention_stats{};
             if (delta_values)
-                hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, options(), policy, policy, &stats);
+                hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, options(), policy, policy, &stats, executor());
             else
-                hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, options(), policy, &stats);
+                hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, options(), policy, &stats, executor());
             benchmark::DoNotOptimize(out.data());
         }
         double const bytes = static_cast<double>(stats.kcache_bytes) + (delta_values ? static_cast<double>(stats.vcache_bytes) : dense_bytes(n, d) / 2);
@@ -113,7 +133,7 @@ namespace
         for (auto _ : state)
         {
             work = attention_work{};
-            dense_attention(in.q_view().slice_positions(n - 1, 1), in.k_view(), in.v_view(), view, 0.0f, ws, &work);
+            dense_attention(in.q_view().slice_positions(n - 1, 1), in.k_view(), in.v_view(), view, 0.0f, ws, &work, executor());
             benchmark::DoNotOptimize(out.data());
         }
         report(state, work, 0.0, dense_bytes(n, d));
@@ -141,27 +161,34 @@ namespace
             bytes += static_cast<double>(values.back().bytes());
         }
         std::vector<float> out(q_heads * d);
-        attention_workspace ws;
+        parallel_executor const pool = executor();
+        std::vector<attention_workspace> ws(pool.workers);
+        std::vector<attention_stats> per_worker(pool.workers);
         attention_stats stats;
         auto const q = in.q_view().slice_positions(n - 1, 1);
         for (auto _ : state)
         {
-            stats = attention_stats{};
-            for (std::size_t h = 0; h < kv_heads; ++h)
-            {
+            std::fill(per_worker.begin(), per_worker.end(), attention_stats{});
+            pool(kv_heads, [&](std::size_t h, std::size_t worker) {
                 matrix_view<const float> const qh{q.at(0, h * group), group, d, q.head_stride};
                 auto const oh = make_matrix_view(out.data() + h * group * d, group, d);
                 if (delta_values)
-                    hybrid_decode(keys[h], values[h], qh, oh, ws, &stats);
+                    hybrid_decode(keys[h], values[h], qh, oh, ws[worker], &per_worker[worker]);
                 else
-                    hybrid_decode(keys[h], qh, in.v_view().head(h), oh, ws, &stats);
-            }
+                    hybrid_decode(keys[h], qh, in.v_view().head(h), oh, ws[worker], &per_worker[worker]);
+            });
             benchmark::DoNotOptimize(out.data());
         }
+        for (auto const& w : per_worker)
+            stats.decode += w.decode;
         report(state, stats.decode, deltas.sparsity(), bytes);
     }
 
-    std::string shape(std::size_t n, std::size_t d) { return "/n:" + std::to_string(n) + "/d:" + std::to_string(d); }
+    std::string shape(std::size_t n, std::size_t d)
+    {
+        std::string const threads = bench_threads() > 1 ? "/t:" + std::to_string(bench_threads()) : "";
+        return "/n:" + std::to_string(n) + "/d:" + std::to_string(d) + threads;
+    }
 
     int register_all()
     {

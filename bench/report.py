@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run deltaattn_bench and print hybrid/dense time ratios per shape (medians of repetitions).
 
-    bench/report.py BUILD_DIR/bench/deltaattn_bench [--repetitions 5] [--filter REGEX] [--json FILE]
+    [DELTAATTN_BENCH_THREADS=T] bench/report.py BUILD_DIR/bench/deltaattn_bench [--repetitions 5] [--filter REGEX] [--json FILE]
 
 Each hybrid case is paired with the dense case of the same stage and shape from the same
 run; speedup = dense median time / hybrid median time. --json writes every case with both
@@ -41,7 +41,7 @@ def medians(results):
 def pair(table):
     rows = []
     for name, hybrid in sorted(table.items()):
-        m = re.match(r"(prefill|decode)/(hybrid[^/]*(?:/rho:\d+)?)(/n:\d+/d:\d+)$", name)
+        m = re.match(r"(prefill|decode)/(hybrid[^/]*(?:/rho:\d+)?)(/n:\d+/d:\d+(?:/t:\d+)?)$", name)
         if not m:
             continue
         stage, variant, shape = m.groups()
