@@ -1,6 +1,6 @@
 # deltaattn-eval as a user runs it (cmake -P): generated inputs, a good run, and each bad
 # input. Variables: EVAL (the binary), WORK (a scratch directory), EMULATOR (optional,
-# e.g. qemu for cross builds).
+# e.g. qemu for cross builds), TRACES (optional: the tiny LM's committed layer-1 traces).
 cmake_minimum_required(VERSION 3.19)  # string(JSON)
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
@@ -42,6 +42,24 @@ endif()
 file(SIZE "${WORK}/out.npy" out_size)
 if(NOT out_size EQUAL 49280)  # 128-byte header + 96 x 4 x 32 floats
   message(FATAL_ERROR "out.npy has ${out_size} bytes")
+endif()
+
+# The tiny LM's own activations (tests/data, dumped by tools/dump_traces.py): 160
+# positions, 4 query / 2 KV heads, d 64; prefill 100 and decode 60.
+if(TRACES)
+  eval_run(tiny run --q "${TRACES}/tinylm_layer1_q.npy" --k "${TRACES}/tinylm_layer1_k.npy" --v "${TRACES}/tinylm_layer1_v.npy"
+           --prompt 100 --sinks 4 --window 32 --json "${WORK}/tiny.json" --out "${WORK}/tiny.npy")
+  if(NOT tiny_code EQUAL 0)
+    message(FATAL_ERROR "run on the tiny LM's traces failed (${tiny_code}): ${tiny_err}")
+  endif()
+  file(READ "${WORK}/tiny.json" json)
+  string(JSON prefill_queries GET "${json}" prefill queries)
+  string(JSON decode_queries GET "${json}" decode queries)
+  file(SIZE "${WORK}/tiny.npy" out_size)
+  if(NOT prefill_queries EQUAL 400 OR NOT decode_queries EQUAL 240 OR NOT out_size EQUAL 163968)  # 128 + 160 x 4 x 64 x 4
+    message(FATAL_ERROR "tiny LM traces: ${prefill_queries} prefill / ${decode_queries} decode queries, out.npy ${out_size} bytes")
+  endif()
+  message(STATUS "tiny LM traces: ${tiny_out}")
 endif()
 
 # Bad input: a non-zero exit, a message naming the argument, no output file.
