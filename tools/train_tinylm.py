@@ -5,10 +5,11 @@ Text: the King James Bible (Debian's `bible-kjv`, printed by its `bible` program
 `fortunes` files. The Book of Revelation is held out: it is never trained on, and
 examples/tinylm measures bits per byte on it. CPU only, fixed seed, Debian's python3-torch:
 
-    sudo apt-get install -y python3-torch bible-kjv fortunes
-    tools/train_tinylm.py                      # ~35 min on 2 cores
+    sudo apt-get install -y python3-torch libopenblas0-pthread bible-kjv fortunes
+    tools/train_tinylm.py                      # ~36 min on 2 cores
     tools/train_tinylm.py --fixtures-only      # re-derive test fixtures from the weights
 
+Without OpenBLAS, Debian's torch multiplies with the reference BLAS: ~15x slower.
 Writes examples/tinylm/tinylm.bin (weights, fp16), examples/tinylm/heldout.txt, and the
 fixtures the tests compare against (tests/data/tinylm_*.npy).
 """
