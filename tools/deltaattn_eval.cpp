@@ -10,6 +10,7 @@
 // temporary name and are renamed only when complete).
 #include "eval_core.hpp"
 #include "npy.hpp"
+#include "policy_flags.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -25,54 +26,22 @@ namespace
 {
     using namespace deltaattn_tools;
 
-    struct policy_flags
+    /// The flags only deltaattn-eval has, beside the shared policy flags.
+    struct run_flags
     {
-        std::string policy = "relative";
-        float theta = 0.1f, ratio = 0.3f, sparsity = 0.6f;
-        std::size_t group = 8;
-        std::size_t window = 64, sinks = 1, keyframes = 256;
         std::optional<std::size_t> prompt;
-        std::optional<float> value_theta;
         std::size_t threads = 1;
     };
 
-    /// Unsigned flags: CLI11 would otherwise take "-3" as 2^64 - 3.
-    CLI::Validator const whole_number(
-        [](std::string& text) {
-            bool const digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
-            return digits ? std::string() : "must be a whole number >= 0 (got " + text + ")";
-        },
-        "N >= 0", "whole number");
-
-    void add_policy_flags(CLI::App& app, policy_flags& f)
-    {
-        app.add_option("--window", f.window, "exact recent keys W (SPEC §3)")->capture_default_str()->check(whole_number);
-        app.add_option("--sinks", f.sinks, "exact first keys S")->capture_default_str()->check(whole_number);
-        app.add_option("--keyframes", f.keyframes, "a dense reference row every R positions (0: none)")->capture_default_str()->check(whole_number);
-        app.add_option("--policy", f.policy, "fixed | relative | target | block (SPEC §5)")->capture_default_str();
-        app.add_option("--theta", f.theta, "θ of fixed and block")->capture_default_str();
-        app.add_option("--ratio", f.ratio, "r of relative: θ = r · rms(k_j)")->capture_default_str();
-        app.add_option("--sparsity", f.sparsity, "ρ of target")->capture_default_str();
-        app.add_option("--group", f.group, "g of block (4, 8, 16)")->capture_default_str()->check(whole_number);
-        app.add_option("--value-theta", f.value_theta, "delta values with a fixed θ_v (SPEC §6.1); default: values exact");
-        app.add_option("--prompt", f.prompt, "positions < P by one prefill, the rest by decode steps (default: all prefill)")
-            ->check(whole_number);
-        app.add_option("--threads", f.threads, "worker threads")->capture_default_str()->check(whole_number);
-    }
-
-    delta_policy make_policy(policy_flags const& f) { return policy_from_name(f.policy, {f.theta, f.ratio, f.sparsity, f.group}); }
-
-    eval_settings make_settings(policy_flags const& f)
+    eval_settings make_settings(policy_flags const& f, run_flags const& r, CLI::App const& parsed)
     {
         eval_settings s;
-        s.options.window = f.window;
-        s.options.sinks = f.sinks;
-        s.options.keyframe_interval = f.keyframes;
-        s.policy = make_policy(f);
+        s.options = make_options(f);
+        s.policy = make_policy(f, parsed);
         s.value_theta = f.value_theta;
-        if (f.prompt)
-            s.prompt = *f.prompt;
-        s.threads = std::max<std::size_t>(1, f.threads);
+        if (r.prompt)
+            s.prompt = *r.prompt;
+        s.threads = std::max<std::size_t>(1, r.threads);
         return s;
     }
 
@@ -255,11 +224,15 @@ int main(int argc, char** argv)
 
     std::string q_path, k_path, v_path, out_path, json_path, csv_path, png_path, thetas, sparsities, dir;
     policy_flags flags;
+    run_flags extra;
     auto const add_inputs = [&](CLI::App* sub) {
         sub->add_option("--q", q_path, "queries, float32 [n, Hq, d] or [n, d], post-RoPE")->required();
         sub->add_option("--k", k_path, "keys, float32 [n, Hkv, d] or [n, d], post-RoPE")->required();
         sub->add_option("--v", v_path, "values, float32 [n, Hkv, d] or [n, d]")->required();
         add_policy_flags(*sub, flags);
+        sub->add_option("--prompt", extra.prompt, "positions < P by one prefill, the rest by decode steps (default: all prefill)")
+            ->check(whole_number);
+        sub->add_option("--threads", extra.threads, "worker threads")->capture_default_str()->check(whole_number);
     };
     CLI::App* run = app.add_subcommand("run", "one setting: summary on stdout, optional output and JSON statistics");
     add_inputs(run);
@@ -309,7 +282,7 @@ int main(int argc, char** argv)
         qkv_data const in = load_inputs(q_path, k_path, v_path, two_d);
         if (run->parsed())
         {
-            eval_settings const s = make_settings(flags);
+            eval_settings const s = make_settings(flags, extra, *run);
             eval_result const r = evaluate(in, s);  // everything is computed before any file is written
             std::string const json = to_json(r, s);
             if (!out_path.empty())
@@ -333,12 +306,12 @@ int main(int argc, char** argv)
         if (by_sparsity)
             flags.policy = "target";
         std::string csv = "threshold,attention_sparsity,delta_sparsity,rel_error,time_ratio\n";
-        eval_settings const first = make_settings(flags);
+        eval_settings const first = make_settings(flags, extra, *sweep);
         dense_baseline const dense = run_dense(in, first.prompt, first.options.scale, first.threads);  // once for every point
         for (std::size_t p = 0; p < points.size(); ++p)
         {
-            (by_sparsity ? flags.sparsity : flags.policy == "relative" ? flags.ratio : flags.theta) = points[p];
-            eval_settings const s = make_settings(flags);
+            (by_sparsity ? flags.parameters.sparsity : flags.policy == "relative" ? flags.parameters.ratio : flags.parameters.theta) = points[p];
+            eval_settings const s = make_settings(flags, extra, *sweep);
             eval_result const r = evaluate(in, s, &dense);
             csv += number(points[p]) + "," + number(r.stats.both().sparsity()) + "," + number(r.stats.keys.sparsity()) + "," + number(r.rel_error) +
                    "," + number(r.time_dense_s / r.time_hybrid_s) + "\n";
