@@ -49,19 +49,20 @@ namespace deltaattn
         /**
          * Raw dots q_h·k̂_j of a decode step for the delta keys j in [first, end), along
          * channels: per head a running prefix vector acc_h += q_h ⊙ Δk_j (registers of
-         * a row that hold no update are skipped), four heads' accumulators in registers;
+         * a row that hold no update are skipped), H heads' accumulators in registers;
          * the horizontal sums of `width` consecutive rows are done together (one
          * transpose-add). The prefix starts at `start[h]` (the base row's dots) and
          * restarts at keyframes. Writes scores[h * stride + j]; returns the QK work of
          * the keyframe dots and delta rows.
          */
-        template <class Arch>
-        std::uint64_t channel_delta_scores(delta_key_cache const& cache, float const* const* q, std::size_t heads, float const* start,
-                                           std::size_t first, std::size_t end, float* scores, std::size_t stride) noexcept
+        template <class Arch, std::size_t H>
+        std::uint64_t channel_delta_scores_by(delta_key_cache const& cache, float const* const* q, std::size_t heads, float const* start,
+                                              std::size_t first, std::size_t end, float* scores, std::size_t stride) noexcept
         {
+            static_assert(H == 2 || H == 4, "heads per pass: 2 or 4 (spelled out below)");
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
-            constexpr std::size_t w = ops::width, H = 4;  // heads per pass (spelled out below)
+            constexpr std::size_t w = ops::width;
             std::size_t const d = cache.dim(), full = d / w * w;
             std::uint64_t macs = 0;
             for (std::size_t h0 = 0; h0 < heads; h0 += H)
@@ -117,8 +118,11 @@ namespace deltaattn
                             // Spelled out: GCC keeps a loop's `reg acc[H]` in memory here.
                             acc[0] = ops::fma(ops::load(qh[0] + c), delta, acc[0]);
                             acc[1] = ops::fma(ops::load(qh[1] + c), delta, acc[1]);
-                            acc[2] = ops::fma(ops::load(qh[2] + c), delta, acc[2]);
-                            acc[3] = ops::fma(ops::load(qh[3] + c), delta, acc[3]);
+                            if constexpr (H == 4)
+                            {
+                                acc[2] = ops::fma(ops::load(qh[2] + c), delta, acc[2]);
+                                acc[3] = ops::fma(ops::load(qh[3] + c), delta, acc[3]);
+                            }
                         }
                         for (std::size_t c = full; c < d; ++c)  // channels past the last full register
                             if (row.mask[c / 64] >> (c % 64) & 1u)
@@ -141,6 +145,16 @@ namespace deltaattn
             return macs;
         }
 
+        /// As above; passes of four heads, or of two where a KV head has no more (GQA 2 and
+        /// MHA would otherwise spend half of each pass's FMAs on padding).
+        template <class Arch>
+        std::uint64_t channel_delta_scores(delta_key_cache const& cache, float const* const* q, std::size_t heads, float const* start,
+                                           std::size_t first, std::size_t end, float* scores, std::size_t stride) noexcept
+        {
+            if (heads <= 2)
+                return channel_delta_scores_by<Arch, 2>(cache, q, heads, start, first, end, scores, stride);
+            return channel_delta_scores_by<Arch, 4>(cache, q, heads, start, first, end, scores, stride);
+        }
 
         /**
          * o_h += P_h Δv_m for the heads of a decode step, along channels: the registers
