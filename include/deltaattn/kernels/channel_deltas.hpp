@@ -193,17 +193,17 @@ namespace deltaattn
         /**
          * The delta region's values of a decode step, Σ_{j in [first, end)} p_h[j] v̂_j,
          * added to o ([head][channel]): suffix sums P_h(m) of each segment, walked
-         * backwards, a 64-channel mask word at a time so that the accumulators of four
-         * heads stay in registers (4 heads x 64 / width). For `width` 16 and d % 64 == 0.
+         * backwards, a 64-channel mask word at a time so that the accumulators of H
+         * heads stay in registers (H x 64 / width). For `width` 16 and d % 64 == 0.
          * `p` is [head][key] with row stride `stride`. Returns the PV work (SPEC.md §4).
          */
-        template <class Arch>
-        std::uint64_t channel_delta_values(delta_key_cache const& cache, float const* p, std::size_t stride, std::size_t heads, std::size_t first,
-                                           std::size_t end, float* o) noexcept
+        template <class Arch, std::size_t H>
+        std::uint64_t channel_delta_values_by(delta_key_cache const& cache, float const* p, std::size_t stride, std::size_t heads, std::size_t first,
+                                              std::size_t end, float* o) noexcept
         {
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
-            constexpr std::size_t w = ops::width, H = 4, groups = 64 / w;
+            constexpr std::size_t w = ops::width, groups = 64 / w;
             static_assert(64 % w == 0, "a mask word holds whole registers");
             std::size_t const d = cache.dim(), words = d / 64;
             std::uint64_t macs = 0;
@@ -268,6 +268,16 @@ namespace deltaattn
                 }
             }
             return macs;
+        }
+
+        /// As above; passes of four heads, or of two where a KV head has no more.
+        template <class Arch>
+        std::uint64_t channel_delta_values(delta_key_cache const& cache, float const* p, std::size_t stride, std::size_t heads, std::size_t first,
+                                           std::size_t end, float* o) noexcept
+        {
+            if (heads <= 2)
+                return channel_delta_values_by<Arch, 2>(cache, p, stride, heads, first, end, o);
+            return channel_delta_values_by<Arch, 4>(cache, p, stride, heads, first, end, o);
         }
     }  // namespace kernels
 }  // namespace deltaattn
