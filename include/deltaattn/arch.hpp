@@ -18,9 +18,11 @@
 #define DELTAATTN_ARCH_HPP
 
 #include "config.hpp"
+#include "fp16.hpp"
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 
 #include <xsimd/xsimd.hpp>
@@ -49,6 +51,40 @@ namespace deltaattn
         static reg zero() noexcept { return reg(0.0f); }
         static reg broadcast(float x) noexcept { return reg(x); }
         static reg load(float const* p) noexcept { return reg::load_unaligned(p); }
+        /// `width` binary16 values, widened to floats (exact): F16C, AVX-512 or NEON's
+        /// conversion instruction where the TU has one, else one value at a time.
+        static reg load(float16 const* p) noexcept
+        {
+            auto const* bits = reinterpret_cast<std::uint16_t const*>(p);
+#if defined(__AVX512F__)
+            if constexpr (width == 16 && std::is_base_of<xsimd::avx512f, Arch>::value)
+                return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<__m256i const*>(bits)));
+#endif
+#if defined(__F16C__)
+            if constexpr (width == 8 && std::is_base_of<xsimd::avx, Arch>::value)
+                return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<__m128i const*>(bits)));
+            if constexpr (width == 4 && std::is_base_of<xsimd::sse2, Arch>::value)
+                return _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<__m128i const*>(bits)));
+#endif
+#if defined(__aarch64__)
+            if constexpr (width == 4 && std::is_base_of<xsimd::neon, Arch>::value)
+                return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(bits)));
+#elif defined(__ARM_NEON) && defined(__ARM_NEON_FP) && (__ARM_NEON_FP & 2)
+            // ARMv7 NEON with the half-precision extension (VFPv4 FPUs). GCC declares the
+            // intrinsic only under -mfp16-format=ieee, which engines rarely pass.
+            if constexpr (width == 4 && std::is_base_of<xsimd::neon, Arch>::value)
+            {
+                uint16x4_t const h = vld1_u16(bits);
+                float32x4_t widened;
+                __asm__("vcvt.f32.f16 %q0, %P1" : "=w"(widened) : "w"(h));
+                return widened;
+            }
+#endif
+            alignas(64) float lanes[width];
+            for (std::size_t i = 0; i < width; ++i)
+                lanes[i] = to_float(p[i]);
+            return reg::load_unaligned(lanes);
+        }
         static void store(float* p, reg const& x) noexcept { x.store_unaligned(p); }
         static reg fma(reg const& a, reg const& b, reg const& c) noexcept { return xsimd::fma(a, b, c); }
         static reg add(reg const& a, reg const& b) noexcept { return a + b; }
@@ -129,6 +165,7 @@ namespace deltaattn
         static reg zero() noexcept { return 0.0f; }
         static reg broadcast(float x) noexcept { return x; }
         static reg load(float const* p) noexcept { return *p; }
+        static reg load(float16 const* p) noexcept { return to_float(*p); }
         static void store(float* p, reg x) noexcept { *p = x; }
         static reg fma(reg a, reg b, reg c) noexcept
         {

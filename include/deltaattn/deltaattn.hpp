@@ -14,6 +14,7 @@
 
 #include "config.hpp"
 #include "arch.hpp"
+#include "fp16.hpp"
 #include "views.hpp"
 #include "options.hpp"
 #include "counters.hpp"

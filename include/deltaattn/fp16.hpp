@@ -1,8 +1,10 @@
 /**
  * @file fp16.hpp
- * IEEE 754 binary16 <-> binary32, one value at a time, in portable C++.
+ * IEEE 754 binary16 <-> binary32, one value at a time, in portable C++, and
+ * `float16`, the storage type of fp16 K/V caches.
  *
- * For loading weights and checking kernels, not for hot loops: the conversion is exact
+ * The functions here serve appends, tails and checks, not hot loops (kernels convert
+ * a register at a time: `arch_traits<Arch>::load(float16 const*)`). The conversion is exact
  * (every half is a float), and float -> half rounds to nearest, ties to even, with
  * overflow to infinity and NaN kept NaN, as F16C's `vcvtps2ph` and NEON's `vcvt`
  * do in their default rounding mode.
@@ -74,6 +76,44 @@ namespace deltaattn
         std::uint32_t const kept = rebased >> 13, rest = rebased & 0x1fffu;
         std::uint32_t const rounded = kept + ((rest > 0x1000u || (rest == 0x1000u && (kept & 1u))) ? 1u : 0u);
         return static_cast<std::uint16_t>(sign | rounded);
+    }
+
+    /**
+     * An IEEE binary16 value in storage: K/V rows are kept as float16 and computed on as
+     * float. A distinct type (not `std::uint16_t`) so that kernels overload on it, and
+     * layout-compatible with `_Float16`, `__fp16`, `Eigen::half` and ggml's `ggml_fp16_t`,
+     * so an engine's fp16 cache is viewed in place.
+     */
+    struct float16
+    {
+        std::uint16_t bits;
+    };
+    static_assert(sizeof(float16) == 2, "float16 must be two bytes, like the caches it views");
+
+    /// The float a stored element stands for (exact).
+    inline float to_float(float x) noexcept { return x; }
+    inline float to_float(float16 x) noexcept { return half_to_float(x.bits); }
+
+    /// The storage element nearest to `f` (round to nearest even for float16).
+    template <class T>
+    T from_float(float f) noexcept;
+    template <>
+    inline float from_float<float>(float f) noexcept
+    {
+        return f;
+    }
+    template <>
+    inline float16 from_float<float16>(float f) noexcept
+    {
+        return {float_to_half(f)};
+    }
+
+    /// `f` as a storage element of type T would hold it: f itself for float, the nearest
+    /// binary16 (as a float) for float16.
+    template <class T>
+    float round_to(float f) noexcept
+    {
+        return to_float(from_float<T>(f));
     }
 }  // namespace deltaattn
 

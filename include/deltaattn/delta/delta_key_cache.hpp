@@ -10,6 +10,15 @@
  *    `sinks - 1 + t * keyframe_interval` where prefix sums start or restart.
  * Dense keys older than the window are not kept: that is the memory saving.
  *
+ * Storage is `float` or `float16` (`delta_key_cache_f16`). A float16 cache rounds each
+ * appended key to binary16 first, so its dense rows are exactly the keys it was given
+ * as binary16; it stores each delta rounded to binary16 too, and its reference row
+ * follows the *stored* deltas (k̂_j = k̂_{j-1} + half(Δ)), so rounding never
+ * accumulates: the next delta is taken against what the kernels will reconstruct.
+ * The reference and keyframe rows stay fp32 (they are sums of halves, not halves, and
+ * there is one per keyframe interval). `reference::build_delta_rows<float16>` is the
+ * oracle of exactly this.
+ *
  * Appending is the only mutation. It has the strong exception guarantee: a throw
  * (a bad key with checking on, a full cache, an allocation failure) leaves the cache
  * exactly as it was.
@@ -19,39 +28,52 @@
 
 #include "../counters.hpp"
 #include "../detail/bits.hpp"
+#include "../fp16.hpp"
 #include "../options.hpp"
 #include "../views.hpp"
 #include "delta_builder.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 namespace deltaattn
 {
     /// A compressed delta row: which channels were updated, and their deltas packed.
-    struct delta_row
+    template <class T>
+    struct basic_delta_row
     {
         std::uint64_t const* mask = nullptr;
-        float const* values = nullptr;
+        T const* values = nullptr;
         std::size_t nnz = 0;
     };
+    using delta_row = basic_delta_row<float>;
 
     /**
      * The delta cache of one KV head's keys, or of its values (SPEC.md §6.1 keeps them
      * the same way: `delta_value_cache`). "Key" below reads "row" for a value cache.
+     * `T` is the storage element of the dense rows and packed deltas: float or float16.
      */
-    class delta_key_cache
+    template <class T>
+    class basic_delta_cache
     {
+        static_assert(std::is_same<T, float>::value || std::is_same<T, float16>::value, "storage is float or float16");
+        static constexpr bool rounds = !std::is_same<T, float>::value;
+
     public:
+        using element_type = T;
+
         /**
          * A cache for up to `capacity` positions of `dim`-channel keys. `rows_name` is
          * the argument its errors name ("k" for keys, "v" for values).
          * Throws `std::invalid_argument` naming the argument on bad options or policy.
          */
-        delta_key_cache(std::size_t dim, std::size_t capacity, hybrid_options const& options, delta_policy const& policy,
-                        char const* rows_name = "k")
+        basic_delta_cache(std::size_t dim, std::size_t capacity, hybrid_options const& options, delta_policy const& policy,
+                          char const* rows_name = "k")
             : m_builder(policy, dim), m_options(options), m_capacity(capacity), m_words(detail::mask_words(dim)), m_name(rows_name)
         {
             validate_options(options);
@@ -63,6 +85,11 @@ namespace deltaattn
             m_scratch_reference.resize(dim);
             m_scratch_mask.resize(m_words);
             m_scratch_values.resize(dim);
+            if (rounds)
+            {
+                m_scratch_key.resize(dim);
+                m_scratch_row.resize(dim);
+            }
             m_masks.reserve(capacity * m_words);
             m_offsets.reserve(capacity + 1);
             m_offsets.push_back(0);
@@ -80,7 +107,13 @@ namespace deltaattn
         void append(float const* key)
         {
             append_delta(key);
-            push_exact(key, size() - 1);
+            if constexpr (rounds)
+            {
+                std::transform(key, key + dim(), m_scratch_row.begin(), from_float<T>);
+                push_exact(m_scratch_row.data(), size() - 1);
+            }
+            else
+                push_exact(key, size() - 1);
         }
 
         /// Appends `keys.rows` consecutive positions. All or nothing: rows are checked
@@ -96,15 +129,15 @@ namespace deltaattn
         // ---- what kernels read -------------------------------------------------
 
         /// Dense key of a sink position (`j < sinks`).
-        float const* sink_row(std::size_t j) const noexcept { return m_sinks.data() + j * dim(); }
+        T const* sink_row(std::size_t j) const noexcept { return m_sinks.data() + j * dim(); }
 
         /// Dense key of a position still in the window ring (`j >= size() - window`).
-        float const* window_row(std::size_t j) const noexcept { return m_ring.data() + (j % ring_rows()) * dim(); }
+        T const* window_row(std::size_t j) const noexcept { return m_ring.data() + (j % ring_rows()) * dim(); }
 
         /// The dense key of `j` from wherever it is kept (a sink or the ring).
-        float const* exact_row(std::size_t j) const noexcept { return j < m_options.sinks ? sink_row(j) : window_row(j); }
+        T const* exact_row(std::size_t j) const noexcept { return j < m_options.sinks ? sink_row(j) : window_row(j); }
 
-        delta_row delta(std::size_t j) const noexcept
+        basic_delta_row<T> delta(std::size_t j) const noexcept
         {
             return {m_masks.data() + j * m_words, m_values.data() + m_offsets[j], m_offsets[j + 1] - m_offsets[j]};
         }
@@ -146,11 +179,11 @@ namespace deltaattn
             std::size_t const kept_sinks = std::min(size(), m_options.sinks);
             std::size_t const kept_ring = std::min(size(), ring_rows());
             std::size_t const keyframes = size() >= m_options.sinks ? keyframe_count(size()) : 0;
-            return sizeof(float) * (d * (kept_sinks + kept_ring + keyframes + 1) + m_values.size()) +
+            return sizeof(T) * (d * (kept_sinks + kept_ring) + m_values.size()) + sizeof(float) * d * (keyframes + 1) +
                    sizeof(std::uint64_t) * m_words * size() + sizeof(std::size_t) * m_offsets.size();
         }
 
-        /// bytes() per position; a dense fp32 K cache holds `4 * dim()`.
+        /// bytes() per position; a dense K cache of the same element holds `sizeof(T) * dim()`.
         double bytes_per_token() const noexcept { return size() == 0 ? 0.0 : static_cast<double>(bytes()) / static_cast<double>(size()); }
 
         /// θ_j of a key under this cache's policy (for the SPEC.md §3 bound).
@@ -167,17 +200,31 @@ namespace deltaattn
             if (size() >= m_capacity)  // (the message only then: this path must not allocate)
                 detail::reject(m_name, "the cache is full (capacity " + std::to_string(m_capacity) + ")");
             if (m_options.check_finite)
-                detail::require_finite_rows(matrix_view<const float>{key, 1, dim(), 0}, m_name);
+                check_key(key);
 
             std::size_t const j = size();
+            if constexpr (rounds)  // the key as this cache stores it
+            {
+                std::transform(key, key + dim(), m_scratch_key.begin(), round_to<T>);
+                key = m_scratch_key.data();
+            }
             std::copy(m_reference.begin(), m_reference.end(), m_scratch_reference.begin());
             std::size_t const nnz = j == 0 ? m_builder.build_first(key, m_scratch_reference.data(), m_scratch_mask.data(), m_scratch_values.data())
                                            : m_builder.build(key, m_scratch_reference.data(), m_scratch_mask.data(), m_scratch_values.data());
+            if (rounds && j > 0)
+                round_deltas();
             bool const keyframe = is_keyframe_position(j);
 
             // Everything that can throw happens before anything visible changes. The
             // reserves at construction make these inserts non-allocating but the values.
-            m_values.insert(m_values.end(), m_scratch_values.begin(), m_scratch_values.begin() + static_cast<std::ptrdiff_t>(nnz));
+            auto const packed_end = m_scratch_values.begin() + static_cast<std::ptrdiff_t>(nnz);
+            if constexpr (rounds)
+            {
+                std::transform(m_scratch_values.begin(), packed_end, m_scratch_row.begin(), from_float<T>);
+                m_values.insert(m_values.end(), m_scratch_row.begin(), m_scratch_row.begin() + static_cast<std::ptrdiff_t>(nnz));
+            }
+            else
+                m_values.insert(m_values.end(), m_scratch_values.begin(), packed_end);
             m_masks.insert(m_masks.end(), m_scratch_mask.begin(), m_scratch_mask.end());
             m_offsets.push_back(m_values.size());
             m_reference.swap(m_scratch_reference);
@@ -185,8 +232,10 @@ namespace deltaattn
                 m_keyframes.insert(m_keyframes.end(), m_reference.begin(), m_reference.end());
         }
 
-        /// Copies the dense key of position `j` (already delta-appended) to the sinks or the ring.
-        void push_exact(float const* key, std::size_t j) noexcept
+        /// Copies the dense key of position `j` (already delta-appended), as stored (for a
+        /// float16 cache: `from_float<float16>` of the key given to append_delta), to the
+        /// sinks or the ring.
+        void push_exact(T const* key, std::size_t j) noexcept
         {
             std::size_t const d = dim();
             if (j < m_options.sinks)
@@ -211,10 +260,35 @@ namespace deltaattn
                             "appending " + std::to_string(keys.rows) + " positions overflows the cache (size " + std::to_string(size()) +
                                 ", capacity " + std::to_string(m_capacity) + ")");
             if (m_options.check_finite)
-                detail::require_finite_rows(keys, m_name);
+                for (std::size_t r = 0; r < keys.rows; ++r)
+                    check_key(keys.row(r));
         }
 
     private:
+        /// Finite, and for a float16 cache inside its range (rounding would make it inf).
+        void check_key(float const* key) const
+        {
+            detail::require_finite_rows(matrix_view<const float>{key, 1, dim(), 0}, m_name);
+            if constexpr (rounds)
+                for (std::size_t c = 0; c < dim(); ++c)
+                    if (std::isinf(round_to<T>(key[c])))
+                        detail::reject(m_name, "channel " + std::to_string(c) + " (" + std::to_string(key[c]) + ") overflows float16 storage");
+        }
+
+        /// Rounds the row's packed deltas to storage and makes the new reference follow
+        /// them: k̂[c] = k̂_{j-1}[c] + half(Δ[c]) on each updated channel.
+        void round_deltas() noexcept
+        {
+            std::size_t i = 0;
+            for (std::size_t word = 0; word < m_words; ++word)
+                for (std::uint64_t bits = m_scratch_mask[word]; bits != 0; bits &= bits - 1, ++i)
+                {
+                    std::size_t const c = word * 64 + detail::lowest_bit(bits);
+                    m_scratch_values[i] = round_to<T>(m_scratch_values[i]);
+                    m_scratch_reference[c] = m_reference[c] + m_scratch_values[i];
+                }
+        }
+
         std::size_t ring_rows() const noexcept { return std::max<std::size_t>(1, std::min(m_options.window, m_capacity)); }
 
         bool is_keyframe_position(std::size_t j) const noexcept
@@ -238,17 +312,24 @@ namespace deltaattn
         std::size_t m_words;
         char const* m_name;  // the argument errors name
 
-        std::vector<float> m_sinks, m_ring, m_keyframes, m_reference;
+        std::vector<T> m_sinks, m_ring;
+        std::vector<float> m_keyframes, m_reference;
         std::vector<std::uint64_t> m_masks;
         std::vector<std::size_t> m_offsets;  // m_offsets[j] = first packed value of row j
-        std::vector<float> m_values;
+        std::vector<T> m_values;
 
-        std::vector<float> m_scratch_reference, m_scratch_values;
+        std::vector<float> m_scratch_reference, m_scratch_values, m_scratch_key;
+        std::vector<T> m_scratch_row;
         std::vector<std::uint64_t> m_scratch_mask;
     };
 
+    /// The delta K cache of one KV head, fp32 storage.
+    using delta_key_cache = basic_delta_cache<float>;
+    /// The delta K cache of one KV head, binary16 storage (fp32 compute).
+    using delta_key_cache_f16 = basic_delta_cache<float16>;
     /// The delta V cache of one KV head (SPEC.md §6.1, §7): the same structure as keys'.
     using delta_value_cache = delta_key_cache;
+    using delta_value_cache_f16 = delta_key_cache_f16;
 }  // namespace deltaattn
 
 #endif  // DELTAATTN_DELTA_DELTA_KEY_CACHE_HPP

@@ -15,8 +15,9 @@ namespace deltaattn
     namespace detail
     {
         /// q: n_q x Hq x d, k and v: n_kv x Hkv x d with n_q <= n_kv, out shaped as q.
-        inline void check_attention_shapes(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v,
-                                           tensor_view<float> out)
+        /// T: the element of k and v (float or float16).
+        template <class T>
+        void check_attention_shapes_of(tensor_view<const float> q, tensor_view<const T> k, tensor_view<const T> v, tensor_view<float> out)
         {
             require(q.dim >= 1, "dim", "must be >= 1" + got(q.dim));
             require(k.dim == q.dim, "k", "has head dim " + std::to_string(k.dim) + ", q has " + std::to_string(q.dim));
@@ -28,6 +29,12 @@ namespace deltaattn
             require(q.positions <= k.positions, "q",
                     "has " + std::to_string(q.positions) + " positions, more than k (" + std::to_string(k.positions) + ")");
             require(out.positions == q.positions && out.heads == q.heads && out.dim == q.dim, "out", "must have q's shape");
+        }
+
+        inline void check_attention_shapes(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v,
+                                           tensor_view<float> out)
+        {
+            check_attention_shapes_of<float>(q, k, v, out);
         }
 
         /// Rows of one head of a tensor view, as a matrix, for finiteness checks.

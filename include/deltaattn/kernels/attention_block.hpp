@@ -39,6 +39,7 @@
 #include "../detail/bits.hpp"
 #include "../views.hpp"
 #include "arch/expand.hpp"
+#include "convert.hpp"
 #include "key_sources.hpp"
 #include "value_deltas.hpp"
 #include "workspace.hpp"
@@ -111,10 +112,10 @@ namespace deltaattn
         }
 
         /// o[lane] = o[lane] * factor[lane] + Σ_k p[key_k][lane] v_{key_k} over the tile
-        /// keys listed in `keys`, for G lanes at once: each value row chunk is loaded once
-        /// for G accumulators.
-        template <class Arch, std::size_t G>
-        void accumulate_lanes(float* o, std::size_t lane0, float const* factor, float const* p, std::size_t lanes, float const* const* v,
+        /// keys listed in `keys`, for G lanes at once: each value row chunk is loaded (and
+        /// widened, for float16 rows) once for G accumulators.
+        template <class Arch, std::size_t G, class V>
+        void accumulate_lanes(float* o, std::size_t lane0, float const* factor, float const* p, std::size_t lanes, V const* const* v,
                               std::uint16_t const* keys, std::size_t count, std::size_t d) noexcept
         {
             using ops = arch_traits<Arch>;
@@ -139,7 +140,7 @@ namespace deltaattn
                 {
                     float a = o[(lane0 + g) * d + c] * factor[lane0 + g];
                     for (std::size_t k = 0; k < count; ++k)
-                        a += p[keys[k] * lanes + lane0 + g] * v[keys[k]][c];
+                        a += p[keys[k] * lanes + lane0 + g] * to_float(v[keys[k]][c]);
                     o[(lane0 + g) * d + c] = a;
                 }
         }
@@ -201,7 +202,7 @@ namespace deltaattn
 
                     if (p_visible < p_delta)
                     {
-                        transposed_dot<Arch, R>(qT, lanes, keys.exact_row(j), d, exact);
+                        transposed_dot<Arch, R>(qT, lanes, as_floats<Arch>(keys.exact_row(j), d, ws.converted.data()), d, exact);
                         if (j == 0)
                             std::copy(exact, exact + R, first_dot);  // = q·k̂_0: the prefix base when sinks == 1
                         exact_macs += (p_delta - p_visible) * heads * d;
@@ -210,7 +211,7 @@ namespace deltaattn
                     {
                         if (p_delta < positions)
                         {
-                            delta_key_cache const& cache = *keys.cache;
+                            auto const& cache = *keys.cache;
                             std::size_t const count = (positions - p_delta) * heads;
                             if (j == split.sinks)
                             {
@@ -230,7 +231,7 @@ namespace deltaattn
                             }
                             else
                             {
-                                delta_row const row = cache.delta(j);
+                                delta_row const row = as_float_row<Arch>(cache.delta(j), ws.converted.data());
                                 add_delta_row<Arch, R>(qT, lanes, row, d, even, odd);
                                 macs += count * row.nnz;
                             }
@@ -291,7 +292,7 @@ namespace deltaattn
                         value_macs += value_sums.close(std::min(delta_from, nq), o) * d;
                         if (delta_from >= nq)
                             continue;
-                        delta_key_cache const& cache = *values.cache;
+                        auto const& cache = *values.cache;
                         std::size_t const count = nq - delta_from;
                         if (j == split.sinks)
                             value_sums.open(cache.base_row(), delta_from);
@@ -302,7 +303,7 @@ namespace deltaattn
                         }
                         else
                         {
-                            delta_row const row = cache.delta(j);
+                            delta_row const row = as_float_row<Arch>(cache.delta(j), ws.converted.data());
                             // At the region's first row every C is 0: only v̂ moves. Counted
                             // all the same, as SPEC.md §6.1's P(S) Δv_S (and a decode step's
                             // suffix sums) spend it.
@@ -315,11 +316,12 @@ namespace deltaattn
 
                 // Exact values: per group of G lanes, the tile keys some lane of the group
                 // reads v_j for (all visible keys, unless values are deltas).
+                decltype(values.exact_row(0)) value_rows[tile];
                 for (std::size_t jj = 0; jj < nt; ++jj)
                 {
                     std::size_t const j = t0 + jj;
                     bool const block_reads = !Values::has_deltas || j < split.sinks || j + split.window > first;
-                    ws.value_rows[jj] = block_reads ? values.exact_row(j) : nullptr;
+                    value_rows[jj] = block_reads ? values.exact_row(j) : nullptr;
                 }
                 std::uint16_t* const listed = ws.value_keys.data();
                 for (std::size_t lane0 = 0; lane0 < nq; lane0 += G)
@@ -334,7 +336,7 @@ namespace deltaattn
                         if (!Values::has_deltas || j < split.sinks || j + split.window > i_first)
                             listed[count++] = static_cast<std::uint16_t>(jj);
                     }
-                    accumulate_lanes<Arch, G>(o, lane0, factor, s, lanes, ws.value_rows.data(), listed, count, d);
+                    accumulate_lanes<Arch, G>(o, lane0, factor, s, lanes, value_rows, listed, count, d);
                 }
             }
 

@@ -13,6 +13,7 @@
 #include "../delta/delta_key_cache.hpp"
 #include "../detail/bits.hpp"
 #include "arch/expand.hpp"
+#include "convert.hpp"
 #include "row_ops.hpp"
 #include "workspace.hpp"
 
@@ -53,11 +54,12 @@ namespace deltaattn
          * the horizontal sums of `width` consecutive rows are done together (one
          * transpose-add). The prefix starts at `start[h]` (the base row's dots) and
          * restarts at keyframes. Writes scores[h * stride + j]; returns the QK work of
-         * the keyframe dots and delta rows.
+         * the keyframe dots and delta rows. `converted` is scratch for a row's packed
+         * values widened from float16 (dim floats).
          */
-        template <class Arch, std::size_t H>
-        std::uint64_t channel_delta_scores_by(delta_key_cache const& cache, float const* const* q, std::size_t heads, float const* start,
-                                              std::size_t first, std::size_t end, float* scores, std::size_t stride) noexcept
+        template <class Arch, std::size_t H, class Cache>
+        std::uint64_t channel_delta_scores_by(Cache const& cache, float const* const* q, std::size_t heads, float const* start, std::size_t first,
+                                              std::size_t end, float* scores, std::size_t stride, float* converted) noexcept
         {
             static_assert(H == 2 || H == 4, "heads per pass: 2 or 4 (spelled out below)");
             using ops = arch_traits<Arch>;
@@ -106,7 +108,7 @@ namespace deltaattn
                     }
                     else
                     {
-                        delta_row const row = cache.delta(j);
+                        delta_row const row = as_float_row<Arch>(cache.delta(j), converted);
                         macs += hn * row.nnz;
                         float const* value = row.values;
                         for (std::size_t c = 0; c < full; c += w)
@@ -147,13 +149,13 @@ namespace deltaattn
 
         /// As above; passes of four heads, or of two where a KV head has no more (GQA 2 and
         /// MHA would otherwise spend half of each pass's FMAs on padding).
-        template <class Arch>
-        std::uint64_t channel_delta_scores(delta_key_cache const& cache, float const* const* q, std::size_t heads, float const* start,
-                                           std::size_t first, std::size_t end, float* scores, std::size_t stride) noexcept
+        template <class Arch, class Cache>
+        std::uint64_t channel_delta_scores(Cache const& cache, float const* const* q, std::size_t heads, float const* start, std::size_t first,
+                                           std::size_t end, float* scores, std::size_t stride, float* converted) noexcept
         {
             if (heads <= 2)
-                return channel_delta_scores_by<Arch, 2>(cache, q, heads, start, first, end, scores, stride);
-            return channel_delta_scores_by<Arch, 4>(cache, q, heads, start, first, end, scores, stride);
+                return channel_delta_scores_by<Arch, 2>(cache, q, heads, start, first, end, scores, stride, converted);
+            return channel_delta_scores_by<Arch, 4>(cache, q, heads, start, first, end, scores, stride, converted);
         }
 
         /**
@@ -196,10 +198,11 @@ namespace deltaattn
          * backwards, a 64-channel mask word at a time so that the accumulators of H
          * heads stay in registers (H x 64 / width). For `width` 16 and d % 64 == 0.
          * `p` is [head][key] with row stride `stride`. Returns the PV work (SPEC.md §4).
+         * `converted` is scratch for a word's packed values widened from float16.
          */
-        template <class Arch, std::size_t H>
-        std::uint64_t channel_delta_values_by(delta_key_cache const& cache, float const* p, std::size_t stride, std::size_t heads, std::size_t first,
-                                              std::size_t end, float* o) noexcept
+        template <class Arch, std::size_t H, class Cache>
+        std::uint64_t channel_delta_values_by(Cache const& cache, float const* p, std::size_t stride, std::size_t heads, std::size_t first,
+                                              std::size_t end, float* o, float* converted) noexcept
         {
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
@@ -237,14 +240,15 @@ namespace deltaattn
                             std::fill(mass, mass + H, 0.0f);
                             continue;
                         }
-                        delta_row const row = cache.delta(m);
+                        auto const row = cache.delta(m);
                         macs += word == 0 ? hn * row.nnz : 0;
                         std::uint64_t const bits = row.mask[word];
                         if (bits == 0)
                             continue;
-                        float const* value = row.values;
+                        auto const* stored = row.values;
                         for (std::size_t before = 0; before < word; ++before)
-                            value += detail::popcount64(row.mask[before]);
+                            stored += detail::popcount64(row.mask[before]);
+                        float const* value = as_floats<Arch>(stored, detail::popcount64(bits), converted);
                         reg weight[H];
                         for (std::size_t h = 0; h < H; ++h)
                             weight[h] = ops::broadcast(mass[h]);
@@ -271,13 +275,13 @@ namespace deltaattn
         }
 
         /// As above; passes of four heads, or of two where a KV head has no more.
-        template <class Arch>
-        std::uint64_t channel_delta_values(delta_key_cache const& cache, float const* p, std::size_t stride, std::size_t heads, std::size_t first,
-                                           std::size_t end, float* o) noexcept
+        template <class Arch, class Cache>
+        std::uint64_t channel_delta_values(Cache const& cache, float const* p, std::size_t stride, std::size_t heads, std::size_t first,
+                                           std::size_t end, float* o, float* converted) noexcept
         {
             if (heads <= 2)
-                return channel_delta_values_by<Arch, 2>(cache, p, stride, heads, first, end, o);
-            return channel_delta_values_by<Arch, 4>(cache, p, stride, heads, first, end, o);
+                return channel_delta_values_by<Arch, 2>(cache, p, stride, heads, first, end, o, converted);
+            return channel_delta_values_by<Arch, 4>(cache, p, stride, heads, first, end, o, converted);
         }
     }  // namespace kernels
 }  // namespace deltaattn

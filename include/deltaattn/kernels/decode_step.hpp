@@ -28,6 +28,7 @@
 #include "../views.hpp"
 #include "attention_block.hpp"
 #include "channel_deltas.hpp"
+#include "convert.hpp"
 #include "key_sources.hpp"
 #include "workspace.hpp"
 
@@ -54,7 +55,7 @@ namespace deltaattn
                 for (std::size_t j0 = first; j0 < end; j0 += w)
                 {
                     std::size_t const nb = std::min(w, end - j0);
-                    float const* k[w];
+                    decltype(keys.exact_row(0)) k[w];  // float or float16 rows, widened as loaded
                     for (std::size_t kk = 0; kk < w; ++kk)
                         k[kk] = keys.exact_row(j0 + (kk < nb ? kk : 0));
                     for (std::size_t h = 0; h < heads; ++h)
@@ -74,7 +75,7 @@ namespace deltaattn
                         {
                             float s = sums[kk];
                             for (std::size_t c = full; c < d; ++c)
-                                s += q[h][c] * k[kk][c];
+                                s += q[h][c] * to_float(k[kk][c]);
                             scores[h * stride + j0 + kk] = s;
                         }
                     }
@@ -138,7 +139,7 @@ namespace deltaattn
                             ph[h] = p + (h0 + (h < hn ? h : 0)) * stride;
                         for (std::size_t j = first; j < end; ++j)
                         {
-                            float const* v = values.exact_row(j) + c0;
+                            auto const* v = values.exact_row(j) + c0;
                             reg const v0 = ops::load(v), v1 = ops::load(v + w);
                             for (std::size_t h = 0; h < H; ++h)
                             {
@@ -157,9 +158,9 @@ namespace deltaattn
                 for (std::size_t h = 0; h < heads && c0 < d; ++h)  // channels past the last chunk
                     for (std::size_t j = first; j < end; ++j)
                     {
-                        float const* v = values.exact_row(j);
+                        auto const* v = values.exact_row(j);
                         for (std::size_t c = c0; c < d; ++c)
-                            o[h * d + c] += p[h * stride + j] * v[c];
+                            o[h * d + c] += p[h * stride + j] * to_float(v[c]);
                     }
             }
 
@@ -212,7 +213,8 @@ namespace deltaattn
             bool const by_channel = has_fast_expand<Arch>() && heads <= block_scratch::max_channel_heads;
             if constexpr (Keys::has_deltas)
             {
-                delta_key_cache const& cache = *keys.cache;
+                auto const& cache = *keys.cache;
+                float* const converted = ws.converted.data();
                 if (by_channel && hybrid)
                 {
                     // The prefix starts at q·k̂_{S-1}: k_0's exact dots when S = 1.
@@ -220,7 +222,7 @@ namespace deltaattn
                     for (std::size_t h = 0; h < heads; ++h)
                         start[h] = split.sinks == 1 ? s[h * stride] : row_dot<Arch>(qh[h], cache.base_row(), d);
                     qk_macs += split.sinks > 1 ? heads * d : 0;
-                    qk_macs += channel_delta_scores<Arch>(cache, qh, heads, start, delta_first, delta_end, s, stride);
+                    qk_macs += channel_delta_scores<Arch>(cache, qh, heads, start, delta_first, delta_end, s, stride, converted);
                 }
                 for (std::size_t h0 = 0; h0 < heads && hybrid && !by_channel; h0 += w)
                 {
@@ -248,7 +250,7 @@ namespace deltaattn
                         }
                         else
                         {
-                            delta_row const row = cache.delta(j);
+                            delta_row const row = as_float_row<Arch>(cache.delta(j), converted);
                             add_delta_row<Arch, 1>(qT, w, row, d, even, odd);
                             qk_macs += hn * row.nnz;
                         }
@@ -271,10 +273,11 @@ namespace deltaattn
                 decode_detail::exact_values<Arch>(values, s, stride, heads, d, delta_end, n, o);
                 // Delta values: Σ_{j in D} p_j v̂_j as suffix sums P(m) of each segment,
                 // walked backwards, heads in lanes (accT is [channel][lane]).
-                delta_key_cache const& cache = *values.cache;
+                auto const& cache = *values.cache;
+                float* const converted = ws.converted.data();
                 bool const by_words = by_channel && d % 64 == 0;
                 if (by_words && hybrid)
-                    pv_macs += channel_delta_values<Arch>(cache, s, stride, heads, delta_first, delta_end, o);
+                    pv_macs += channel_delta_values<Arch>(cache, s, stride, heads, delta_first, delta_end, o, converted);
                 else if (by_channel && hybrid)
                 {
                     float mass[block_scratch::max_channel_heads] = {};
@@ -293,7 +296,7 @@ namespace deltaattn
                             std::fill(mass, mass + heads, 0.0f);
                             continue;
                         }
-                        delta_row const row = cache.delta(m);
+                        delta_row const row = as_float_row<Arch>(cache.delta(m), converted);
                         add_weighted_row<Arch>(row, mass, heads, d, o);
                         pv_macs += heads * row.nnz;
                     }
@@ -318,7 +321,7 @@ namespace deltaattn
                             pv_macs += hn * d;
                             continue;
                         }
-                        delta_row const row = cache.delta(m);
+                        delta_row const row = as_float_row<Arch>(cache.delta(m), converted);
                         float const* value = row.values;
                         for (std::size_t word = 0; word < detail::mask_words(d); ++word)
                             for (std::uint64_t bits = row.mask[word]; bits != 0; bits &= bits - 1)

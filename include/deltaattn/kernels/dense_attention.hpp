@@ -111,6 +111,27 @@ namespace deltaattn
         }
     }  // namespace kernels
 
+    namespace detail
+    {
+        /// dense_attention for K/V elements T (float or float16).
+        template <class Arch, class T>
+        void dense_attention_of(tensor_view<const float> q, tensor_view<const T> k, tensor_view<const T> v, tensor_view<float> out, float scale,
+                                attention_workspace& workspace, attention_work* work, parallel_executor const& executor)
+        {
+            check_attention_shapes_of<T>(q, k, v, out);
+            require(std::isfinite(scale), "scale", "must be finite" + got(scale));
+            std::size_t const group = q.heads / k.heads, first = k.positions - q.positions;
+            float const alpha = effective_scale(scale, q.dim);
+            attention_work const done = kernels::run_blocks<Arch>(
+                k.heads, group, q.positions, executor, workspace, [&](std::size_t kv, auto const& plan, std::size_t block, block_scratch& ws) {
+                    plan.attend(block, kernels::dense_rows<T>{k.head(kv)}, kernels::group_heads(q, kv, group), kernels::group_heads(out, kv, group),
+                                first, kernels::dense_rows<T>{v.head(kv)}, alpha, kernels::hybrid_split{1, 0}, ws);
+                });
+            if (work)
+                *work += done;
+        }
+    }  // namespace detail
+
     /**
      * Dense causal attention: `out = softmax(scale * q k^T) v`, causal.
      *
@@ -125,17 +146,20 @@ namespace deltaattn
     void dense_attention(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
                          float scale, attention_workspace& workspace, attention_work* work = nullptr, parallel_executor const& executor = {})
     {
-        detail::check_attention_shapes(q, k, v, out);
-        detail::require(std::isfinite(scale), "scale", "must be finite" + detail::got(scale));
-        std::size_t const group = q.heads / k.heads, first = k.positions - q.positions;
-        float const alpha = effective_scale(scale, q.dim);
-        attention_work const done = kernels::run_blocks<Arch>(
-            k.heads, group, q.positions, executor, workspace, [&](std::size_t kv, auto const& plan, std::size_t block, block_scratch& ws) {
-                plan.attend(block, kernels::dense_rows{k.head(kv)}, kernels::group_heads(q, kv, group), kernels::group_heads(out, kv, group), first,
-                            kernels::dense_rows{v.head(kv)}, alpha, kernels::hybrid_split{1, 0}, ws);
-            });
-        if (work)
-            *work += done;
+        detail::dense_attention_of<Arch, float>(q, k, v, out, scale, workspace, work, executor);
+    }
+
+    /**
+     * As above, on an fp16 K/V cache (`float16`: binary16, e.g. an engine's `ggml_fp16_t`
+     * cache viewed in place): rows are widened to fp32 as they are loaded and all
+     * arithmetic is fp32, so the result is dense attention of exactly those binary16
+     * values (the oracle on the widened rows, to fp32 rounding).
+     */
+    template <class Arch = default_arch>
+    void dense_attention(tensor_view<const float> q, tensor_view<const float16> k, tensor_view<const float16> v, tensor_view<float> out,
+                         float scale, attention_workspace& workspace, attention_work* work = nullptr, parallel_executor const& executor = {})
+    {
+        detail::dense_attention_of<Arch, float16>(q, k, v, out, scale, workspace, work, executor);
     }
 
     /// As above, with a workspace of its own (one allocation per call).
@@ -150,6 +174,15 @@ namespace deltaattn
     /// One decode step: q and out hold a single position, the last of k and v.
     template <class Arch = default_arch>
     void dense_decode(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
+                      float scale, attention_workspace& workspace, parallel_executor const& executor = {})
+    {
+        detail::require(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
+        dense_attention<Arch>(q, k, v, out, scale, workspace, nullptr, executor);
+    }
+
+    /// One decode step on an fp16 K/V cache.
+    template <class Arch = default_arch>
+    void dense_decode(tensor_view<const float> q, tensor_view<const float16> k, tensor_view<const float16> v, tensor_view<float> out,
                       float scale, attention_workspace& workspace, parallel_executor const& executor = {})
     {
         detail::require(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));

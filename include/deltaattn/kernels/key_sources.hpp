@@ -16,26 +16,31 @@ namespace deltaattn
     namespace kernels
     {
         /// Rows read in place from a view, every one exact: the keys of dense attention,
-        /// the values whenever they are not kept as deltas.
+        /// the values whenever they are not kept as deltas. T: float or float16.
+        template <class T>
         struct dense_rows
         {
-            matrix_view<const float> rows;
+            matrix_view<const T> rows;
 
             static constexpr bool has_deltas = false;
-            float const* exact_row(std::size_t j) const noexcept { return rows.row(j); }
+            T const* exact_row(std::size_t j) const noexcept { return rows.row(j); }
         };
+        template <class T>
+        dense_rows(matrix_view<const T>) -> dense_rows<T>;
 
         /// Rows of a delta cache (keys, or values with SPEC.md §6.1 on), plus the dense
-        /// rows of the chunk being prefilled (positions >= chunk_first), which the ring
-        /// may not hold yet. Exact rows exist only for the sinks and the window.
+        /// rows of the chunk being prefilled (positions >= chunk_first, as the cache
+        /// stores them), which the ring may not hold yet. Exact rows exist only for the
+        /// sinks and the window.
+        template <class T>
         struct cached_rows
         {
-            delta_key_cache const* cache;
-            matrix_view<const float> chunk;
+            basic_delta_cache<T> const* cache;
+            matrix_view<const T> chunk;
             std::size_t chunk_first;
 
             static constexpr bool has_deltas = true;
-            float const* exact_row(std::size_t j) const noexcept
+            T const* exact_row(std::size_t j) const noexcept
             {
                 // The chunk's rows reach the sinks and the ring only after the chunk.
                 if (j >= chunk_first)
@@ -43,6 +48,8 @@ namespace deltaattn
                 return j < cache->options().sinks ? cache->sink_row(j) : cache->window_row(j);
             }
         };
+        template <class T>
+        cached_rows(basic_delta_cache<T> const*, matrix_view<const T>, std::size_t) -> cached_rows<T>;
 
         /// Where the exact/delta split falls (SPEC.md §3).
         struct hybrid_split

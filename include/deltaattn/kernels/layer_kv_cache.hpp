@@ -6,6 +6,9 @@
  *
  * Unlike `layer_key_cache`, whose values stay in the caller's dense V cache, this cache
  * owns the values: prefill and decode take the chunk's (or the step's) values only.
+ *
+ * `layer_kv_cache_f16` stores both in binary16 (delta/delta_key_cache.hpp says how
+ * keys and deltas are rounded); inputs, queries, outputs and arithmetic stay fp32.
  */
 #ifndef DELTAATTN_KERNELS_LAYER_KV_CACHE_HPP
 #define DELTAATTN_KERNELS_LAYER_KV_CACHE_HPP
@@ -15,22 +18,27 @@
 #include "dense_attention.hpp"
 #include "hybrid_attention.hpp"
 
+#include <algorithm>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace deltaattn
 {
-    class layer_kv_cache
+    template <class T>
+    class basic_layer_kv_cache
     {
     public:
+        using element_type = T;
+
         /**
          * Caches for `kv_heads` heads of `dim` channels, up to `capacity` positions.
          * Keys are built with `key_policy`, values with `value_policy` (SPEC.md §6.1:
          * with a fixed θ_v each output channel moves by at most θ_v).
          * Throws `std::invalid_argument` naming the argument on bad options or policies.
          */
-        layer_kv_cache(std::size_t kv_heads, std::size_t dim, std::size_t capacity, hybrid_options const& options, delta_policy const& key_policy,
-                       delta_policy const& value_policy)
+        basic_layer_kv_cache(std::size_t kv_heads, std::size_t dim, std::size_t capacity, hybrid_options const& options,
+                             delta_policy const& key_policy, delta_policy const& value_policy)
         {
             detail::require(kv_heads >= 1, "heads", "kv_heads must be >= 1" + detail::got(kv_heads));
             m_keys.reserve(kv_heads);
@@ -46,8 +54,8 @@ namespace deltaattn
         std::size_t dim() const noexcept { return m_keys.front().dim(); }
         std::size_t size() const noexcept { return m_keys.front().size(); }
         std::size_t capacity() const noexcept { return m_keys.front().capacity(); }
-        delta_key_cache const& keys(std::size_t h) const noexcept { return m_keys[h]; }
-        delta_value_cache const& values(std::size_t h) const noexcept { return m_values[h]; }
+        basic_delta_cache<T> const& keys(std::size_t h) const noexcept { return m_keys[h]; }
+        basic_delta_cache<T> const& values(std::size_t h) const noexcept { return m_values[h]; }
 
         /// Spreads later calls over threads (per head, per query block); results do not change.
         void set_executor(parallel_executor executor) { m_executor = std::move(executor); }
@@ -113,6 +121,8 @@ namespace deltaattn
         {
             check_chunk(q, k, v, out);
             kernels::prepare_workspace<Arch>(m_workspace, m_executor, q.heads / kv_heads(), q.positions, size() + k.positions, dim());
+            stage(k, m_staged_keys);
+            stage(v, m_staged_values);
             for (std::size_t h = 0; h < kv_heads(); ++h)
             {
                 m_keys[h].reserve_values(k.positions);  // the last steps that may throw
@@ -133,17 +143,43 @@ namespace deltaattn
             float const alpha = effective_scale(o.scale, dim());
             attention_work const work = kernels::run_blocks<Arch>(
                 heads, group, q.positions, m_executor, m_workspace, [&](std::size_t h, auto const& plan, std::size_t block, block_scratch& scratch) {
-                    plan.attend(block, kernels::cached_rows{&m_keys[h], k.head(h), first}, kernels::group_heads(q, h, group),
-                                kernels::group_heads(out, h, group), first, kernels::cached_rows{&m_values[h], v.head(h), first}, alpha,
-                                kernels::hybrid_split{o.sinks, o.window}, scratch);
+                    plan.attend(block, kernels::cached_rows<T>{&m_keys[h], stored(k, m_staged_keys, h), first}, kernels::group_heads(q, h, group),
+                                kernels::group_heads(out, h, group), first, kernels::cached_rows<T>{&m_values[h], stored(v, m_staged_values, h), first},
+                                alpha, kernels::hybrid_split{o.sinks, o.window}, scratch);
                 });
             for (std::size_t h = 0; h < heads; ++h)
+            {
+                matrix_view<const T> const keys = stored(k, m_staged_keys, h), values = stored(v, m_staged_values, h);
                 for (std::size_t r = 0; r < k.positions; ++r)
                 {
-                    m_keys[h].push_exact(k.at(r, h), first + r);
-                    m_values[h].push_exact(v.at(r, h), first + r);
+                    m_keys[h].push_exact(keys.row(r), first + r);
+                    m_values[h].push_exact(values.row(r), first + r);
                 }
+            }
             return work;
+        }
+
+        /// For float16 storage: the chunk's rows as the caches store them, head-major in
+        /// `staged` (the chunk's exact rows are read from there until they reach the rings).
+        void stage(tensor_view<const float> x, std::vector<T>& staged)
+        {
+            if constexpr (!std::is_same<T, float>::value)
+            {
+                std::size_t const n = x.positions, d = x.dim;
+                staged.resize(x.heads * n * d);  // may throw: before anything changes
+                for (std::size_t h = 0; h < x.heads; ++h)
+                    for (std::size_t r = 0; r < n; ++r)
+                        std::transform(x.at(r, h), x.at(r, h) + d, staged.begin() + static_cast<std::ptrdiff_t>((h * n + r) * d), from_float<T>);
+            }
+        }
+
+        /// Head h of the chunk as stored: the input itself for float, else its staged rows.
+        static matrix_view<const T> stored(tensor_view<const float> x, std::vector<T> const& staged, std::size_t h) noexcept
+        {
+            if constexpr (std::is_same<T, float>::value)
+                return x.head(h);
+            else
+                return make_matrix_view(staged.data() + h * x.positions * x.dim, x.positions, x.dim);
         }
 
         void check_chunk(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out) const
@@ -181,13 +217,13 @@ namespace deltaattn
                 s.keys += m_keys[h].stats();
                 s.values += m_values[h].stats();
             }
-            std::uint64_t const dense = sizeof(float) * size() * dim() * kv_heads();
+            std::uint64_t const dense = sizeof(T) * size() * dim() * kv_heads();
             s.kcache_bytes = key_bytes();
             s.vcache_bytes = value_bytes();
             s.kcache_dense_bytes = s.vcache_dense_bytes = dense;
         }
 
-        static std::size_t sum_bytes(std::vector<delta_key_cache> const& caches) noexcept
+        static std::size_t sum_bytes(std::vector<basic_delta_cache<T>> const& caches) noexcept
         {
             std::size_t b = 0;
             for (auto const& cache : caches)
@@ -195,10 +231,16 @@ namespace deltaattn
             return b;
         }
 
-        std::vector<delta_key_cache> m_keys, m_values;
+        std::vector<basic_delta_cache<T>> m_keys, m_values;
+        std::vector<T> m_staged_keys, m_staged_values;  // float16 storage only
         attention_workspace m_workspace;
         parallel_executor m_executor;
     };
+
+    /// Delta K and V caches of one layer, fp32 storage.
+    using layer_kv_cache = basic_layer_kv_cache<float>;
+    /// Delta K and V caches of one layer, binary16 storage (fp32 compute).
+    using layer_kv_cache_f16 = basic_layer_kv_cache<float16>;
 
     /**
      * Hybrid attention of a whole sequence with delta keys *and* delta values (SPEC.md

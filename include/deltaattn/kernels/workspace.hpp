@@ -33,10 +33,10 @@ namespace deltaattn
             lane_scores.assign(new_lanes * tile, 0.0f);
             lane_factor.assign(new_lanes, 0.0f);
             lane_sum.assign(new_lanes, 0.0f);
-            value_rows.assign(tile, nullptr);
             value_keys.assign(tile, 0);
             value_weighted.assign(new_lanes * new_dim, 0.0f);
             value_reference.assign(new_dim, 0.0f);
+            converted.assign(new_dim + converted_padding, 0.0f);
             // Only now: if an assign above threw, the next call tries again.
             m_lanes = new_lanes;
             m_dim = new_dim;
@@ -62,11 +62,14 @@ namespace deltaattn
         std::vector<float> lane_scores;  ///< a tile's scores, then probabilities, [key][lane]
         std::vector<float> lane_factor;  ///< per lane: the tile's softmax rescale factor
         std::vector<float> lane_sum;     ///< per lane: the softmax denominator
-        std::vector<float const*> value_rows;      ///< a tile's exact value rows (nullptr: none read)
+        /// Floats past a converted row's end that stay readable (the expansion kernels
+        /// load whole registers): kernels/arch/expand.hpp's expand_padding.
+        static constexpr std::size_t converted_padding = 16;
         std::vector<std::uint16_t> value_keys;     ///< tile keys one lane group reads exact values of
         std::vector<float> value_weighted;         ///< delta values: Σ C Δv per lane, [dim][lane]
         std::vector<float> value_reference;        ///< delta values: the running reference v̂
         std::vector<float> decode_scores;  ///< decode: scores, then probabilities, [head][key]
+        std::vector<float> converted;      ///< a float16 row widened to float (convert.hpp)
         attention_work work;  ///< work of the tasks this slot ran in the current call
 
     private:

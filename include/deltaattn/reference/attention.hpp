@@ -129,23 +129,42 @@ namespace deltaattn
             });
         }
 
+        /// Every element of `t` as storage T holds it (a copy, token-major).
+        template <class T>
+        std::vector<float> rounded_copy(tensor_view<const float> t)
+        {
+            std::vector<float> copy(t.positions * t.heads * t.dim);
+            for (std::size_t r = 0; r < t.positions; ++r)
+                for (std::size_t h = 0; h < t.heads; ++h)
+                    std::transform(t.at(r, h), t.at(r, h) + t.dim, copy.begin() + static_cast<std::ptrdiff_t>((r * t.heads + h) * t.dim), round_to<T>);
+            return copy;
+        }
+
         /**
          * Hybrid attention with the delta value matrix of SPEC.md §6.1, in double: keys
          * as above, and for j in the delta region D_i the reference value v̂_j (values of
          * each KV head through build_delta_rows with `value_policy`).
+         *
+         * T is the storage element of the caches modelled: float, or float16 for
+         * `layer_kv_cache_f16` (keys and values rounded to binary16, deltas as
+         * build_delta_rows<float16> keeps them).
          */
-        inline void hybrid_attention(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
-                                     hybrid_options const& options, delta_policy const& policy, delta_policy const& value_policy)
+        template <class T = float>
+        void hybrid_attention(tensor_view<const float> q, tensor_view<const float> k_in, tensor_view<const float> v_in, tensor_view<float> out,
+                              hybrid_options const& options, delta_policy const& policy, delta_policy const& value_policy)
         {
-            deltaattn::detail::check_attention_shapes(q, k, v, out);
+            deltaattn::detail::check_attention_shapes(q, k_in, v_in, out);
             validate_options(options);
             validate_policy(policy, q.dim);
             validate_policy(value_policy, q.dim);
+            std::vector<float> const k_stored = rounded_copy<T>(k_in), v_stored = rounded_copy<T>(v_in);
+            auto const k = make_token_major(k_stored.data(), k_in.positions, k_in.heads, k_in.dim);
+            auto const v = make_token_major(v_stored.data(), v_in.positions, v_in.heads, v_in.dim);
             std::vector<delta_rows> key_rows, value_rows;
             for (std::size_t h = 0; h < k.heads; ++h)
             {
-                key_rows.push_back(build_delta_rows(k.head(h), policy));
-                value_rows.push_back(build_delta_rows(v.head(h), value_policy));
+                key_rows.push_back(build_delta_rows<T>(k_in.head(h), policy));
+                value_rows.push_back(build_delta_rows<T>(v_in.head(h), value_policy));
             }
             detail_oracle::for_each_query(q, k, out, [&](float const* qv, std::size_t i, std::size_t kv, float* o) {
                 auto const values = v.head(kv);

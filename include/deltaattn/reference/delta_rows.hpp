@@ -10,6 +10,7 @@
 #define DELTAATTN_REFERENCE_DELTA_ROWS_HPP
 
 #include "../detail/validate.hpp"
+#include "../fp16.hpp"
 #include "../policies/threshold.hpp"
 #include "../views.hpp"
 
@@ -18,6 +19,7 @@
 #include <cstddef>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 namespace deltaattn
@@ -97,8 +99,15 @@ namespace deltaattn
             }
         }  // namespace detail_oracle
 
-        /// Builds the delta key matrix of `keys` (rows = positions) with `policy`.
-        inline delta_rows build_delta_rows(matrix_view<const float> keys, delta_policy const& policy)
+        /**
+         * Builds the delta key matrix of `keys` (rows = positions) with `policy`, as a
+         * cache with storage element T keeps it. T = float: SPEC.md §2 exactly. T =
+         * float16: the keys are rounded to binary16 first, each stored delta is rounded
+         * to binary16, and the reference follows the stored deltas:
+         * k̂_j[c] = k̂_{j-1}[c] + half(k_j[c] - k̂_{j-1}[c]) on updated channels.
+         */
+        template <class T = float>
+        delta_rows build_delta_rows(matrix_view<const float> keys, delta_policy const& policy)
         {
             deltaattn::detail::require(keys.cols >= 1, "dim", "must be >= 1" + deltaattn::detail::got(keys.cols));
             validate_policy(policy, keys.cols);
@@ -113,14 +122,22 @@ namespace deltaattn
             if (n == 0)
                 return r;
 
-            std::copy(keys.row(0), keys.row(0) + d, r.delta.begin());
-            std::copy(keys.row(0), keys.row(0) + d, r.reference.begin());
+            constexpr bool rounds = !std::is_same<T, float>::value;
+            std::vector<float> rounded(d);
+            auto const stored_key = [&](std::size_t j) -> float const* {  // k_j as the cache keeps it
+                if (!rounds)
+                    return keys.row(j);
+                std::transform(keys.row(j), keys.row(j) + d, rounded.begin(), round_to<T>);
+                return rounded.data();
+            };
+            std::copy(stored_key(0), stored_key(0) + d, r.delta.begin());
+            std::copy(r.delta.begin(), r.delta.begin() + static_cast<std::ptrdiff_t>(d), r.reference.begin());
             std::fill(r.updated.begin(), r.updated.begin() + static_cast<std::ptrdiff_t>(d), 1);
 
             std::vector<float> e(d);
             for (std::size_t j = 1; j < n; ++j)
             {
-                float const* k = keys.row(j);
+                float const* k = stored_key(j);
                 float const* previous = r.reference_row(j - 1);
                 for (std::size_t c = 0; c < d; ++c)
                     e[c] = k[c] - previous[c];
@@ -128,8 +145,9 @@ namespace deltaattn
                 for (std::size_t c = 0; c < d; ++c)
                 {
                     r.updated[j * d + c] = u[c];
-                    r.delta[j * d + c] = u[c] ? e[c] : 0.0f;
-                    r.reference[j * d + c] = u[c] ? k[c] : previous[c];
+                    float const delta = round_to<T>(e[c]);
+                    r.delta[j * d + c] = u[c] ? delta : 0.0f;
+                    r.reference[j * d + c] = !u[c] ? previous[c] : rounds ? previous[c] + delta : k[c];
                 }
             }
             return r;
