@@ -7,7 +7,10 @@
 // Names: <stage>/<variant>[/rho:<delta sparsity %>]/n:<positions>/d:<dim>, stage is
 // prefill or decode (one step at context n), variant dense, hybrid_k (delta K, target
 // delta sparsity rho), hybrid_kv (delta K and V, the same rho on both), or
-// hybrid_k_block8 / hybrid_kv_block8 (block policy, g = 8).
+// hybrid_k_block8 / hybrid_kv_block8 (block policy, g = 8). Decode cases also run on
+// binary16 storage (`/kv:f16` after d: float16 K/V views for dense, delta_key_cache_f16
+// for hybrid), paired with the dense case of the same storage; report.py also pairs
+// each f16 dense case with the fp32 one (variant dense_f16).
 // Counters: attention_sparsity, value_sparsity, total_sparsity (SPEC §4, §6.1),
 // delta_sparsity (of K), cache bytes (K + V) per step or call, cache_bytes_per_s,
 // macs_per_s (QK + PV); the label is the arch.
@@ -26,6 +29,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace
@@ -80,7 +84,35 @@ namespace
         state.SetLabel(active_arch_name());
     }
 
-    double dense_bytes(std::size_t n, std::size_t d) { return 2.0 * sizeof(float) * n * kv_heads * d; }
+    template <class T = float>
+    double dense_bytes(std::size_t n, std::size_t d)
+    {
+        return 2.0 * sizeof(T) * n * kv_heads * d;
+    }
+
+    /// `x` as binary16, converted once per vector (the workloads live for the whole run).
+    std::vector<float16> const& halves(std::vector<float> const& x)
+    {
+        static std::map<float const*, std::vector<float16>> cache;
+        auto& h = cache[x.data()];
+        if (h.empty())
+        {
+            h.resize(x.size());
+            std::transform(x.begin(), x.end(), h.begin(), from_float<float16>);
+        }
+        return h;
+    }
+
+    /// The workload's keys or values (`x` = in.k or in.v) as T, token-major, read in place.
+    template <class T>
+    tensor_view<const T> stored(qkv_data const& in, std::vector<float> const& x)
+    {
+        auto const& s = in.shape;
+        if constexpr (std::is_same<T, float>::value)
+            return make_token_major(x.data(), s.positions, s.kv_heads, s.dim);
+        else
+            return make_token_major(halves(x).data(), s.positions, s.kv_heads, s.dim);
+    }
 
     // ---- prefill: the whole sequence, caches built inside the timed call ------------
 
@@ -123,6 +155,7 @@ namespace
 
     // ---- decode: one step at context n (the cache is built once, outside the timing) --
 
+    template <class T>
     void dense_decode_step(benchmark::State& state, std::size_t n, std::size_t d)
     {
         auto const& in = workload(n, d);
@@ -133,20 +166,22 @@ namespace
         for (auto _ : state)
         {
             work = attention_work{};
-            dense_attention(in.q_view().slice_positions(n - 1, 1), in.k_view(), in.v_view(), view, 0.0f, ws, &work, executor());
+            dense_attention(in.q_view().slice_positions(n - 1, 1), stored<T>(in, in.k), stored<T>(in, in.v), view, 0.0f, ws, &work, executor());
             benchmark::DoNotOptimize(out.data());
         }
-        report(state, work, 0.0, dense_bytes(n, d));
+        report(state, work, 0.0, dense_bytes<T>(n, d));
     }
 
     /// One decode step on per-head delta caches: keys only (values read densely from the
-    /// workload), or keys and values (`delta_values`).
+    /// workload), or keys and values (`delta_values`). T: the storage element.
+    template <class T>
     void hybrid_decode_step(benchmark::State& state, std::size_t n, std::size_t d, delta_policy policy, bool delta_values)
     {
         auto const& in = workload(n, d);
         std::size_t const group = q_heads / kv_heads;
-        std::vector<delta_key_cache> keys, values;
-        double bytes = delta_values ? 0.0 : dense_bytes(n, d) / 2;
+        std::vector<basic_delta_cache<T>> keys, values;
+        double bytes = delta_values ? 0.0 : dense_bytes<T>(n, d) / 2;
+        auto const dense_values = stored<T>(in, in.v);
         delta_stats deltas;
         for (std::size_t h = 0; h < kv_heads; ++h)
         {
@@ -175,7 +210,7 @@ namespace
                 if (delta_values)
                     hybrid_decode(keys[h], values[h], qh, oh, ws[worker], &per_worker[worker]);
                 else
-                    hybrid_decode(keys[h], qh, in.v_view().head(h), oh, ws[worker], &per_worker[worker]);
+                    hybrid_decode(keys[h], qh, dense_values.head(h), oh, ws[worker], &per_worker[worker]);
             });
             benchmark::DoNotOptimize(out.data());
         }
@@ -184,10 +219,10 @@ namespace
         report(state, stats.decode, deltas.sparsity(), bytes);
     }
 
-    std::string shape(std::size_t n, std::size_t d)
+    std::string shape(std::size_t n, std::size_t d, bool f16 = false)
     {
         std::string const threads = bench_threads() > 1 ? "/t:" + std::to_string(bench_threads()) : "";
-        return "/n:" + std::to_string(n) + "/d:" + std::to_string(d) + threads;
+        return "/n:" + std::to_string(n) + "/d:" + std::to_string(d) + (f16 ? "/kv:f16" : "") + threads;
     }
 
     int register_all()
@@ -215,12 +250,15 @@ namespace
                         ->Unit(benchmark::kMillisecond);
             }
             for (std::size_t n : {512, 1024, 4096, 8192, 16384})
-            {
-                benchmark::RegisterBenchmark(("decode/dense" + shape(n, d)).c_str(), dense_decode_step, n, d)->Unit(benchmark::kMicrosecond);
-                for (auto const& l : levels)
-                    benchmark::RegisterBenchmark(("decode/" + l.name + shape(n, d)).c_str(), hybrid_decode_step, n, d, l.policy, is_kv(l))
-                        ->Unit(benchmark::kMicrosecond);
-            }
+                for (bool f16 : {false, true})
+                {
+                    auto const dense = f16 ? dense_decode_step<float16> : dense_decode_step<float>;
+                    auto const hybrid = f16 ? hybrid_decode_step<float16> : hybrid_decode_step<float>;
+                    benchmark::RegisterBenchmark(("decode/dense" + shape(n, d, f16)).c_str(), dense, n, d)->Unit(benchmark::kMicrosecond);
+                    for (auto const& l : levels)
+                        benchmark::RegisterBenchmark(("decode/" + l.name + shape(n, d, f16)).c_str(), hybrid, n, d, l.policy, is_kv(l))
+                            ->Unit(benchmark::kMicrosecond);
+                }
         }
         return 0;
     }

@@ -39,13 +39,23 @@ def medians(results):
 
 
 def pair(table):
+    """Each hybrid case with the dense case of its stage, shape and storage; each f16
+    dense case (variant dense_f16) with the fp32 dense case of its stage and shape."""
     rows = []
     for name, hybrid in sorted(table.items()):
-        m = re.match(r"(prefill|decode)/(hybrid[^/]*(?:/rho:\d+)?)(/n:\d+/d:\d+(?:/t:\d+)?)$", name)
+        m = re.match(r"(prefill|decode)/(hybrid[^/]*(?:/rho:\d+)?|dense)(/n:\d+/d:\d+)(/kv:f16)?(/t:\d+)?$", name)
         if not m:
             continue
-        stage, variant, shape = m.groups()
-        dense = table.get(f"{stage}/dense{shape}")
+        stage, variant, shape, f16, threads = m.groups()
+        f16, threads = f16 or "", threads or ""
+        if variant == "dense":
+            if not f16:
+                continue
+            variant, f16 = "dense_f16", ""  # against fp32 dense
+        elif f16:
+            variant += "_f16"
+        dense = table.get(f"{stage}/dense{shape}{f16}{threads}")
+        shape += threads
         if dense is None:
             continue
         rows.append({
@@ -79,13 +89,13 @@ def main():
     arch = rows[0]["arch"] if rows else "?"
     print(f"deltaattn hybrid vs dense, arch {arch}, medians of {args.repetitions} "
           f"({results['context'].get('num_cpus')} cpus, {results['context'].get('host_name')})")
-    print(f"{'stage':8} {'variant':18} {'shape':14} {'dense':>11} {'hybrid':>11} {'speedup':>8} "
+    print(f"{'stage':8} {'variant':21} {'shape':14} {'dense':>11} {'hybrid':>11} {'speedup':>8} "
           f"{'attn sp.':>8} {'value sp.':>9} {'total sp.':>9} {'bytes':>6} {'dense GB/s':>10}")
     for r in rows:
         unit = 1e6 if r["stage"] == "prefill" else 1e3
         suffix = "ms" if r["stage"] == "prefill" else "us"
         bratio = (r["cache_bytes_hybrid"] or 0) / (r["cache_bytes_dense"] or 1)
-        print(f"{r['stage']:8} {r['variant']:18} {r['shape']:14} {r['dense_ns'] / unit:9.2f}{suffix} "
+        print(f"{r['stage']:8} {r['variant']:21} {r['shape']:14} {r['dense_ns'] / unit:9.2f}{suffix} "
               f"{r['hybrid_ns'] / unit:9.2f}{suffix} {r['speedup']:7.2f}x {100 * (r['attention_sparsity'] or 0):7.1f}% "
               f"{100 * (r['value_sparsity'] or 0):8.1f}% {100 * (r['total_sparsity'] or 0):8.1f}% {bratio:5.2f}x "
               f"{r['gbytes_per_s_dense']:10.1f}")

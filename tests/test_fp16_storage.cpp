@@ -232,3 +232,46 @@ TEST_CASE("a float16 cache refuses keys beyond the binary16 range, naming them, 
     CHECK(cache.size() == 1);
     CHECK(cache.bytes() == bytes);
 }
+
+TEMPLATE_LIST_TEST_CASE("per-head hybrid_decode on float16 caches matches the fp16 oracle, keys only and keys+values", "[fp16][decode]",
+                        tested_archs)
+{
+    bool const delta_values = GENERATE(false, true);
+    attention_case c;
+    c.positions = 120;
+    c.q_heads = 8;
+    c.dim = 128;
+    c.options.sinks = 4;
+    c.options.window = 16;
+    c.options.keyframe_interval = 32;
+    c.policy = relative_threshold{0.4f};
+    delta_policy const value_policy = relative_threshold{0.6f};
+    INFO(arch_name<TestType>() << " " << c.describe() << (delta_values ? " delta values" : " values exact"));
+    auto const in = c.inputs();
+    std::vector<float> expected;
+    auto const oracle_out = in.make_output(expected);
+    if (delta_values)
+        reference::hybrid_attention<float16>(in.q_view(), in.k_view(), in.v_view(), oracle_out, c.options, c.policy, value_policy);
+    else
+        reference::hybrid_attention<float16>(in.q_view(), in.k_view(), in.v_view(), oracle_out, c.options, c.policy);
+
+    std::size_t const group = c.q_heads / c.kv_heads, last = c.positions - 1, row = c.q_heads * c.dim;
+    auto const v16 = to_halves(in.v);
+    auto const v = make_token_major(v16.data(), c.positions, c.kv_heads, c.dim);
+    std::vector<float> got(row);
+    attention_workspace ws;
+    for (std::size_t h = 0; h < c.kv_heads; ++h)
+    {
+        delta_key_cache_f16 keys(c.dim, c.positions, c.options, c.policy, "k"), values(c.dim, c.positions, c.options, value_policy, "v");
+        keys.append(in.k_view().head(h));
+        values.append(in.v_view().head(h));
+        matrix_view<const float> const q{in.q_view().at(last, h * group), group, c.dim, static_cast<std::ptrdiff_t>(c.dim)};
+        auto const out = make_matrix_view(got.data() + h * group * c.dim, group, c.dim);
+        if (delta_values)
+            hybrid_decode<TestType>(keys, values, q, out, ws);
+        else
+            hybrid_decode<TestType>(keys, q, v.head(h), out, ws);
+    }
+    std::vector<float> const expected_last(expected.end() - static_cast<std::ptrdiff_t>(row), expected.end());
+    CHECK(max_abs_diff(got, expected_last) <= tolerance(expected_last));
+}

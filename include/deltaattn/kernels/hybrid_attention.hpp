@@ -15,6 +15,7 @@
 #include "../detail/check_shapes.hpp"
 #include "dense_attention.hpp"
 
+#include <type_traits>
 #include <vector>
 
 namespace deltaattn
@@ -57,8 +58,8 @@ namespace deltaattn
 
         /// Attention of queries at positions [first, first + q.positions) on `cache`, whose
         /// rows from `chunk_first` on are read from `chunk` (not yet in the ring).
-        template <class Arch, class Values>
-        attention_work attend_chunk(delta_key_cache const& cache, matrix_view<const float> chunk, std::size_t chunk_first, std::size_t first,
+        template <class Arch, class T, class Values>
+        attention_work attend_chunk(basic_delta_cache<T> const& cache, matrix_view<const T> chunk, std::size_t chunk_first, std::size_t first,
                                     tensor_view<const float> q, Values const& values, tensor_view<float> out, attention_workspace& ws,
                                     parallel_executor const& executor = {})
         {
@@ -66,7 +67,7 @@ namespace deltaattn
             float const alpha = effective_scale(o.scale, cache.dim());
             return kernels::run_blocks<Arch>(1, q.heads, q.positions, executor, ws,
                                              [&](std::size_t, auto const& plan, std::size_t block, block_scratch& scratch) {
-                                                 plan.attend(block, kernels::cached_rows{&cache, chunk, chunk_first}, q, out, first, values, alpha,
+                                                 plan.attend(block, kernels::cached_rows<T>{&cache, chunk, chunk_first}, q, out, first, values, alpha,
                                                              kernels::hybrid_split{o.sinks, o.window}, scratch);
                                              });
         }
@@ -81,13 +82,14 @@ namespace deltaattn
             // ring last (early queries still need the previous chunk's window).
             for (std::size_t r = 0; r < keys.rows; ++r)
                 cache.append_delta(keys.row(r));
-            attention_work const work = attend_chunk<Arch>(cache, keys, first, first, q, kernels::dense_rows{values}, out, ws);
+            attention_work const work = attend_chunk<Arch>(cache, keys, first, first, q, kernels::dense_rows<float>{values}, out, ws);
             for (std::size_t r = 0; r < keys.rows; ++r)
                 cache.push_exact(keys.row(r), first + r);
             return work;
         }
         /// The checks every per-head decode step makes of its cache, query and output.
-        inline void check_step(delta_key_cache const& cache, matrix_view<const float> q, matrix_view<float> out)
+        template <class T>
+        void check_step(basic_delta_cache<T> const& cache, matrix_view<const float> q, matrix_view<float> out)
         {
             require(cache.size() >= 1, "cache", "is empty: append the step's key before attending");
             require(q.cols == cache.dim(), "q", "has head dim " + std::to_string(q.cols) + ", the cache " + std::to_string(cache.dim()));
@@ -98,14 +100,14 @@ namespace deltaattn
         }
 
         /// Attention of the cache's last position for the heads of `q`, counted as decode.
-        template <class Arch, class Values>
-        void decode_step(delta_key_cache const& cache, matrix_view<const float> q, Values const& values, matrix_view<float> out,
+        template <class Arch, class T, class Values>
+        void decode_step(basic_delta_cache<T> const& cache, matrix_view<const float> q, Values const& values, matrix_view<float> out,
                          attention_workspace& workspace, attention_stats* stats)
         {
             std::size_t const last = cache.size() - 1;
             tensor_view<const float> q_step{q.data, 1, q.rows, q.cols, 0, q.row_stride};
             tensor_view<float> out_step{out.data, 1, out.rows, out.cols, 0, out.row_stride};
-            attention_work const work = attend_chunk<Arch>(cache, matrix_view<const float>{}, last + 1, last, q_step, values, out_step, workspace);
+            attention_work const work = attend_chunk<Arch>(cache, matrix_view<const T>{}, last + 1, last, q_step, values, out_step, workspace);
             if (stats)
                 stats->decode += work;
         }
@@ -132,27 +134,31 @@ namespace deltaattn
 
     /**
      * One decode step for one KV head: attention of the last position appended to
-     * `cache` (append its key first). q and out: g query heads x d.
+     * `cache` (append its key first). q and out: g query heads x d. `values` are the
+     * head's dense values, of the cache's element type (float, or float16 for a
+     * `delta_key_cache_f16`).
      */
-    template <class Arch = default_arch>
-    void hybrid_decode(delta_key_cache const& cache, matrix_view<const float> q, matrix_view<const float> values, matrix_view<float> out,
-                       attention_workspace& workspace, attention_stats* stats = nullptr)
+    template <class Arch = default_arch, class T>
+    void hybrid_decode(basic_delta_cache<T> const& cache, matrix_view<const float> q, matrix_view<const typename basic_delta_cache<T>::element_type> values,
+                       matrix_view<float> out, attention_workspace& workspace, attention_stats* stats = nullptr)
     {
         detail::check_step(cache, q, out);
         detail::require(values.cols == cache.dim(), "v", "has head dim " + std::to_string(values.cols) + ", the cache " + std::to_string(cache.dim()));
         detail::require(values.rows >= cache.size(), "v", "has " + std::to_string(values.rows) + " positions, the cache " + std::to_string(cache.size()));
-        if (cache.options().check_finite)
-            detail::require_finite_rows(values.slice_rows(0, cache.size()), "v");
-        detail::decode_step<Arch>(cache, q, kernels::dense_rows{values}, out, workspace, stats);
+        if constexpr (std::is_same<T, float>::value)
+            if (cache.options().check_finite)
+                detail::require_finite_rows(values.slice_rows(0, cache.size()), "v");
+        detail::decode_step<Arch>(cache, q, kernels::dense_rows<T>{values}, out, workspace, stats);
     }
 
     /**
      * One decode step for one KV head with delta values (SPEC.md §6.1): attention of the
      * last position appended to both `keys` and `values` (same options, same size).
-     * q and out: g query heads x d.
+     * q and out: g query heads x d. Both caches have the same element type (float or
+     * float16).
      */
-    template <class Arch = default_arch>
-    void hybrid_decode(delta_key_cache const& keys, delta_value_cache const& values, matrix_view<const float> q, matrix_view<float> out,
+    template <class Arch = default_arch, class T>
+    void hybrid_decode(basic_delta_cache<T> const& keys, basic_delta_cache<T> const& values, matrix_view<const float> q, matrix_view<float> out,
                        attention_workspace& workspace, attention_stats* stats = nullptr)
     {
         detail::check_step(keys, q, out);
@@ -162,7 +168,7 @@ namespace deltaattn
         hybrid_options const &ko = keys.options(), &vo = values.options();
         detail::require(ko.sinks == vo.sinks && ko.window == vo.window && ko.keyframe_interval == vo.keyframe_interval, "values",
                         "the value cache must have the key cache's sinks, window and keyframe interval");
-        detail::decode_step<Arch>(keys, q, kernels::cached_rows{&values, {}, values.size()}, out, workspace, stats);
+        detail::decode_step<Arch>(keys, q, kernels::cached_rows<T>{&values, {}, values.size()}, out, workspace, stats);
     }
 
     /**
@@ -216,8 +222,8 @@ namespace deltaattn
             attention_work const work = kernels::run_blocks<Arch>(
                 heads, group, q.positions, m_executor, m_workspace,
                 [&](std::size_t h, auto const& plan, std::size_t block, block_scratch& scratch) {
-                    plan.attend(block, kernels::cached_rows{&m_heads[h], k.head(h), first}, kernels::group_heads(q, h, group), kernels::group_heads(out, h, group),
-                                first, kernels::dense_rows{v.head(h)}, alpha, kernels::hybrid_split{o.sinks, o.window}, scratch);
+                    plan.attend(block, kernels::cached_rows<float>{&m_heads[h], k.head(h), first}, kernels::group_heads(q, h, group),
+                                kernels::group_heads(out, h, group), first, kernels::dense_rows<float>{v.head(h)}, alpha, kernels::hybrid_split{o.sinks, o.window}, scratch);
                 });
             for (std::size_t h = 0; h < heads; ++h)
                 for (std::size_t r = 0; r < k.positions; ++r)

@@ -25,8 +25,6 @@ namespace deltaattn
             static constexpr bool has_deltas = false;
             T const* exact_row(std::size_t j) const noexcept { return rows.row(j); }
         };
-        template <class T>
-        dense_rows(matrix_view<const T>) -> dense_rows<T>;
 
         /// Rows of a delta cache (keys, or values with SPEC.md §6.1 on), plus the dense
         /// rows of the chunk being prefilled (positions >= chunk_first, as the cache
@@ -48,8 +46,6 @@ namespace deltaattn
                 return j < cache->options().sinks ? cache->sink_row(j) : cache->window_row(j);
             }
         };
-        template <class T>
-        cached_rows(basic_delta_cache<T> const*, matrix_view<const T>, std::size_t) -> cached_rows<T>;
 
         /// Where the exact/delta split falls (SPEC.md §3).
         struct hybrid_split

@@ -114,21 +114,6 @@ namespace deltaattn
             });
         }
 
-        /// Hybrid attention of SPEC.md §3 in double; keys of each KV head through build_delta_rows.
-        inline void hybrid_attention(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
-                                     hybrid_options const& options, delta_policy const& policy)
-        {
-            deltaattn::detail::check_attention_shapes(q, k, v, out);
-            validate_options(options);
-            validate_policy(policy, q.dim);
-            std::vector<delta_rows> rows;
-            for (std::size_t h = 0; h < k.heads; ++h)
-                rows.push_back(build_delta_rows(k.head(h), policy));
-            detail_oracle::for_each_query(q, k, out, [&](float const* qv, std::size_t i, std::size_t kv, float* o) {
-                detail_oracle::softmax_values(hybrid_scores(qv, i, k.head(kv), rows[kv], options), v.head(kv), o);
-            });
-        }
-
         /// Every element of `t` as storage T holds it (a copy, token-major).
         template <class T>
         std::vector<float> rounded_copy(tensor_view<const float> t)
@@ -138,6 +123,29 @@ namespace deltaattn
                 for (std::size_t h = 0; h < t.heads; ++h)
                     std::transform(t.at(r, h), t.at(r, h) + t.dim, copy.begin() + static_cast<std::ptrdiff_t>((r * t.heads + h) * t.dim), round_to<T>);
             return copy;
+        }
+
+        /**
+         * Hybrid attention of SPEC.md §3 in double; keys of each KV head through
+         * build_delta_rows. T is the storage element modelled: float, or float16 (keys and
+         * values rounded to binary16, deltas as build_delta_rows<float16> keeps them).
+         */
+        template <class T = float>
+        void hybrid_attention(tensor_view<const float> q, tensor_view<const float> k_in, tensor_view<const float> v_in, tensor_view<float> out,
+                              hybrid_options const& options, delta_policy const& policy)
+        {
+            deltaattn::detail::check_attention_shapes(q, k_in, v_in, out);
+            validate_options(options);
+            validate_policy(policy, q.dim);
+            std::vector<float> const k_stored = rounded_copy<T>(k_in), v_stored = rounded_copy<T>(v_in);
+            auto const k = make_token_major(k_stored.data(), k_in.positions, k_in.heads, k_in.dim);
+            auto const v = make_token_major(v_stored.data(), v_in.positions, v_in.heads, v_in.dim);
+            std::vector<delta_rows> rows;
+            for (std::size_t h = 0; h < k.heads; ++h)
+                rows.push_back(build_delta_rows<T>(k_in.head(h), policy));
+            detail_oracle::for_each_query(q, k, out, [&](float const* qv, std::size_t i, std::size_t kv, float* o) {
+                detail_oracle::softmax_values(hybrid_scores(qv, i, k.head(kv), rows[kv], options), v.head(kv), o);
+            });
         }
 
         /**
