@@ -10,7 +10,8 @@
 // output of a step depends only on that state, so each sampled decode step is exactly
 // the one a full decode would compute.
 //
-// fp16 storage does not exist yet: when it does, this test should run for it too.
+// The same for fp16 storage of keys and values (layer_kv_cache_f16), against the
+// oracle of fp16 storage (build_delta_rows<float16>, rounded exact rows).
 #include "catch.hpp"
 #include "tester.hpp"
 
@@ -71,16 +72,25 @@ namespace
         return out;
     }
 
+    std::size_t row_growth(hybrid_options const& options, reference::delta_rows const& rows, std::size_t j, std::size_t element);
+
     /// SPEC.md §7: what one more position may add to a delta K cache once its sinks and
     /// window ring are full: its mask, its row offset, its packed values, and a dense
     /// reference row if it is a keyframe. No dense key. (Element sizes of fp32 storage
     /// with 64-bit mask words and size_t offsets, as delta_key_cache keeps them.)
     std::size_t growth_per_position(long_context const& c, std::size_t j)
     {
+        return row_growth(c.options, c.rows, j, sizeof(float));
+    }
+
+    /// What row j adds to a delta cache past its sinks and window, with packed values of
+    /// `element` bytes (fp32 keyframe rows whatever the storage).
+    std::size_t row_growth(hybrid_options const& options, reference::delta_rows const& rows, std::size_t j, std::size_t element)
+    {
         std::size_t const mask_bytes = sizeof(std::uint64_t) * ((long_dim + 63) / 64), offset_bytes = sizeof(std::size_t);
-        std::size_t const base = c.options.sinks - 1, R = c.options.keyframe_interval;
+        std::size_t const base = options.sinks - 1, R = options.keyframe_interval;
         bool const keyframe = j == base || (R != 0 && j > base && (j - base) % R == 0);
-        return mask_bytes + offset_bytes + sizeof(float) * c.rows.updated_count(j) + (keyframe ? sizeof(float) * long_dim : 0);
+        return mask_bytes + offset_bytes + element * rows.updated_count(j) + (keyframe ? sizeof(float) * long_dim : 0);
     }
 }  // namespace
 
@@ -167,4 +177,82 @@ TEMPLATE_LIST_TEST_CASE("a layer cache decodes to 65,536 positions within the or
     CHECK(cache.size() == n);
     CHECK(cache.bytes() == full_bytes);
     CHECK(std::all_of(spare.begin(), spare.end(), [](float x) { return x == 7.0f; }));
+}
+
+TEMPLATE_LIST_TEST_CASE("an fp16 K+V layer cache decodes to 65,536 positions within the fp16 oracle's tolerance, growing by deltas only",
+                        "[long][fp16][decode]", tested_archs)
+{
+    long_context const& c = long_context::get();
+    std::size_t const n = long_positions;
+    delta_policy const value_policy = relative_threshold{0.3f};
+    auto const q = c.in.q_view(), k = c.in.k_view(), v = c.in.v_view();
+    reference::delta_rows const key_rows = reference::build_delta_rows<float16>(k.head(0), c.policy);
+    reference::delta_rows const value_rows = reference::build_delta_rows<float16>(v.head(0), value_policy);
+    auto const as_stored = [](std::vector<float> x) {  // every element as binary16 holds it
+        std::transform(x.begin(), x.end(), x.begin(), round_to<float16>);
+        return x;
+    };
+    std::vector<float> const stored_keys = as_stored(c.in.k), stored_values = as_stored(c.in.v);
+    layer_kv_cache_f16 cache(1, long_dim, n, c.options, c.policy, value_policy);
+    std::vector<float> out(long_q_heads * long_dim);
+    auto const out_view = make_token_major(out.data(), 1, long_q_heads, long_dim);
+    INFO(arch_name<TestType>());
+
+    std::vector<float> prompt_out(long_prompt * long_q_heads * long_dim);  // prefill is checked elsewhere
+    cache.prefill<TestType>(q.slice_positions(0, long_prompt), k.slice_positions(0, long_prompt), v.slice_positions(0, long_prompt),
+                            make_token_major(prompt_out.data(), long_prompt, long_q_heads, long_dim));
+    std::size_t bad_growth = 0, first_bad = 0, failures = 0, decoded = 0;
+    float worst = 0.0f;
+    std::size_t bytes = cache.bytes();
+    for (std::size_t i = long_prompt; i < n; ++i)
+    {
+        if ((i + 1) % 4096 == 0 || i + 16 >= n)
+        {
+            cache.decode<TestType>(q.slice_positions(i, 1), k.slice_positions(i, 1), v.slice_positions(i, 1), out_view);
+            ++decoded;
+            for (std::size_t h = 0; h < long_q_heads; ++h)
+            {
+                // The oracle row: exact keys/values as binary16 holds them, k̂ and v̂ of fp16 storage.
+                std::vector<double> s(i + 1);
+                double const alpha = 1.0 / std::sqrt(static_cast<double>(long_dim));
+                for (std::size_t j = 0; j <= i; ++j)
+                {
+                    bool const exact = j < c.options.sinks || j + c.options.window > i;
+                    s[j] = alpha * reference::dot(q.at(i, h), exact ? stored_keys.data() + j * long_dim : key_rows.reference_row(j), long_dim);
+                }
+                double const top = *std::max_element(s.begin(), s.end());
+                double sum = 0.0;
+                std::vector<double> o(long_dim, 0.0);
+                for (std::size_t j = 0; j <= i; ++j)
+                {
+                    bool const exact = j < c.options.sinks || j + c.options.window > i;
+                    float const* value = exact ? stored_values.data() + j * long_dim : value_rows.reference_row(j);
+                    double const p = std::exp(s[j] - top);
+                    sum += p;
+                    for (std::size_t ch = 0; ch < long_dim; ++ch)
+                        o[ch] += p * static_cast<double>(value[ch]);
+                }
+                std::vector<float> want(long_dim);
+                for (std::size_t ch = 0; ch < long_dim; ++ch)
+                    want[ch] = static_cast<float>(o[ch] / sum);
+                std::vector<float> const got(out_view.at(0, h), out_view.at(0, h) + long_dim);
+                float const error = max_abs_diff(got, want);
+                worst = std::max(worst, error);
+                failures += error > tolerance(want) ? 1 : 0;
+            }
+        }
+        else
+            cache.append(k.slice_positions(i, 1), v.slice_positions(i, 1));
+        std::size_t const now = cache.bytes();
+        std::size_t const want_growth = row_growth(c.options, key_rows, i, sizeof(float16)) + row_growth(c.options, value_rows, i, sizeof(float16));
+        if (now - bytes != want_growth && bad_growth++ == 0)
+            first_bad = i;
+        bytes = now;
+    }
+    REQUIRE(cache.size() == n);
+    INFO("first position whose bytes() growth is not the fp16 count: " << first_bad << "; worst |Δo| " << worst << " over " << decoded
+                                                                        << " decoded positions");
+    CHECK(bad_growth == 0);
+    CHECK(failures == 0);
+    CHECK(cache.bytes() < sizeof(float16) * 2 * n * long_dim);  // under a dense fp16 K+V cache
 }
