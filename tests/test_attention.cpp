@@ -323,3 +323,35 @@ TEMPLATE_LIST_TEST_CASE("per-head append + hybrid_decode matches the oracle and 
     CHECK(max_abs_diff(out, layer) == 0.0f);
     CHECK(stats.decode.hybrid_macs == analytic_work(in, c, 0, c.positions - 1).hybrid_macs);
 }
+
+TEST_CASE("attention_stats += adds every field, so stats of layers sum to the stats of the model", "[counters]")
+{
+    // Two layers' caches on different data: the sum of their stats, field by field.
+    attention_case c;
+    c.options.sinks = 2;
+    c.options.window = 8;
+    auto const a = c.inputs();
+    c.seed = 2;
+    auto const b = c.inputs();
+    attention_stats sa, sb;
+    std::vector<float> out;
+    layer_kv_cache la(c.kv_heads, c.dim, c.positions, c.options, c.policy, relative_threshold{0.4f});
+    layer_kv_cache lb(c.kv_heads, c.dim, c.positions, c.options, c.policy, relative_threshold{0.4f});
+    la.prefill(a.q_view(), a.k_view(), a.v_view(), a.make_output(out), &sa);
+    lb.prefill(b.q_view().slice_positions(0, 40), b.k_view().slice_positions(0, 40), b.v_view().slice_positions(0, 40),
+               b.make_output(out).slice_positions(0, 40), &sb);
+    lb.decode(b.q_view().slice_positions(40, 1), b.k_view().slice_positions(40, 1), b.v_view().slice_positions(40, 1),
+              b.make_output(out).slice_positions(40, 1), &sb);
+    attention_stats sum = sa;
+    sum += sb;
+    CHECK(sum.prefill.hybrid_macs == sa.prefill.hybrid_macs + sb.prefill.hybrid_macs);
+    CHECK(sum.prefill.hybrid_pv_macs == sa.prefill.hybrid_pv_macs + sb.prefill.hybrid_pv_macs);
+    CHECK(sum.decode.dense_macs == sa.decode.dense_macs + sb.decode.dense_macs);
+    CHECK(sum.decode.queries == sb.decode.queries);
+    CHECK(sum.keys.updated == sa.keys.updated + sb.keys.updated);
+    CHECK(sum.values.updated == sa.values.updated + sb.values.updated);
+    CHECK(sum.kcache_bytes == la.key_bytes() + lb.key_bytes());
+    CHECK(sum.vcache_bytes == la.value_bytes() + lb.value_bytes());
+    CHECK(sum.kcache_dense_bytes == sa.kcache_dense_bytes + sb.kcache_dense_bytes);
+    CHECK(sum.vcache_dense_bytes == sizeof(float) * c.dim * c.kv_heads * (c.positions + 41));
+}

@@ -94,10 +94,7 @@ namespace
             t.bits += tinylm::bits_of(s.forward(window + i, 1).row(0), window[i + 1]);
         t.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         t.attention_seconds += s.attention_seconds();
-        attention_stats const st = s.stats();
-        t.stats.prefill += st.prefill, t.stats.decode += st.decode, t.stats.keys += st.keys, t.stats.values += st.values;
-        t.stats.kcache_bytes += st.kcache_bytes, t.stats.kcache_dense_bytes += st.kcache_dense_bytes;
-        t.stats.vcache_bytes += st.vcache_bytes, t.stats.vcache_dense_bytes += st.vcache_dense_bytes;
+        t.stats += s.stats();
     }
 
     /// Every layer's post-RoPE q, k, v of the first window, as deltaattn-eval reads them.

@@ -285,12 +285,7 @@ namespace tinylm
         {
             deltaattn::attention_stats sum;
             for (auto const& layer : m_layers)
-            {
-                deltaattn::attention_stats const& s = layer.stats();
-                sum.prefill += s.prefill, sum.decode += s.decode, sum.keys += s.keys, sum.values += s.values;
-                sum.kcache_bytes += s.kcache_bytes, sum.kcache_dense_bytes += s.kcache_dense_bytes;
-                sum.vcache_bytes += s.vcache_bytes, sum.vcache_dense_bytes += s.vcache_dense_bytes;
-            }
+                sum += layer.stats();
             return sum;
         }
 

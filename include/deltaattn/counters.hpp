@@ -81,11 +81,25 @@ namespace deltaattn
         delta_stats keys;                     ///< delta construction of the K caches
         delta_stats values;                   ///< delta construction of the V caches
         std::uint64_t kcache_bytes = 0;       ///< bytes the delta K caches hold
-        std::uint64_t kcache_dense_bytes = 0; ///< a dense fp32 K cache of the same positions
+        std::uint64_t kcache_dense_bytes = 0; ///< a dense K cache of the same positions and element type
         std::uint64_t vcache_bytes = 0;       ///< bytes the delta V caches hold
-        std::uint64_t vcache_dense_bytes = 0; ///< a dense fp32 V cache of the same positions
+        std::uint64_t vcache_dense_bytes = 0; ///< a dense V cache of the same positions and element type
 
         attention_work both() const noexcept { return prefill + decode; }
+
+        /// Field by field: the stats of several layers (or windows) as one.
+        attention_stats& operator+=(attention_stats const& o) noexcept
+        {
+            prefill += o.prefill;
+            decode += o.decode;
+            keys += o.keys;
+            values += o.values;
+            kcache_bytes += o.kcache_bytes;
+            kcache_dense_bytes += o.kcache_dense_bytes;
+            vcache_bytes += o.vcache_bytes;
+            vcache_dense_bytes += o.vcache_dense_bytes;
+            return *this;
+        }
     };
 }  // namespace deltaattn
 
