@@ -11,9 +11,17 @@
 // binary16 storage (`/kv:f16` after d: float16 K/V views for dense, delta_key_cache_f16
 // for hybrid), paired with the dense case of the same storage; report.py also pairs
 // each f16 dense case with the fp32 one (variant dense_f16).
+// memory/read[/t:T] is the roofline: a plain read of 512 MiB, for the GB/s a decode
+// step can hope for.
 // Counters: attention_sparsity, value_sparsity, total_sparsity (SPEC §4, §6.1),
 // delta_sparsity (of K), cache bytes (K + V) per step or call, cache_bytes_per_s,
 // macs_per_s (QK + PV); the label is the arch.
+//
+// Rotation: a decode step reads little data once, so repeated on the same buffers it
+// would run from the last-level cache (300 MiB here) and overstate the bandwidth. Each
+// decode case therefore spreads its K/V (dense copies or delta caches) over
+// DELTAATTN_BENCH_ROTATE_MB (default 512) of copies, one per step in turn; 0 means a
+// single, cache-warm copy. The counter `copies` tells how many a case used.
 //
 // Threads: DELTAATTN_BENCH_THREADS=T (default 1) runs every case on a pool of T workers
 // (prefill: KV head x query block tasks; decode: one task per KV head) and adds /t:T to
@@ -24,6 +32,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -43,6 +52,20 @@ namespace
         char const* env = std::getenv("DELTAATTN_BENCH_THREADS");
         long const t = env ? std::strtol(env, nullptr, 10) : 1;
         return t > 1 ? static_cast<std::size_t>(t) : 1;
+    }
+
+    /// Bytes every decode case spreads its K/V over (see the file comment).
+    double rotate_bytes()
+    {
+        char const* env = std::getenv("DELTAATTN_BENCH_ROTATE_MB");
+        long const mb = env ? std::strtol(env, nullptr, 10) : 512;
+        return mb > 0 ? static_cast<double>(mb) * (1 << 20) : 0.0;
+    }
+
+    /// Copies of `bytes` each that fill the rotation (at least one).
+    std::size_t copies_for(double bytes)
+    {
+        return std::max<std::size_t>(1, static_cast<std::size_t>(std::ceil(rotate_bytes() / std::max(bytes, 1.0))));
     }
 
     /// The pool every case runs on (the calling thread only, by default).
@@ -90,28 +113,29 @@ namespace
         return 2.0 * sizeof(T) * n * kv_heads * d;
     }
 
-    /// `x` as binary16, converted once per vector (the workloads live for the whole run).
-    std::vector<float16> const& halves(std::vector<float> const& x)
+    /// `x` as binary16.
+    std::vector<float16> halves(std::vector<float> const& x)
     {
-        static std::map<float const*, std::vector<float16>> cache;
-        auto& h = cache[x.data()];
-        if (h.empty())
-        {
-            h.resize(x.size());
-            std::transform(x.begin(), x.end(), h.begin(), from_float<float16>);
-        }
+        std::vector<float16> h(x.size());
+        std::transform(x.begin(), x.end(), h.begin(), from_float<float16>);
         return h;
     }
 
-    /// The workload's keys or values (`x` = in.k or in.v) as T, token-major, read in place.
+    /// The workload's keys or values (`x` = in.k or in.v) as storage T: `copies` copies,
+    /// token-major, for decode steps to rotate over.
     template <class T>
-    tensor_view<const T> stored(qkv_data const& in, std::vector<float> const& x)
+    std::vector<std::vector<T>> stored_copies(std::vector<float> const& x, std::size_t copies)
     {
-        auto const& s = in.shape;
         if constexpr (std::is_same<T, float>::value)
-            return make_token_major(x.data(), s.positions, s.kv_heads, s.dim);
+            return std::vector<std::vector<T>>(copies, x);
         else
-            return make_token_major(halves(x).data(), s.positions, s.kv_heads, s.dim);
+            return std::vector<std::vector<T>>(copies, halves(x));
+    }
+
+    template <class T>
+    tensor_view<const T> token_major(qkv_data const& in, std::vector<T> const& x)
+    {
+        return make_token_major(x.data(), in.shape.positions, in.shape.kv_heads, in.shape.dim);
     }
 
     // ---- prefill: the whole sequence, caches built inside the timed call ------------
@@ -159,17 +183,23 @@ namespace
     void dense_decode_step(benchmark::State& state, std::size_t n, std::size_t d)
     {
         auto const& in = workload(n, d);
+        std::size_t const copies = copies_for(dense_bytes<T>(n, d));
+        auto const keys = stored_copies<T>(in.k, copies), values = stored_copies<T>(in.v, copies);
         std::vector<float> out(q_heads * d);
         auto const view = make_token_major(out.data(), 1, q_heads, d);
         attention_workspace ws;
         attention_work work;
+        std::size_t step = 0;
         for (auto _ : state)
         {
+            std::size_t const c = step++ % copies;
             work = attention_work{};
-            dense_attention(in.q_view().slice_positions(n - 1, 1), stored<T>(in, in.k), stored<T>(in, in.v), view, 0.0f, ws, &work, executor());
+            dense_attention(in.q_view().slice_positions(n - 1, 1), token_major(in, keys[c]), token_major(in, values[c]), view, 0.0f, ws, &work,
+                            executor());
             benchmark::DoNotOptimize(out.data());
         }
         report(state, work, 0.0, dense_bytes<T>(n, d));
+        state.counters["copies"] = static_cast<double>(copies);
     }
 
     /// One decode step on per-head delta caches: keys only (values read densely from the
@@ -181,7 +211,6 @@ namespace
         std::size_t const group = q_heads / kv_heads;
         std::vector<basic_delta_cache<T>> keys, values;
         double bytes = delta_values ? 0.0 : dense_bytes<T>(n, d) / 2;
-        auto const dense_values = stored<T>(in, in.v);
         delta_stats deltas;
         for (std::size_t h = 0; h < kv_heads; ++h)
         {
@@ -195,28 +224,65 @@ namespace
             values.back().append(in.v_view().head(h));
             bytes += static_cast<double>(values.back().bytes());
         }
+        std::size_t const copies = copies_for(bytes);
+        std::vector<std::vector<basic_delta_cache<T>>> const key_copies(copies, keys), value_copies(copies, values);
+        auto const dense_values = stored_copies<T>(delta_values ? std::vector<float>{} : in.v, copies);
         std::vector<float> out(q_heads * d);
         parallel_executor const pool = executor();
         std::vector<attention_workspace> ws(pool.workers);
         std::vector<attention_stats> per_worker(pool.workers);
         attention_stats stats;
         auto const q = in.q_view().slice_positions(n - 1, 1);
+        std::size_t step = 0;
         for (auto _ : state)
         {
+            std::size_t const c = step++ % copies;
             std::fill(per_worker.begin(), per_worker.end(), attention_stats{});
             pool(kv_heads, [&](std::size_t h, std::size_t worker) {
                 matrix_view<const float> const qh{q.at(0, h * group), group, d, q.head_stride};
                 auto const oh = make_matrix_view(out.data() + h * group * d, group, d);
                 if (delta_values)
-                    hybrid_decode(keys[h], values[h], qh, oh, ws[worker], &per_worker[worker]);
+                    hybrid_decode(key_copies[c][h], value_copies[c][h], qh, oh, ws[worker], &per_worker[worker]);
                 else
-                    hybrid_decode(keys[h], qh, dense_values.head(h), oh, ws[worker], &per_worker[worker]);
+                    hybrid_decode(key_copies[c][h], qh, token_major(in, dense_values[c]).head(h), oh, ws[worker], &per_worker[worker]);
             });
             benchmark::DoNotOptimize(out.data());
         }
         for (auto const& w : per_worker)
             stats.decode += w.decode;
         report(state, stats.decode, deltas.sparsity(), bytes);
+        state.counters["copies"] = static_cast<double>(copies);
+    }
+
+    // ---- the roofline: how fast this machine streams bytes -------------------------
+
+    /// Sums a 512 MiB buffer (well past the last-level cache), split over the pool's
+    /// workers like the decode heads: the read bandwidth a decode step can hope for.
+    /// report.py prints each decode case's GB/s as a share of it.
+    void memory_read(benchmark::State& state)
+    {
+        using ops = arch_traits<default_arch>;
+        constexpr std::size_t w = ops::width, chunks = 64;
+        static std::vector<float> const buffer(std::size_t(128) << 20, 1.0f);
+        std::size_t const per_chunk = buffer.size() / chunks;
+        parallel_executor const pool = executor();
+        std::vector<float> sums(chunks);
+        for (auto _ : state)
+        {
+            pool(chunks, [&](std::size_t chunk, std::size_t) {
+                float const* p = buffer.data() + chunk * per_chunk;
+                typename ops::reg acc[4] = {ops::zero(), ops::zero(), ops::zero(), ops::zero()};
+                for (std::size_t i = 0; i + 4 * w <= per_chunk; i += 4 * w)
+                    for (std::size_t r = 0; r < 4; ++r)
+                        acc[r] = ops::add(acc[r], ops::load(p + i + r * w));
+                sums[chunk] = ops::reduce_add(ops::add(ops::add(acc[0], acc[1]), ops::add(acc[2], acc[3])));
+            });
+            benchmark::DoNotOptimize(sums.data());
+        }
+        double const bytes = static_cast<double>(buffer.size() * sizeof(float));
+        state.counters["cache_bytes"] = bytes;
+        state.counters["cache_bytes_per_s"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
+        state.SetLabel(active_arch_name());
     }
 
     std::string shape(std::size_t n, std::size_t d, bool f16 = false)
@@ -240,6 +306,8 @@ namespace
             levels.push_back({std::string(variant) + "_block8", block_threshold{8, 0.45f}});
         }
         auto const is_kv = [](level const& l) { return l.name.rfind("hybrid_kv", 0) == 0; };
+        std::string const threads = bench_threads() > 1 ? "/t:" + std::to_string(bench_threads()) : "";
+        benchmark::RegisterBenchmark(("memory/read" + threads).c_str(), memory_read)->Unit(benchmark::kMillisecond);
         for (std::size_t d : {64, 128})
         {
             for (std::size_t n : {256, 1024, 2048, 4096})

@@ -18,8 +18,8 @@ def run(binary, repetitions, bench_filter):
     cmd = [binary, "--benchmark_format=json", f"--benchmark_repetitions={repetitions}",
            "--benchmark_report_aggregates_only=true", "--benchmark_min_time=0.2",
            "--benchmark_enable_random_interleaving=true"]
-    if bench_filter:
-        cmd.append(f"--benchmark_filter={bench_filter}")
+    if bench_filter:  # the roofline case always runs
+        cmd.append(f"--benchmark_filter=^memory/read|{bench_filter}")
     print("running:", " ".join(cmd), file=sys.stderr)
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out)
@@ -76,6 +76,10 @@ def pair(table):
     return rows
 
 
+def pct(gbs, read_gbs):
+    return f"{100 * gbs / read_gbs:.0f}%" if read_gbs else "-"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("binary")
@@ -85,12 +89,17 @@ def main():
     args = ap.parse_args()
 
     results = run(args.binary, args.repetitions, args.filter)
-    rows = pair(medians(results))
+    table = medians(results)
+    rows = pair(table)
     arch = rows[0]["arch"] if rows else "?"
+    read = next((v for k, v in table.items() if k.startswith("memory/read")), None)
+    read_gbs = (read or {}).get("cache_bytes_per_s", 0) / 1e9
     print(f"deltaattn hybrid vs dense, arch {arch}, medians of {args.repetitions} "
           f"({results['context'].get('num_cpus')} cpus, {results['context'].get('host_name')})")
+    if read_gbs:
+        print(f"roofline: a plain read of 512 MiB streams {read_gbs:.1f} GB/s ('% read' below: a case's GB/s as a share of it)")
     print(f"{'stage':8} {'variant':21} {'shape':14} {'dense':>11} {'hybrid':>11} {'speedup':>8} "
-          f"{'attn sp.':>8} {'value sp.':>9} {'total sp.':>9} {'bytes':>6} {'dense GB/s':>10}")
+          f"{'attn sp.':>8} {'value sp.':>9} {'total sp.':>9} {'bytes':>6} {'dense GB/s':>10} {'% read':>6}")
     for r in rows:
         unit = 1e6 if r["stage"] == "prefill" else 1e3
         suffix = "ms" if r["stage"] == "prefill" else "us"
@@ -98,10 +107,10 @@ def main():
         print(f"{r['stage']:8} {r['variant']:21} {r['shape']:14} {r['dense_ns'] / unit:9.2f}{suffix} "
               f"{r['hybrid_ns'] / unit:9.2f}{suffix} {r['speedup']:7.2f}x {100 * (r['attention_sparsity'] or 0):7.1f}% "
               f"{100 * (r['value_sparsity'] or 0):8.1f}% {100 * (r['total_sparsity'] or 0):8.1f}% {bratio:5.2f}x "
-              f"{r['gbytes_per_s_dense']:10.1f}")
+              f"{r['gbytes_per_s_dense']:10.1f} {pct(r['gbytes_per_s_dense'], read_gbs):>6}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"context": results["context"], "cases": rows}, f, indent=1)
+            json.dump({"context": results["context"], "read_gbytes_per_s": read_gbs, "cases": rows}, f, indent=1)
         print(f"wrote {args.json}", file=sys.stderr)
 
 
