@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace deltaattn
 {
@@ -45,6 +46,52 @@ namespace deltaattn
                 return expand_group<Arch>(bits, packed);  // masked expand-load
             else
                 return expand_group_generic<Arch>(bits, packed);
+        }
+
+        /// As above, from binary16 values: widened in the register. AVX-512 (with BW and
+        /// VL for the masked 16-bit load): one masked load of the group's values, one
+        /// vcvtph2ps, one register vexpandps; reads only the values it uses.
+        template <class Arch>
+        typename arch_traits<Arch>::reg expand_lanes(std::uint32_t bits, float16 const*& packed) noexcept
+        {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+            if constexpr (has_fast_expand<Arch>())
+            {
+                auto const group = static_cast<__mmask16>(bits);
+                unsigned const count = static_cast<unsigned>(detail::popcount64(group));
+                auto const used = static_cast<__mmask16>((1u << count) - 1u);
+                __m512 const widened = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(used, packed));
+                packed += count;
+                return _mm512_maskz_expand_ps(group, widened);
+            }
+#endif
+            using ops = arch_traits<Arch>;
+            alignas(64) float lanes[ops::width];
+            for (std::size_t l = 0; l < ops::width; ++l)
+                lanes[l] = (bits >> l & 1u) ? to_float(*packed++) : 0.0f;
+            return ops::load(lanes);
+        }
+
+        /// Does expand_lanes take values stored as T fast, or should a row be widened first?
+        template <class Arch, class T>
+        constexpr bool expands_stored() noexcept
+        {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+            return true;
+#else
+            return std::is_same<T, float>::value;
+#endif
+        }
+
+        /// A delta row as the channel kernels read it: as stored where expand_lanes widens
+        /// its values itself, else widened into `buffer` first.
+        template <class Arch, class T>
+        auto expandable_row(basic_delta_row<T> const& row, float* buffer) noexcept
+        {
+            if constexpr (expands_stored<Arch, T>())
+                return row;
+            else
+                return as_float_row<Arch>(row, buffer);
         }
 
         /**
@@ -108,9 +155,9 @@ namespace deltaattn
                     }
                     else
                     {
-                        delta_row const row = as_float_row<Arch>(cache.delta(j), converted);
+                        auto const row = expandable_row<Arch>(cache.delta(j), converted);
                         macs += hn * row.nnz;
-                        float const* value = row.values;
+                        auto const* value = row.values;
                         for (std::size_t c = 0; c < full; c += w)
                         {
                             auto const bits = static_cast<std::uint32_t>(detail::mask_bits(row.mask, c, w));
@@ -129,7 +176,7 @@ namespace deltaattn
                         for (std::size_t c = full; c < d; ++c)  // channels past the last full register
                             if (row.mask[c / 64] >> (c % 64) & 1u)
                             {
-                                float const v = *value++;
+                                float const v = to_float(*value++);
                                 for (std::size_t h = 0; h < H; ++h)
                                     offset[h] += qh[h][c] * v;
                             }
@@ -248,7 +295,12 @@ namespace deltaattn
                         auto const* stored = row.values;
                         for (std::size_t before = 0; before < word; ++before)
                             stored += detail::popcount64(row.mask[before]);
-                        float const* value = as_floats<Arch>(stored, detail::popcount64(bits), converted);
+                        auto const* value = [&] {
+                            if constexpr (expands_stored<Arch, typename Cache::element_type>())
+                                return stored;
+                            else
+                                return as_floats<Arch>(stored, detail::popcount64(bits), converted);
+                        }();
                         reg weight[H];
                         for (std::size_t h = 0; h < H; ++h)
                             weight[h] = ops::broadcast(mass[h]);

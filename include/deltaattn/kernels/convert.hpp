@@ -27,7 +27,8 @@ namespace deltaattn
             return row;
         }
 
-        /// The n values of `row` widened into `buffer` (n floats), which is returned.
+        /// The n values of `row` widened into `buffer`, which is returned. `buffer` holds
+        /// n + arch_traits<Arch>::width floats (the last register is stored whole).
         template <class Arch>
         float const* as_floats(float16 const* row, std::size_t n, float* buffer) noexcept
         {
@@ -36,13 +37,22 @@ namespace deltaattn
             std::size_t i = 0;
             for (; i + w <= n; i += w)
                 ops::store(buffer + i, ops::load(row + i));
-            for (; i < n; ++i)
-                buffer[i] = to_float(row[i]);
+            if (i < n)
+            {
+                // The tail through a register too: packed rows nearly always have one, and
+                // scalar widening costs a dozen branchy instructions per value. Copied
+                // first, as the row may end where its allocation does; stored whole, into
+                // the buffer's padding.
+                float16 tail[w] = {};
+                for (std::size_t t = 0; t < n - i; ++t)
+                    tail[t] = row[i + t];
+                ops::store(buffer + i, ops::load(tail));
+            }
             return buffer;
         }
 
         /// A compressed delta row with its packed values as floats (widened into `buffer`,
-        /// at least `nnz` floats, when stored as float16).
+        /// nnz + width floats, when stored as float16).
         template <class Arch, class T>
         delta_row as_float_row(basic_delta_row<T> const& row, float* buffer) noexcept
         {

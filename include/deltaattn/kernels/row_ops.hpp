@@ -14,6 +14,23 @@ namespace deltaattn
 {
     namespace kernels
     {
+        /// Asks for the `bytes` at `p` to be brought into the cache ahead of use: a hint,
+        /// which never faults. A decode step walks head rows that sit one per page in a
+        /// token-major cache (`[pos][head][dim]`), where the hardware prefetchers, which
+        /// stop at page boundaries, do not follow.
+        template <class T>
+        void prefetch(T const* p, std::size_t bytes) noexcept
+        {
+#if defined(__GNUC__)
+            char const* const c = reinterpret_cast<char const*>(p);
+            for (std::size_t offset = 0; offset < bytes; offset += 64)
+                __builtin_prefetch(c + offset);
+#else
+            (void)p;
+            (void)bytes;
+#endif
+        }
+
         /// a · b along channels.
         template <class Arch>
         float row_dot(float const* a, float const* b, std::size_t d) noexcept
