@@ -37,6 +37,7 @@ namespace
         int repeats = 5;
         std::size_t threads = 1;
         float value_theta = -1.0f;  ///< >= 0: delta values with fixed θ_v (SPEC §6.1); else values exact
+        bool fp16 = false;          ///< binary16 K/V: layer_kv_cache_f16, and dense on binary16 K/V
     };
 
     settings parse(int argc, char** argv)
@@ -51,9 +52,14 @@ namespace
             {
                 std::printf("usage: %s [--positions N] [--prompt P] [--q-heads H] [--kv-heads H] [--dim D] [--window W] [--sinks S]\n"
                             "          [--policy fixed|relative|target|block] [--theta X] [--ratio R] [--sparsity RHO] [--group G] [--repeats N]\n"
-                            "          [--threads T] [--value-theta XV]\n",
+                            "          [--threads T] [--value-theta XV [--fp16]]\n",
                             argv[0]);
                 std::exit(0);
+            }
+            if (flag == "--fp16")
+            {
+                s.fp16 = true;
+                continue;
             }
             if (i + 1 >= argc)
                 throw std::invalid_argument(flag + " needs a value");
@@ -77,6 +83,8 @@ namespace
             else throw std::invalid_argument("unknown flag " + flag);
         }
         s.prompt = std::min(s.prompt, s.shape.positions);
+        if (s.fp16 && s.value_theta < 0.0f)
+            throw std::invalid_argument("--fp16: needs --value-theta (binary16 storage is a K+V cache, layer_kv_cache_f16)");
         return s;
     }
 
@@ -97,20 +105,22 @@ namespace
         double prefill_s = 0, decode_s = 0;
     };
 
-    /// Prefill of the prompt, then one decode step per remaining position.
-    run_result run_dense(qkv_data const& in, std::size_t prompt, parallel_executor const& executor)
+    /// Prefill of the prompt, then one decode step per remaining position, on K/V `k`, `v`
+    /// (the workload's, as float or float16).
+    template <class T>
+    run_result run_dense(qkv_data const& in, tensor_view<const T> k, tensor_view<const T> v, std::size_t prompt, parallel_executor const& executor)
     {
         run_result r;
         auto const out = in.make_output(r.out);
         attention_workspace ws;
         auto t0 = clock_type::now();
-        dense_attention(in.q_view().slice_positions(0, prompt), in.k_view().slice_positions(0, prompt), in.v_view().slice_positions(0, prompt),
+        dense_attention(in.q_view().slice_positions(0, prompt), k.slice_positions(0, prompt), v.slice_positions(0, prompt),
                         out.slice_positions(0, prompt), 0.0f, ws, nullptr, executor);
         r.prefill_s = seconds_since(t0);
         t0 = clock_type::now();
         for (std::size_t i = prompt; i < in.shape.positions; ++i)
-            dense_decode(in.q_view().slice_positions(i, 1), in.k_view().slice_positions(0, i + 1), in.v_view().slice_positions(0, i + 1),
-                         out.slice_positions(i, 1), 0.0f, ws, executor);
+            dense_decode(in.q_view().slice_positions(i, 1), k.slice_positions(0, i + 1), v.slice_positions(0, i + 1), out.slice_positions(i, 1), 0.0f,
+                         ws, executor);
         r.decode_s = seconds_since(t0);
         return r;
     }
@@ -118,7 +128,7 @@ namespace
     /// Prefill of the prompt, then decode steps: delta keys (the engine keeps dense
     /// values), or delta keys and values (`value_policy`, a layer_kv_cache).
     run_result run_hybrid(qkv_data const& in, std::size_t prompt, hybrid_options const& options, delta_policy const& policy,
-                          delta_policy const* value_policy, parallel_executor const& executor, std::size_t& cache_bytes)
+                          delta_policy const* value_policy, bool fp16, parallel_executor const& executor, std::size_t& cache_bytes)
     {
         run_result r;
         auto const out = in.make_output(r.out);
@@ -136,7 +146,12 @@ namespace
             r.decode_s = seconds_since(t0);
             cache_bytes = cache.bytes();
         };
-        if (value_policy)
+        if (value_policy && fp16)
+        {
+            layer_kv_cache_f16 cache(in.shape.kv_heads, in.shape.dim, n, options, policy, *value_policy);
+            run(cache, true);
+        }
+        else if (value_policy)
         {
             layer_kv_cache cache(in.shape.kv_heads, in.shape.dim, n, options, policy, *value_policy);
             run(cache, true);
@@ -176,8 +191,18 @@ try
     std::printf("deltaattn %d.%d.%d demo  arch=%s\n", DELTAATTN_VERSION_MAJOR, DELTAATTN_VERSION_MINOR, DELTAATTN_VERSION_PATCH, active_arch_name());
     std::printf("workload: LLM-like (AR(1) latents + RoPE), %zu positions (prompt %zu, %zu decode steps), %zu query / %zu KV heads, head dim %zu\n",
                 n, s.prompt, n - s.prompt, s.shape.q_heads, s.shape.kv_heads, d);
-    std::printf("hybrid:   keys %s, values %s, sinks %zu, window %zu, keyframe every %zu; %zu thread(s)\n\n", describe(policy).c_str(),
-                delta_values ? describe(value_policy).c_str() : "exact", s.options.sinks, s.options.window, s.options.keyframe_interval, s.threads);
+    std::printf("hybrid:   keys %s, values %s, sinks %zu, window %zu, keyframe every %zu; %zu thread(s); K/V stored as %s\n\n",
+                describe(policy).c_str(), delta_values ? describe(value_policy).c_str() : "exact", s.options.sinks, s.options.window,
+                s.options.keyframe_interval, s.threads, s.fp16 ? "binary16 (dense too)" : "fp32");
+    // With --fp16 the dense baseline reads binary16 K/V too, like an engine's fp16 cache.
+    std::vector<float16> k16, v16;
+    if (s.fp16)
+        for (auto [from, to] : {std::make_pair(&in.k, &k16), std::make_pair(&in.v, &v16)})
+        {
+            to->resize(from->size());
+            std::transform(from->begin(), from->end(), to->begin(), from_float<float16>);
+        }
+    auto const view16 = [&](std::vector<float16> const& x) { return make_token_major<const float16>(x.data(), n, s.shape.kv_heads, d); };
     thread_pool pool(s.threads);
     parallel_executor const executor = pool.executor();
 
@@ -187,8 +212,8 @@ try
     std::size_t cache_bytes = 0;
     for (int r = 0; r < s.repeats; ++r)
     {
-        dense = run_dense(in, s.prompt, executor);
-        hybrid = run_hybrid(in, s.prompt, s.options, policy, delta_values ? &value_policy : nullptr, executor, cache_bytes);
+        dense = s.fp16 ? run_dense(in, view16(k16), view16(v16), s.prompt, executor) : run_dense(in, in.k_view(), in.v_view(), s.prompt, executor);
+        hybrid = run_hybrid(in, s.prompt, s.options, policy, delta_values ? &value_policy : nullptr, s.fp16, executor, cache_bytes);
         dense_prefill.push_back(dense.prefill_s);
         dense_decode_t.push_back(dense.decode_s);
         hybrid_prefill.push_back(hybrid.prefill_s);
@@ -208,13 +233,14 @@ try
     std::printf("\n\n");
 
     std::size_t const row = s.shape.q_heads * d;
-    std::printf("accuracy against dense attention (same data)\n");
+    std::printf("accuracy against dense attention (same data%s)\n", s.fp16 ? ", binary16 K/V" : "");
     print_errors("prefill", dense.out, hybrid.out, 0, s.prompt * row);
     if (s.prompt < n)
         print_errors("decode", dense.out, hybrid.out, s.prompt * row, n * row);
-    double const dense_bytes = (delta_values ? 8.0 : 4.0) * d * s.shape.kv_heads;  // per token, fp32
-    std::printf("\nmemory\n  %s cache bytes/token  delta %.1f   dense fp32 %.1f   (ratio %.2f)\n\n", delta_values ? "K+V" : "K",
-                static_cast<double>(cache_bytes) / n, dense_bytes, static_cast<double>(cache_bytes) / (dense_bytes * n));
+    double const element = s.fp16 ? 2.0 : 4.0;
+    double const dense_bytes = (delta_values ? 2.0 : 1.0) * element * d * s.shape.kv_heads;  // per token
+    std::printf("\nmemory\n  %s cache bytes/token  delta %.1f   dense %s %.1f   (ratio %.2f)\n\n", delta_values ? "K+V" : "K",
+                static_cast<double>(cache_bytes) / n, s.fp16 ? "fp16" : "fp32", dense_bytes, static_cast<double>(cache_bytes) / (dense_bytes * n));
 
     std::printf("time (median of %d, dense and hybrid alternating; hybrid includes building the delta cache)\n", s.repeats);
     double const dp = median(dense_prefill), hp = median(hybrid_prefill);
