@@ -275,3 +275,43 @@ TEMPLATE_LIST_TEST_CASE("per-head hybrid_decode on float16 caches matches the fp
     std::vector<float> const expected_last(expected.end() - static_cast<std::ptrdiff_t>(row), expected.end());
     CHECK(max_abs_diff(got, expected_last) <= tolerance(expected_last));
 }
+
+TEMPLATE_LIST_TEST_CASE("layer_key_cache_f16 over a binary16 V cache equals the fp16 oracle, in chunks and decode steps", "[fp16][hybrid][decode]",
+                        tested_archs)
+{
+    std::size_t const prompt = GENERATE(1, 33, 80);
+    std::size_t const chunk = GENERATE(9, 80);
+    attention_case c;
+    c.positions = 80;
+    c.q_heads = 8;
+    c.dim = 96;
+    c.options.sinks = 2;
+    c.options.window = 12;
+    c.options.keyframe_interval = 24;
+    c.policy = relative_threshold{0.35f};
+    INFO(arch_name<TestType>() << " prompt " << prompt << " chunk " << chunk << " " << c.describe());
+    auto const in = c.inputs();
+    std::vector<float> expected;
+    auto const oracle_out = in.make_output(expected);
+    reference::hybrid_attention<float16>(in.q_view(), in.k_view(), in.v_view(), oracle_out, c.options, c.policy);
+
+    auto const v16 = to_halves(in.v);
+    auto const v = make_token_major(v16.data(), c.positions, c.kv_heads, c.dim);  // the engine's fp16 V cache
+    layer_key_cache_f16 cache(c.kv_heads, c.dim, c.positions, c.options, c.policy);
+    std::vector<float> got;
+    auto const out = in.make_output(got);
+    attention_stats stats;
+    for (std::size_t p = 0; p < c.positions;)
+    {
+        std::size_t const n = p < prompt ? std::min(chunk, prompt - p) : 1;
+        auto const q = in.q_view().slice_positions(p, n), k = in.k_view().slice_positions(p, n);
+        if (p < prompt)
+            cache.prefill<TestType>(q, k, v.slice_positions(0, p + n), out.slice_positions(p, n), &stats);
+        else
+            cache.decode<TestType>(q, k, v.slice_positions(0, p + 1), out.slice_positions(p, n), &stats);
+        p += n;
+    }
+    CHECK(max_abs_diff(got, expected) <= tolerance(expected));
+    CHECK(stats.kcache_dense_bytes == sizeof(float16) * c.positions * c.dim * c.kv_heads);
+    CHECK(stats.kcache_bytes == cache.bytes());
+}

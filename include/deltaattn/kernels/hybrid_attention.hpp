@@ -14,6 +14,7 @@
 #include "../delta/delta_key_cache.hpp"
 #include "../detail/check_shapes.hpp"
 #include "dense_attention.hpp"
+#include "stored_chunk.hpp"
 
 #include <type_traits>
 #include <vector>
@@ -38,8 +39,9 @@ namespace deltaattn
             }
         }
 
-        inline void check_chunk(delta_key_cache const& cache, matrix_view<const float> keys, tensor_view<const float> q,
-                                matrix_view<const float> values, tensor_view<float> out)
+        template <class T>
+        void check_chunk(basic_delta_cache<T> const& cache, matrix_view<const float> keys, tensor_view<const float> q, matrix_view<const T> values,
+                         tensor_view<float> out)
         {
             cache.check_rows(keys);
             require(q.dim == cache.dim(), "q", "has head dim " + std::to_string(q.dim) + ", the cache " + std::to_string(cache.dim()));
@@ -52,7 +54,8 @@ namespace deltaattn
             if (cache.options().check_finite)
             {
                 require_finite_tensor(q, "q");
-                require_finite_rows(values.slice_rows(0, cache.size() + keys.rows), "v");
+                if constexpr (std::is_same<T, float>::value)  // (binary16 values were checked when stored)
+                    require_finite_rows(values.slice_rows(0, cache.size() + keys.rows), "v");
             }
         }
 
@@ -173,13 +176,19 @@ namespace deltaattn
 
     /**
      * The delta K caches of one layer: one per KV head, all with the same options and
-     * policy. Prefill and decode take whole-layer tensors (positions x heads x d).
+     * policy. Prefill and decode take whole-layer tensors (positions x heads x d): q, k
+     * and out in fp32, v as the engine's V cache holds it, of the element T the keys are
+     * stored as (`layer_key_cache_f16`: binary16 keys, and a binary16 V cache viewed in
+     * place).
      */
-    class layer_key_cache
+    template <class T>
+    class basic_layer_key_cache
     {
     public:
-        layer_key_cache(std::size_t kv_heads, std::size_t dim, std::size_t capacity, hybrid_options const& options,
-                        delta_policy const& policy)
+        using element_type = T;
+
+        basic_layer_key_cache(std::size_t kv_heads, std::size_t dim, std::size_t capacity, hybrid_options const& options,
+                              delta_policy const& policy)
         {
             detail::require(kv_heads >= 1, "heads", "kv_heads must be >= 1" + detail::got(kv_heads));
             m_heads.reserve(kv_heads);
@@ -191,7 +200,7 @@ namespace deltaattn
         std::size_t dim() const noexcept { return m_heads.front().dim(); }
         std::size_t size() const noexcept { return m_heads.front().size(); }
         std::size_t capacity() const noexcept { return m_heads.front().capacity(); }
-        delta_key_cache const& head(std::size_t h) const noexcept { return m_heads[h]; }
+        basic_delta_cache<T> const& head(std::size_t h) const noexcept { return m_heads[h]; }
 
         /**
          * Appends the chunk's keys `k` (n_c x Hkv x d) and computes hybrid attention for
@@ -199,7 +208,7 @@ namespace deltaattn
          * the chunk's included (size() + n_c rows).
          */
         template <class Arch = default_arch>
-        void prefill(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
+        void prefill(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const T> v, tensor_view<float> out,
                      attention_stats* stats = nullptr)
         {
             check_layer(q, k, v, out);
@@ -207,6 +216,7 @@ namespace deltaattn
             for (std::size_t h = 0; h < m_heads.size(); ++h)
                 detail::check_chunk(m_heads[h], k.head(h), kernels::group_heads(q, h, group), v.head(h), kernels::group_heads(out, h, group));
             kernels::prepare_workspace<Arch>(m_workspace, m_executor, q.heads / k.heads, q.positions, size() + k.positions, dim());
+            m_staged_keys.stage(k);
             for (auto& cache : m_heads)
                 cache.reserve_values(k.positions);  // the last step that may throw
 
@@ -222,12 +232,12 @@ namespace deltaattn
             attention_work const work = kernels::run_blocks<Arch>(
                 heads, group, q.positions, m_executor, m_workspace,
                 [&](std::size_t h, auto const& plan, std::size_t block, block_scratch& scratch) {
-                    plan.attend(block, kernels::cached_rows<float>{&m_heads[h], k.head(h), first}, kernels::group_heads(q, h, group),
-                                kernels::group_heads(out, h, group), first, kernels::dense_rows<float>{v.head(h)}, alpha, kernels::hybrid_split{o.sinks, o.window}, scratch);
+                    plan.attend(block, kernels::cached_rows<T>{&m_heads[h], m_staged_keys.head(h), first}, kernels::group_heads(q, h, group),
+                                kernels::group_heads(out, h, group), first, kernels::dense_rows<T>{v.head(h)}, alpha, kernels::hybrid_split{o.sinks, o.window}, scratch);
                 });
             for (std::size_t h = 0; h < heads; ++h)
                 for (std::size_t r = 0; r < k.positions; ++r)
-                    m_heads[h].push_exact(k.at(r, h), first + r);
+                    m_heads[h].push_exact(m_staged_keys.head(h).row(r), first + r);
             if (stats)
             {
                 stats->prefill += work;
@@ -253,7 +263,7 @@ namespace deltaattn
 
         /// One decode step: `q`, `k` and `out` hold one position; counted as decode work.
         template <class Arch = default_arch>
-        void decode(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
+        void decode(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const T> v, tensor_view<float> out,
                     attention_stats* stats = nullptr)
         {
             detail::require(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
@@ -285,7 +295,7 @@ namespace deltaattn
         }
 
     private:
-        void check_layer(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out) const
+        void check_layer(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const T> v, tensor_view<float> out) const
         {
             detail::require(k.heads == m_heads.size(), "k", "has " + std::to_string(k.heads) + " heads, the cache " + std::to_string(m_heads.size()));
             detail::require(k.dim == dim(), "k", "has head dim " + std::to_string(k.dim) + ", the cache " + std::to_string(dim()));
@@ -299,13 +309,19 @@ namespace deltaattn
         {
             s.keys = stats();
             s.kcache_bytes = bytes();
-            s.kcache_dense_bytes = sizeof(float) * size() * dim() * m_heads.size();
+            s.kcache_dense_bytes = sizeof(T) * size() * dim() * m_heads.size();
         }
 
-        std::vector<delta_key_cache> m_heads;
+        std::vector<basic_delta_cache<T>> m_heads;
+        kernels::stored_chunk<T> m_staged_keys;
         attention_workspace m_workspace;
         parallel_executor m_executor;
     };
+
+    /// The delta K caches of one layer, fp32 keys and values.
+    using layer_key_cache = basic_layer_key_cache<float>;
+    /// The delta K caches of one layer in binary16, over a binary16 V cache (fp32 compute).
+    using layer_key_cache_f16 = basic_layer_key_cache<float16>;
 
     /**
      * Hybrid attention of a whole sequence in one call: q and out n_q x Hq x d, k and v

@@ -17,6 +17,7 @@
 #include "../detail/check_shapes.hpp"
 #include "dense_attention.hpp"
 #include "hybrid_attention.hpp"
+#include "stored_chunk.hpp"
 
 #include <algorithm>
 #include <string>
@@ -121,8 +122,8 @@ namespace deltaattn
         {
             check_chunk(q, k, v, out);
             kernels::prepare_workspace<Arch>(m_workspace, m_executor, q.heads / kv_heads(), q.positions, size() + k.positions, dim());
-            stage(k, m_staged_keys);
-            stage(v, m_staged_values);
+            m_staged_keys.stage(k);
+            m_staged_values.stage(v);
             for (std::size_t h = 0; h < kv_heads(); ++h)
             {
                 m_keys[h].reserve_values(k.positions);  // the last steps that may throw
@@ -143,13 +144,13 @@ namespace deltaattn
             float const alpha = effective_scale(o.scale, dim());
             attention_work const work = kernels::run_blocks<Arch>(
                 heads, group, q.positions, m_executor, m_workspace, [&](std::size_t h, auto const& plan, std::size_t block, block_scratch& scratch) {
-                    plan.attend(block, kernels::cached_rows<T>{&m_keys[h], stored(k, m_staged_keys, h), first}, kernels::group_heads(q, h, group),
-                                kernels::group_heads(out, h, group), first, kernels::cached_rows<T>{&m_values[h], stored(v, m_staged_values, h), first},
+                    plan.attend(block, kernels::cached_rows<T>{&m_keys[h], m_staged_keys.head(h), first}, kernels::group_heads(q, h, group),
+                                kernels::group_heads(out, h, group), first, kernels::cached_rows<T>{&m_values[h], m_staged_values.head(h), first},
                                 alpha, kernels::hybrid_split{o.sinks, o.window}, scratch);
                 });
             for (std::size_t h = 0; h < heads; ++h)
             {
-                matrix_view<const T> const keys = stored(k, m_staged_keys, h), values = stored(v, m_staged_values, h);
+                matrix_view<const T> const keys = m_staged_keys.head(h), values = m_staged_values.head(h);
                 for (std::size_t r = 0; r < k.positions; ++r)
                 {
                     m_keys[h].push_exact(keys.row(r), first + r);
@@ -157,29 +158,6 @@ namespace deltaattn
                 }
             }
             return work;
-        }
-
-        /// For float16 storage: the chunk's rows as the caches store them, head-major in
-        /// `staged` (the chunk's exact rows are read from there until they reach the rings).
-        void stage(tensor_view<const float> x, std::vector<T>& staged)
-        {
-            if constexpr (!std::is_same<T, float>::value)
-            {
-                std::size_t const n = x.positions, d = x.dim;
-                staged.resize(x.heads * n * d);  // may throw: before anything changes
-                for (std::size_t h = 0; h < x.heads; ++h)
-                    for (std::size_t r = 0; r < n; ++r)
-                        std::transform(x.at(r, h), x.at(r, h) + d, staged.begin() + static_cast<std::ptrdiff_t>((h * n + r) * d), from_float<T>);
-            }
-        }
-
-        /// Head h of the chunk as stored: the input itself for float, else its staged rows.
-        static matrix_view<const T> stored(tensor_view<const float> x, std::vector<T> const& staged, std::size_t h) noexcept
-        {
-            if constexpr (std::is_same<T, float>::value)
-                return x.head(h);
-            else
-                return make_matrix_view(staged.data() + h * x.positions * x.dim, x.positions, x.dim);
         }
 
         void check_chunk(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out) const
@@ -232,7 +210,7 @@ namespace deltaattn
         }
 
         std::vector<basic_delta_cache<T>> m_keys, m_values;
-        std::vector<T> m_staged_keys, m_staged_values;  // float16 storage only
+        kernels::stored_chunk<T> m_staged_keys, m_staged_values;
         attention_workspace m_workspace;
         parallel_executor m_executor;
     };
