@@ -183,6 +183,61 @@ namespace deltaattn
         }  // namespace decode_detail
 
         /**
+         * A dense decode step for the query heads of KV heads [kv0, kv1), position-major:
+         * keys, then values, in blocks of `block` positions with every KV head of the
+         * range inside each block. In a token-major cache (`[pos][head][dim]`) the heads
+         * of a position are adjacent, so the step streams through memory instead of
+         * jumping a page per head row, where the hardware prefetchers stop. The
+         * arithmetic per head is decode_block's (the blocks align with its key batches).
+         * q and out: the layer's query heads, one position, the last of k and v; at most
+         * `block_scratch::max_decode_heads` query heads in the range.
+         */
+        template <class Arch, class T>
+        void dense_decode_heads(tensor_view<const T> k, tensor_view<const T> v, tensor_view<const float> q, tensor_view<float> out,
+                                std::size_t kv0, std::size_t kv1, float scale, block_scratch& ws, attention_work& work)
+        {
+            constexpr std::size_t w = arch_traits<Arch>::width, block = 64;  // a multiple of every width
+            std::size_t const group = q.heads / k.heads, heads = (kv1 - kv0) * group, d = q.dim, n = k.positions;
+            std::size_t const stride = (n + w - 1) / w * w;
+            ws.reserve_decode(heads, stride, d);
+            float* const s = ws.decode_scores.data();
+            float* const o = ws.lane_acc.data();
+            std::fill(o, o + heads * d, 0.0f);
+            float const* qh[block_scratch::max_decode_heads];
+            for (std::size_t h = 0; h < heads; ++h)
+                qh[h] = q.at(0, kv0 * group + h);
+            for (std::size_t j0 = 0; j0 < n; j0 += block)
+                for (std::size_t kv = kv0; kv < kv1; ++kv)
+                {
+                    std::size_t const h0 = (kv - kv0) * group;
+                    decode_detail::exact_dots<Arch>(dense_rows<T>{k.head(kv)}, qh + h0, group, d, j0, std::min(n, j0 + block), s + h0 * stride, stride);
+                }
+            alignas(64) float sums[block_scratch::max_decode_heads];
+            for (std::size_t h = 0; h < heads; ++h)
+                sums[h] = decode_detail::softmax_row<Arch>(s + h * stride, n, scale);
+            for (std::size_t j0 = 0; j0 < n; j0 += block)
+                for (std::size_t kv = kv0; kv < kv1; ++kv)
+                {
+                    std::size_t const h0 = (kv - kv0) * group;
+                    decode_detail::exact_values<Arch>(dense_rows<T>{v.head(kv)}, s + h0 * stride, stride, group, d, j0, std::min(n, j0 + block),
+                                                      o + h0 * d);
+                }
+            for (std::size_t h = 0; h < heads; ++h)
+            {
+                float const inv = 1.0f / sums[h];
+                float* dst = out.at(0, kv0 * group + h);
+                for (std::size_t c = 0; c < d; ++c)
+                    dst[c] = o[h * d + c] * inv;
+            }
+            std::uint64_t const macs = std::uint64_t(n) * heads * d;
+            work.queries += heads;
+            work.dense_macs += macs;
+            work.hybrid_macs += macs;
+            work.dense_pv_macs += macs;
+            work.hybrid_pv_macs += macs;
+        }
+
+        /**
          * One decode step: q and out hold one position (`last`) and the g query heads of
          * one KV head; keys and values are dense_rows or cached_rows. Adds the step's
          * work to `work`.

@@ -122,6 +122,22 @@ namespace deltaattn
             require(std::isfinite(scale), "scale", "must be finite" + got(scale));
             std::size_t const group = q.heads / k.heads, first = k.positions - q.positions;
             float const alpha = effective_scale(scale, q.dim);
+            if (q.positions == 1 && k.positions > 0 && group <= block_scratch::max_decode_heads)
+            {
+                // A decode step: position-major over ranges of KV heads, a range per worker
+                // (kernels::dense_decode_heads).
+                std::size_t const per_task = std::min(block_scratch::max_decode_heads / group, (k.heads + executor.workers - 1) / executor.workers);
+                std::size_t const tasks = (k.heads + per_task - 1) / per_task;
+                workspace.reserve_workers(executor.workers);
+                workspace.take_work();
+                executor(tasks, [&](std::size_t task, std::size_t worker) {
+                    block_scratch& ws = workspace.slot(worker);
+                    kernels::dense_decode_heads<Arch, T>(k, v, q, out, task * per_task, std::min(k.heads, (task + 1) * per_task), alpha, ws, ws.work);
+                });
+                if (work)
+                    *work += workspace.take_work();
+                return;
+            }
             attention_work const done = kernels::run_blocks<Arch>(
                 k.heads, group, q.positions, executor, workspace, [&](std::size_t kv, auto const& plan, std::size_t block, block_scratch& ws) {
                     plan.attend(block, kernels::dense_rows<T>{k.head(kv)}, kernels::group_heads(q, kv, group), kernels::group_heads(out, kv, group),
