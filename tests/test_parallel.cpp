@@ -93,3 +93,47 @@ TEMPLATE_LIST_TEST_CASE("outputs are bit-identical for any number of threads", "
         CHECK(stats.both().hybrid_macs == analytic_work(in, c, 0, c.positions - 1).hybrid_macs);
     }
 }
+
+TEMPLATE_LIST_TEST_CASE("dense decode steps match the oracle and are bit-identical for any number of threads, fp32 and fp16", "[threads][dense]",
+                        tested_archs)
+{
+    // The position-major decode splits KV heads into ranges (one per worker, at most 64
+    // query heads each); a group wider than 64 query heads takes the per-head kernel.
+    auto const shape = GENERATE(std::make_pair(8, 2), std::make_pair(12, 3), std::make_pair(96, 1));
+    attention_case c;
+    c.positions = 45;
+    c.dim = 32;
+    c.q_heads = static_cast<std::size_t>(shape.first);
+    c.kv_heads = static_cast<std::size_t>(shape.second);
+    auto const in = c.inputs();
+    std::vector<float16> k16(in.k.size()), v16(in.v.size());
+    std::transform(in.k.begin(), in.k.end(), k16.begin(), from_float<float16>);
+    std::transform(in.v.begin(), in.v.end(), v16.begin(), from_float<float16>);
+    auto const expected = oracle_dense(in);
+    std::size_t const last = c.positions - 1, row = c.q_heads * c.dim;
+    std::vector<float> const expected_last(expected.end() - static_cast<std::ptrdiff_t>(row), expected.end());
+
+    auto const step = [&](std::size_t threads, bool fp16) {
+        thread_pool pool(threads);
+        attention_workspace ws;
+        std::vector<float> out(row);
+        auto const q = in.q_view().slice_positions(last, 1);
+        auto const o = make_token_major(out.data(), 1, c.q_heads, c.dim);
+        if (fp16)
+            dense_decode<TestType>(q, make_token_major<const float16>(k16.data(), c.positions, c.kv_heads, c.dim),
+                                   make_token_major<const float16>(v16.data(), c.positions, c.kv_heads, c.dim), o, 0.0f, ws, pool.executor());
+        else
+            dense_decode<TestType>(q, in.k_view(), in.v_view(), o, 0.0f, ws, pool.executor());
+        return out;
+    };
+    INFO(arch_name<TestType>() << " " << c.describe());
+    auto const one = step(1, false), one16 = step(1, true);
+    CHECK(max_abs_diff(one, expected_last) <= tolerance(expected_last));
+    CHECK(max_abs_diff(one16, expected_last) <= 1e-2f * std::max(1.0f, max_abs(expected_last)));  // fp16 rounding; exact bound: test_fp16_storage
+    for (std::size_t threads : {2u, 3u, 5u})
+    {
+        INFO("threads " << threads);
+        CHECK(max_abs_diff(step(threads, false), one) == 0.0f);
+        CHECK(max_abs_diff(step(threads, true), one16) == 0.0f);
+    }
+}
