@@ -16,25 +16,11 @@ using namespace deltaattn_test;
 
 namespace
 {
-    std::vector<float16> to_halves(std::vector<float> const& x)
-    {
-        std::vector<float16> h(x.size());
-        std::transform(x.begin(), x.end(), h.begin(), from_float<float16>);
-        return h;
-    }
-
-    std::vector<float> rounded(std::vector<float> const& x)
-    {
-        std::vector<float> r(x.size());
-        std::transform(x.begin(), x.end(), r.begin(), round_to<float16>);
-        return r;
-    }
-
     /// The same inputs with K and V as binary16 would hold them (as floats).
     qkv_data widened(qkv_data in)
     {
-        in.k = rounded(in.k);
-        in.v = rounded(in.v);
+        in.k = rounded_to_half(in.k);
+        in.v = rounded_to_half(in.v);
         return in;
     }
 

@@ -188,11 +188,7 @@ TEMPLATE_LIST_TEST_CASE("an fp16 K+V layer cache decodes to 65,536 positions wit
     auto const q = c.in.q_view(), k = c.in.k_view(), v = c.in.v_view();
     reference::delta_rows const key_rows = reference::build_delta_rows<float16>(k.head(0), c.policy);
     reference::delta_rows const value_rows = reference::build_delta_rows<float16>(v.head(0), value_policy);
-    auto const as_stored = [](std::vector<float> x) {  // every element as binary16 holds it
-        std::transform(x.begin(), x.end(), x.begin(), round_to<float16>);
-        return x;
-    };
-    std::vector<float> const stored_keys = as_stored(c.in.k), stored_values = as_stored(c.in.v);
+    std::vector<float> const stored_keys = rounded_to_half(c.in.k), stored_values = rounded_to_half(c.in.v);
     layer_kv_cache_f16 cache(1, long_dim, n, c.options, c.policy, value_policy);
     std::vector<float> out(long_q_heads * long_dim);
     auto const out_view = make_token_major(out.data(), 1, long_q_heads, long_dim);

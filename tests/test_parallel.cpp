@@ -106,9 +106,7 @@ TEMPLATE_LIST_TEST_CASE("dense decode steps match the oracle and are bit-identic
     c.q_heads = static_cast<std::size_t>(shape.first);
     c.kv_heads = static_cast<std::size_t>(shape.second);
     auto const in = c.inputs();
-    std::vector<float16> k16(in.k.size()), v16(in.v.size());
-    std::transform(in.k.begin(), in.k.end(), k16.begin(), from_float<float16>);
-    std::transform(in.v.begin(), in.v.end(), v16.begin(), from_float<float16>);
+    std::vector<float16> const k16 = to_halves(in.k), v16 = to_halves(in.v);
     auto const expected = oracle_dense(in);
     std::size_t const last = c.positions - 1, row = c.q_heads * c.dim;
     std::vector<float> const expected_last(expected.end() - static_cast<std::ptrdiff_t>(row), expected.end());

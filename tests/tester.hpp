@@ -86,6 +86,21 @@ namespace deltaattn_test
         return m;
     }
 
+    /// `x` as binary16 storage.
+    inline std::vector<float16> to_halves(std::vector<float> const& x)
+    {
+        std::vector<float16> h(x.size());
+        std::transform(x.begin(), x.end(), h.begin(), from_float<float16>);
+        return h;
+    }
+
+    /// `x` as binary16 holds it, widened back to float.
+    inline std::vector<float> rounded_to_half(std::vector<float> x)
+    {
+        std::transform(x.begin(), x.end(), x.begin(), round_to<float16>);
+        return x;
+    }
+
     /// SPEC.md §9: max|Δo| <= 1e-4 * max(1, max|o|).
     inline float tolerance(std::vector<float> const& reference_out) { return 1e-4f * std::max(1.0f, max_abs(reference_out)); }
 

@@ -171,6 +171,39 @@ namespace deltaattn
                     }
             }
 
+            /// Where a decode step of `heads` query heads over n keys works: scores
+            /// [head][key] with rows of `stride` keys (rounded up to whole registers, so a
+            /// row's vector tail stays inside the buffer), outputs [head][channel], zeroed.
+            struct step_buffers
+            {
+                float* scores;
+                float* out;
+                std::size_t stride;
+            };
+
+            template <class Arch>
+            step_buffers begin_step(block_scratch& ws, std::size_t heads, std::size_t n, std::size_t d)
+            {
+                constexpr std::size_t w = arch_traits<Arch>::width;
+                std::size_t const stride = (n + w - 1) / w * w;
+                ws.reserve_decode(heads, stride, d);
+                std::fill(ws.lane_acc.begin(), ws.lane_acc.begin() + static_cast<std::ptrdiff_t>(heads * d), 0.0f);
+                return {ws.decode_scores.data(), ws.lane_acc.data(), stride};
+            }
+
+            /// out head (first + h) = o[h] / sums[h]: the softmax's normalization, at the end.
+            inline void write_outputs(float const* o, float const* sums, std::size_t heads, std::size_t d, tensor_view<float> out,
+                                      std::size_t first) noexcept
+            {
+                for (std::size_t h = 0; h < heads; ++h)
+                {
+                    float const inv = 1.0f / sums[h];
+                    float* dst = out.at(0, first + h);
+                    for (std::size_t c = 0; c < d; ++c)
+                        dst[c] = o[h * d + c] * inv;
+                }
+            }
+
             /// acc[c] += m * row[c] for every channel: a segment's dense start row.
             template <class Arch>
             void add_scaled_row(float* accT, typename arch_traits<Arch>::reg m, float const* row, std::size_t d) noexcept
@@ -196,13 +229,12 @@ namespace deltaattn
         void dense_decode_heads(tensor_view<const T> k, tensor_view<const T> v, tensor_view<const float> q, tensor_view<float> out,
                                 std::size_t kv0, std::size_t kv1, float scale, block_scratch& ws, attention_work& work)
         {
-            constexpr std::size_t w = arch_traits<Arch>::width, block = 64;  // a multiple of every width
+            constexpr std::size_t block = 64;  // a multiple of every register width
             std::size_t const group = q.heads / k.heads, heads = (kv1 - kv0) * group, d = q.dim, n = k.positions;
-            std::size_t const stride = (n + w - 1) / w * w;
-            ws.reserve_decode(heads, stride, d);
-            float* const s = ws.decode_scores.data();
-            float* const o = ws.lane_acc.data();
-            std::fill(o, o + heads * d, 0.0f);
+            decode_detail::step_buffers const buffers = decode_detail::begin_step<Arch>(ws, heads, n, d);
+            float* const s = buffers.scores;
+            float* const o = buffers.out;
+            std::size_t const stride = buffers.stride;
             float const* qh[block_scratch::max_decode_heads];
             for (std::size_t h = 0; h < heads; ++h)
                 qh[h] = q.at(0, kv0 * group + h);
@@ -222,13 +254,7 @@ namespace deltaattn
                     decode_detail::exact_values<Arch>(dense_rows<T>{v.head(kv)}, s + h0 * stride, stride, group, d, j0, std::min(n, j0 + block),
                                                       o + h0 * d);
                 }
-            for (std::size_t h = 0; h < heads; ++h)
-            {
-                float const inv = 1.0f / sums[h];
-                float* dst = out.at(0, kv0 * group + h);
-                for (std::size_t c = 0; c < d; ++c)
-                    dst[c] = o[h * d + c] * inv;
-            }
+            decode_detail::write_outputs(o, sums, heads, d, out, kv0 * group);
             std::uint64_t const macs = std::uint64_t(n) * heads * d;
             work.queries += heads;
             work.dense_macs += macs;
@@ -254,12 +280,10 @@ namespace deltaattn
             // The delta region [S, last - W], if any (SPEC.md §3).
             bool const hybrid = Keys::has_deltas && split.window <= last && last - split.window >= split.sinks;
             std::size_t const delta_first = hybrid ? split.sinks : n, delta_end = hybrid ? last - split.window + 1 : n;
-            // Rounded up to whole registers, so a row's vector tail stays inside the buffer.
-            std::size_t const stride = (n + w - 1) / w * w;
-            ws.reserve_decode(heads, stride, d);
-            float* const s = ws.decode_scores.data();
-            float* const o = ws.lane_acc.data();
-            std::fill(o, o + heads * d, 0.0f);
+            decode_detail::step_buffers const buffers = decode_detail::begin_step<Arch>(ws, heads, n, d);
+            float* const s = buffers.scores;
+            float* const o = buffers.out;
+            std::size_t const stride = buffers.stride;
             float const* qh[block_scratch::max_decode_heads];
             for (std::size_t h = 0; h < heads; ++h)
                 qh[h] = q.at(0, h);
@@ -407,13 +431,7 @@ namespace deltaattn
                 pv_macs = n * heads * d;
             }
 
-            for (std::size_t h = 0; h < heads; ++h)
-            {
-                float const inv = 1.0f / sums[h];
-                float* dst = out.at(0, h);
-                for (std::size_t c = 0; c < d; ++c)
-                    dst[c] = o[h * d + c] * inv;
-            }
+            decode_detail::write_outputs(o, sums, heads, d, out, 0);
 
             work.queries += heads;
             work.dense_macs += n * heads * d;
