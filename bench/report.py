@@ -4,8 +4,10 @@
     [DELTAATTN_BENCH_THREADS=T] bench/report.py BUILD_DIR/bench/deltaattn_bench [--repetitions 5] [--filter REGEX] [--json FILE]
 
 Each hybrid case is paired with the dense case of the same stage and shape from the same
-run; speedup = dense median time / hybrid median time. --json writes every case with both
-times and the sparsity counters.
+run; speedup = dense median time / hybrid median time. Each step's GB/s (bytes it reads
+per second) is also printed as a share of memory/read, the roofline. The expand/ cases
+(bench_expand.cpp) get a table of their own: ns per group and the ratio to a plain load.
+--json writes every case with both times and the sparsity counters.
 """
 import argparse
 import json
@@ -76,6 +78,23 @@ def pair(table):
     return rows
 
 
+def expand_rows(table):
+    """Each expand/<form>/<type>/kept:<k> case with its ns per group and its ratio to
+    expand/load of the same type and kept share."""
+    rows = []
+    for name, case in sorted(table.items()):
+        m = re.match(r"expand/([^/]+)/(f32|f16)/kept:(\d+)$", name)
+        if not m or m.group(1) == "load":
+            continue
+        form, kind, kept = m.groups()
+        load = table.get(f"expand/load/{kind}/kept:{kept}")
+        ns = case["time_per_group"] * 1e9
+        rows.append({"form": form, "type": kind, "kept": int(kept), "ns_per_group": ns,
+                     "load_ns_per_group": load["time_per_group"] * 1e9 if load else None,
+                     "label": case.get("label")})
+    return rows
+
+
 def pct(gbs, read_gbs):
     return f"{100 * gbs / read_gbs:.0f}%" if read_gbs else "-"
 
@@ -99,7 +118,8 @@ def main():
     if read_gbs:
         print(f"roofline: a plain read of 512 MiB streams {read_gbs:.1f} GB/s ('% read' below: a case's GB/s as a share of it)")
     print(f"{'stage':8} {'variant':21} {'shape':14} {'dense':>11} {'hybrid':>11} {'speedup':>8} "
-          f"{'attn sp.':>8} {'value sp.':>9} {'total sp.':>9} {'bytes':>6} {'dense GB/s':>10} {'% read':>6}")
+          f"{'attn sp.':>8} {'value sp.':>9} {'total sp.':>9} {'bytes':>6} {'dense GB/s':>10} {'% read':>6} "
+          f"{'hybrid GB/s':>11} {'% read':>6}")
     for r in rows:
         unit = 1e6 if r["stage"] == "prefill" else 1e3
         suffix = "ms" if r["stage"] == "prefill" else "us"
@@ -107,10 +127,18 @@ def main():
         print(f"{r['stage']:8} {r['variant']:21} {r['shape']:14} {r['dense_ns'] / unit:9.2f}{suffix} "
               f"{r['hybrid_ns'] / unit:9.2f}{suffix} {r['speedup']:7.2f}x {100 * (r['attention_sparsity'] or 0):7.1f}% "
               f"{100 * (r['value_sparsity'] or 0):8.1f}% {100 * (r['total_sparsity'] or 0):8.1f}% {bratio:5.2f}x "
-              f"{r['gbytes_per_s_dense']:10.1f} {pct(r['gbytes_per_s_dense'], read_gbs):>6}")
+              f"{r['gbytes_per_s_dense']:10.1f} {pct(r['gbytes_per_s_dense'], read_gbs):>6} "
+              f"{r['gbytes_per_s_hybrid']:11.1f} {pct(r['gbytes_per_s_hybrid'], read_gbs):>6}")
+    expands = expand_rows(table)
+    if expands:
+        print(f"\nexpansion of one register of a delta row ({expands[0]['label']}): ns per group, and x a plain load")
+        print(f"{'form':22} {'type':4} {'kept':>5} {'ns/group':>9} {'x load':>7}")
+        for e in expands:
+            ratio = f"{e['ns_per_group'] / e['load_ns_per_group']:6.2f}x" if e["load_ns_per_group"] else "-"
+            print(f"{e['form']:22} {e['type']:4} {e['kept']:4}% {e['ns_per_group']:9.2f} {ratio:>7}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"context": results["context"], "read_gbytes_per_s": read_gbs, "cases": rows}, f, indent=1)
+            json.dump({"context": results["context"], "read_gbytes_per_s": read_gbs, "cases": rows, "expand": expands}, f, indent=1)
         print(f"wrote {args.json}", file=sys.stderr)
 
 

@@ -145,8 +145,9 @@ TEST_CASE("the delta K cache keeps what SPEC section 7 says, and no dense key ol
         }
     CHECK(keyframes == (n - o.sinks) / o.keyframe_interval);
 
-    // Bytes: dense rows (sinks, ring, keyframes + base, running reference), masks, offsets, values.
-    std::size_t const nnz = dim + static_cast<std::size_t>(cache.stats().updated);
+    // Bytes: dense rows (sinks, ring, keyframes + base, running reference), masks, offsets,
+    // values and the padding the expansion kernels may read past the last row.
+    std::size_t const nnz = dim + static_cast<std::size_t>(cache.stats().updated) + deltaattn::kernels::expand_padding;
     std::size_t const dense_rows = o.sinks + o.window + (keyframes + 1) + 1;
     std::size_t const expected = 4 * (dense_rows * dim + nnz) + 8 * n * detail::mask_words(dim) + sizeof(std::size_t) * (n + 1);
     CHECK(cache.bytes() == expected);

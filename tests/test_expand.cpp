@@ -6,6 +6,7 @@
 #include "tester.hpp"
 
 #include <deltaattn/kernels/arch/expand.hpp>
+#include <deltaattn/kernels/channel_deltas.hpp>
 
 #include <cstdint>
 #include <cstring>
@@ -163,17 +164,43 @@ TEMPLATE_LIST_TEST_CASE("expand_group equals the generic fallback bit for bit on
 }
 
 #if defined(__unix__)
+namespace
+{
+    /// A readable page followed by an unreadable one: a kernel that reads past end() faults.
+    class guarded_page
+    {
+    public:
+        guarded_page() : m_page(static_cast<std::size_t>(sysconf(_SC_PAGESIZE)))
+        {
+            m_region = mmap(nullptr, 2 * m_page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            REQUIRE(m_region != MAP_FAILED);
+            REQUIRE(mprotect(static_cast<char*>(m_region) + m_page, m_page, PROT_NONE) == 0);
+        }
+        ~guarded_page() { munmap(m_region, 2 * m_page); }
+        guarded_page(guarded_page const&) = delete;
+        guarded_page& operator=(guarded_page const&) = delete;
+
+        /// The first unreadable element of type T.
+        template <class T>
+        T* end() const
+        {
+            return reinterpret_cast<T*>(static_cast<char*>(m_region) + m_page);
+        }
+
+    private:
+        std::size_t m_page;
+        void* m_region;
+    };
+}  // namespace
+
 TEMPLATE_LIST_TEST_CASE("expand_group reads no further than expand_padding past the row", "[expand]", expand_archs)
 {
     // The row's values end exactly expand_padding floats before an unreadable page: a
     // kernel that reads further faults.
     using ops = arch_traits<TestType>;
     constexpr std::size_t w = ops::width;
-    std::size_t const page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-    void* region = mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    REQUIRE(region != MAP_FAILED);
-    REQUIRE(mprotect(static_cast<char*>(region) + page, page, PROT_NONE) == 0);
-    float* const end = reinterpret_cast<float*>(static_cast<char*>(region) + page);
+    guarded_page const guard;
+    float* const end = guard.end<float>();
     std::uint32_t const all = w >= 32 ? ~0u : (1u << w) - 1u;
     for (std::uint32_t m : {all, 1u, 1u << (w - 1), 0u})
     {
@@ -186,6 +213,92 @@ TEMPLATE_LIST_TEST_CASE("expand_group reads no further than expand_padding past 
         ops::store(lanes, expand_group<TestType>(m, p));
         CHECK(p == row + used);
     }
-    munmap(region, 2 * page);
+}
+#endif
+
+// ---- binary16 rows and the AVX-512 forms ---------------------------------------------
+
+namespace
+{
+    /// Halves with the same kinds of bit patterns as packed_values: -0, quiet NaNs with
+    /// payloads, infinities, subnormals, then distinct ordinary values. (Not signaling
+    /// NaNs: vcvtph2ps quiets them, the portable widening keeps them, and a cache never
+    /// stores a NaN delta.)
+    std::vector<deltaattn::float16> packed_halves(std::size_t count)
+    {
+        std::uint16_t const special[] = {0x8000u, 0x7E12u, 0xFF01u, 0x7C00u, 0xFC00u, 0x0001u, 0x83FFu, 0x3C00u};
+        std::vector<deltaattn::float16> values(count);
+        for (std::size_t i = 0; i < count; ++i)
+            values[i].bits = i < sizeof special / sizeof special[0] ? special[i] : static_cast<std::uint16_t>(0x4000u + 0x35u * i);
+        return values;
+    }
+
+    /// Runs `expand` on every mask of a group of `Arch` (with garbage above it) against
+    /// the generic lane loop on the same values; returns the masks that differ in any bit
+    /// of the result or in how far the packed pointer moved.
+    template <class Arch, class T, class Expand>
+    std::size_t mismatching_masks(std::vector<T> const& values, Expand expand)
+    {
+        using ops = arch_traits<Arch>;
+        constexpr std::size_t w = ops::width;
+        std::uint32_t const garbage = ~0u << w;
+        std::size_t mismatches = 0;
+        for (std::uint32_t m = 0; m < (1u << w); ++m)
+        {
+            alignas(64) float fast[w], generic[w];
+            T const* p_fast = values.data();
+            T const* p_generic = values.data();
+            ops::store(fast, expand(m | garbage, p_fast));
+            ops::store(generic, deltaattn::kernels::expand_kernel<expand_isa::generic>::run<Arch>(m, p_generic));
+            mismatches += std::memcmp(fast, generic, sizeof fast) != 0 || p_fast != p_generic;
+        }
+        return mismatches;
+    }
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("expand_lanes on binary16 rows equals the generic widening bit for bit on every mask", "[expand][fp16]", expand_archs)
+{
+    auto const values = packed_halves(arch_traits<TestType>::width + expand_padding);
+    auto const mismatches = mismatching_masks<TestType>(
+        values, [](std::uint32_t bits, deltaattn::float16 const*& p) { return deltaattn::kernels::expand_lanes<TestType>(bits, p); });
+    INFO(arch_name<TestType>() << (deltaattn::kernels::has_fast_expand<TestType>() ? ": the AVX-512 kernel" : ": the generic loop"));
+    CHECK(mismatches == 0);
+}
+
+#if defined(__AVX512F__)
+TEST_CASE("every AVX-512 expansion form gives the same bits as the generic loop", "[expand][fp16]")
+{
+    using arch = xsimd::avx512f;
+    using avx512 = deltaattn::kernels::expand_kernel<expand_isa::avx512>;
+    auto const floats = packed_values(16 + expand_padding);
+    auto const halves = packed_halves(16 + expand_padding);
+    CHECK(mismatching_masks<arch>(floats, [](std::uint32_t b, float const*& p) { return avx512::run<arch>(b, p); }) == 0);
+    CHECK(mismatching_masks<arch>(floats, [](std::uint32_t b, float const*& p) { return avx512::run_expand_load<arch>(b, p); }) == 0);
+    CHECK(mismatching_masks<arch>(halves, [](std::uint32_t b, deltaattn::float16 const*& p) { return avx512::run<arch>(b, p); }) == 0);
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    CHECK(mismatching_masks<arch>(halves, [](std::uint32_t b, deltaattn::float16 const*& p) { return avx512::run_masked_load<arch>(b, p); }) == 0);
+#endif
+}
+#endif
+
+#if defined(__unix__)
+TEMPLATE_LIST_TEST_CASE("expand_lanes on binary16 rows reads no further than expand_padding past the row", "[expand][fp16]", expand_archs)
+{
+    using ops = arch_traits<TestType>;
+    constexpr std::size_t w = ops::width;
+    guarded_page const guard;
+    auto* const end = guard.end<deltaattn::float16>();
+    std::uint32_t const all = (1u << w) - 1u;
+    for (std::uint32_t m : {all, 1u, 1u << (w - 1), 0u})
+    {
+        std::size_t const used = popcount_low(m, w);
+        deltaattn::float16* const row = end - expand_padding - used;
+        for (std::size_t i = 0; i < used + expand_padding; ++i)
+            row[i].bits = static_cast<std::uint16_t>(0x3C00u + i);
+        deltaattn::float16 const* p = row;
+        alignas(64) float lanes[w];
+        ops::store(lanes, deltaattn::kernels::expand_lanes<TestType>(m, p));
+        CHECK(p == row + used);
+    }
 }
 #endif

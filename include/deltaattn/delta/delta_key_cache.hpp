@@ -30,6 +30,7 @@
 #include "../detail/bits.hpp"
 #include "../fp16.hpp"
 #include "../options.hpp"
+#include "../kernels/arch/expand_kernel.hpp"
 #include "../views.hpp"
 #include "delta_builder.hpp"
 
@@ -43,7 +44,10 @@
 
 namespace deltaattn
 {
-    /// A compressed delta row: which channels were updated, and their deltas packed.
+    /// A compressed delta row: which channels were updated, and their deltas packed. A
+    /// cache's rows are followed by at least `kernels::expand_padding` readable values
+    /// (the next rows', or the cache's zero padding), so a kernel may load a whole
+    /// register from any of a row's values.
     template <class T>
     struct basic_delta_row
     {
@@ -90,6 +94,7 @@ namespace deltaattn
                 m_scratch_key.resize(dim);
                 m_scratch_row.resize(dim);
             }
+            m_values.assign(padding, T{});
             m_masks.reserve(capacity * m_words);
             m_offsets.reserve(capacity + 1);
             m_offsets.push_back(0);
@@ -172,7 +177,7 @@ namespace deltaattn
         }
 
         /// Bytes held for the positions appended so far (sinks, ring, keyframes, masks,
-        /// row offsets, packed values, running reference).
+        /// row offsets, packed values and their padding, running reference).
         std::size_t bytes() const noexcept
         {
             std::size_t const d = dim();
@@ -221,12 +226,12 @@ namespace deltaattn
             if constexpr (rounds)
             {
                 std::transform(m_scratch_values.begin(), packed_end, m_scratch_row.begin(), from_float<T>);
-                m_values.insert(m_values.end(), m_scratch_row.begin(), m_scratch_row.begin() + static_cast<std::ptrdiff_t>(nnz));
+                m_values.insert(values_end(), m_scratch_row.begin(), m_scratch_row.begin() + static_cast<std::ptrdiff_t>(nnz));
             }
             else
-                m_values.insert(m_values.end(), m_scratch_values.begin(), packed_end);
+                m_values.insert(values_end(), m_scratch_values.begin(), packed_end);
             m_masks.insert(m_masks.end(), m_scratch_mask.begin(), m_scratch_mask.end());
-            m_offsets.push_back(m_values.size());
+            m_offsets.push_back(m_values.size() - padding);
             m_reference.swap(m_scratch_reference);
             if (keyframe)
                 m_keyframes.insert(m_keyframes.end(), m_reference.begin(), m_reference.end());
@@ -265,6 +270,13 @@ namespace deltaattn
         }
 
     private:
+        /// Values kept past the last row's packed values: the expansion kernels load whole
+        /// registers (kernels/arch/expand_kernel.hpp). Zeros, always at the end.
+        static constexpr std::size_t padding = kernels::expand_padding;
+
+        /// Where the next row's packed values go: before the padding.
+        typename std::vector<T>::iterator values_end() noexcept { return m_values.end() - static_cast<std::ptrdiff_t>(padding); }
+
         /// Finite, and for a float16 cache inside its range (rounding would make it inf).
         void check_key(float const* key) const
         {
@@ -316,7 +328,7 @@ namespace deltaattn
         std::vector<float> m_keyframes, m_reference;
         std::vector<std::uint64_t> m_masks;
         std::vector<std::size_t> m_offsets;  // m_offsets[j] = first packed value of row j
-        std::vector<T> m_values;
+        std::vector<T> m_values;             // packed values of every row, then `padding` zeros
 
         std::vector<float> m_scratch_reference, m_scratch_values, m_scratch_key;
         std::vector<T> m_scratch_row;

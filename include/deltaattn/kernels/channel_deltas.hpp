@@ -1,7 +1,7 @@
 /**
  * @file kernels/channel_deltas.hpp
  * Delta rows of a decode step processed along channels, a register of channels at a
- * time: each register of a compressed row is expanded (AVX-512: one masked expand-load)
+ * time: each register of a compressed row is expanded (AVX-512: a load and vexpandps)
  * and multiplies every head's query (keys) or suffix weight (values). Worth it only
  * where the expansion is one instruction; elsewhere the decode kernel keeps the heads
  * in lanes and pays per stored element.
@@ -36,51 +36,25 @@ namespace deltaattn
             return expand_isa_of<Arch>() == expand_isa::avx512;
         }
 
-        /// One register of a compressed row: lane l = the next packed value if bit l of
-        /// `bits` is set, else 0; advances `packed` past the values used. Reads only the
-        /// values it uses (the cache's packed rows are not padded for the LUT kernels).
-        template <class Arch>
-        typename arch_traits<Arch>::reg expand_lanes(std::uint32_t bits, float const*& packed) noexcept
+        /// One register of a compressed row, stored as float or float16: lane l = the next
+        /// packed value (widened) if bit l of `bits` is set, else 0; advances `packed`
+        /// past the values used. May read expand_padding values past the row's last
+        /// packed value: the delta caches pad their packed storage, and so does the
+        /// workspace's converted row.
+        template <class Arch, class T>
+        typename arch_traits<Arch>::reg expand_lanes(std::uint32_t bits, T const*& packed) noexcept
         {
             if constexpr (has_fast_expand<Arch>())
-                return expand_group<Arch>(bits, packed);  // masked expand-load
+                return expand_kernel<expand_isa_of<Arch>()>::template run<Arch>(bits, packed);  // AVX-512
             else
-                return expand_group_generic<Arch>(bits, packed);
-        }
-
-        /// As above, from binary16 values: widened in the register. AVX-512 (with BW and
-        /// VL for the masked 16-bit load): one masked load of the group's values, one
-        /// vcvtph2ps, one register vexpandps; reads only the values it uses.
-        template <class Arch>
-        typename arch_traits<Arch>::reg expand_lanes(std::uint32_t bits, float16 const*& packed) noexcept
-        {
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-            if constexpr (has_fast_expand<Arch>())
-            {
-                auto const group = static_cast<__mmask16>(bits);
-                unsigned const count = static_cast<unsigned>(detail::popcount64(group));
-                auto const used = static_cast<__mmask16>((1u << count) - 1u);
-                __m512 const widened = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(used, packed));
-                packed += count;
-                return _mm512_maskz_expand_ps(group, widened);
-            }
-#endif
-            using ops = arch_traits<Arch>;
-            alignas(64) float lanes[ops::width];
-            for (std::size_t l = 0; l < ops::width; ++l)
-                lanes[l] = (bits >> l & 1u) ? to_float(*packed++) : 0.0f;
-            return ops::load(lanes);
+                return expand_kernel<expand_isa::generic>::template run<Arch>(bits, packed);
         }
 
         /// Does expand_lanes take values stored as T fast, or should a row be widened first?
         template <class Arch, class T>
         constexpr bool expands_stored() noexcept
         {
-#if defined(__AVX512BW__) && defined(__AVX512VL__)
-            return true;
-#else
-            return std::is_same<T, float>::value;
-#endif
+            return std::is_same<T, float>::value || has_fast_expand<Arch>();
         }
 
         /// A delta row as the channel kernels read it: as stored where expand_lanes widens

@@ -7,6 +7,7 @@
 #define DELTAATTN_KERNELS_WORKSPACE_HPP
 
 #include "../counters.hpp"
+#include "arch/expand_kernel.hpp"
 
 #include <algorithm>
 #include <cstddef>
@@ -63,8 +64,8 @@ namespace deltaattn
         std::vector<float> lane_factor;  ///< per lane: the tile's softmax rescale factor
         std::vector<float> lane_sum;     ///< per lane: the softmax denominator
         /// Floats past a converted row's end that stay readable (the expansion kernels
-        /// load whole registers): kernels/arch/expand.hpp's expand_padding.
-        static constexpr std::size_t converted_padding = 16;
+        /// load whole registers).
+        static constexpr std::size_t converted_padding = kernels::expand_padding;
         std::vector<std::uint16_t> value_keys;     ///< tile keys one lane group reads exact values of
         std::vector<float> value_weighted;         ///< delta values: Σ C Δv per lane, [dim][lane]
         std::vector<float> value_reference;        ///< delta values: the running reference v̂

@@ -10,7 +10,7 @@
  *     result = [0, a, b, 0],  packed advanced by 2
  *
  * Kernels (picked at compile time, see expand_isa_of):
- *   AVX-512 (avx512f and derived archs)  masked expand-load
+ *   AVX-512 (avx512f and derived archs)  plain load + register vexpandps
  *   AVX2    (avx2, fma3<avx2>)           256-entry permutation LUT + vpermps + blend
  *   SSSE3   (ssse3 ... sse4_2)           16-entry byte-shuffle LUT + pshufb
  *   NEON    (neon, neon64)               16-entry byte-shuffle LUT + tbl
@@ -42,10 +42,6 @@ namespace deltaattn
 {
     namespace kernels
     {
-        /// Floats a caller must keep readable past the last packed value of a row: the
-        /// LUT kernels load a whole register whatever the mask.
-        inline constexpr std::size_t expand_padding = 16;
-
         /// The kernel `expand_group<Arch>` runs in this translation unit.
         template <class Arch>
         constexpr expand_isa expand_isa_of() noexcept

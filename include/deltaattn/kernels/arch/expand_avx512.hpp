@@ -1,11 +1,27 @@
 /**
  * @file kernels/arch/expand_avx512.hpp
- * Expansion on AVX-512: one masked expand-load (vexpandps), 16 lanes.
+ * Expansion on AVX-512, 16 lanes: a plain unaligned load of the group's 16 values into
+ * a register (binary16 values then widened by vcvtph2ps), then the register form of
+ * vexpandps.
+ *
+ * Why not the one-instruction expand-load (`_mm512_maskz_expandloadu_ps`, vexpandps
+ * with a memory operand)? On AMD Zen 4/5 the memory form costs ~4.5 ns per group
+ * against ~1.7 ns for a load plus the register form (TOOLCHAIN measurements, and
+ * `bench/bench_expand.cpp`'s expand/avx512_expand_load case); on Intel cores the memory
+ * form is a load plus the same register uop, so the split form is never slower there.
+ * One form for every x86 CPU, then, chosen at compile time. Binary16 rows likewise: a
+ * plain 32-byte load + vcvtph2ps + register expand (~1.0 ns per group) beats a masked
+ * 16-bit load (~3.5 ns) and vcvtph2ps from memory (~2.4 ns), and needs only AVX-512F.
+ *
+ * The compilers fold `loadu` + `maskz_expand` back into the slow memory form; an empty
+ * asm statement that claims to modify the loaded register stops them (it emits nothing).
  *
  * Invariants:
  * - Compiled only when the TU targets AVX-512F (__AVX512F__); used only for archs
  *   derived from xsimd::avx512f with 16 float lanes (avx512f/cd/dq/bw, ...).
- * - Reads exactly popcount(bits) floats: the instruction suppresses the rest.
+ * - Reads 16 values (floats or halves) from `packed` whatever the mask: callers pad
+ *   their storage by expand_padding values (the delta caches and the workspace's
+ *   converted rows do). The *_load forms read exactly popcount(bits) values.
  * - Bits above the low 16 are ignored.
  */
 #ifndef DELTAATTN_KERNELS_ARCH_EXPAND_AVX512_HPP
@@ -20,18 +36,69 @@ namespace deltaattn
 {
     namespace kernels
     {
+        namespace expand_detail
+        {
+            /// Keeps `r` in a register: the compiler can no longer fold the load that made
+            /// it into the instruction that uses it.
+            template <class Register>
+            inline void keep_in_register(Register& r) noexcept
+            {
+#if defined(__GNUC__)
+                asm("" : "+v"(r));
+#else
+                (void)r;
+#endif
+            }
+        }  // namespace expand_detail
+
         template <>
         struct expand_kernel<expand_isa::avx512>
         {
-            static constexpr char const* name() noexcept { return "avx512 expand-load"; }
+            static constexpr char const* name() noexcept { return "avx512 load + vexpandps"; }
 
             template <class Arch>
             static typename arch_traits<Arch>::reg run(std::uint32_t bits, float const*& packed) noexcept
+            {
+                __m512 raw = _mm512_loadu_ps(packed);
+                expand_detail::keep_in_register(raw);
+                packed += expand_detail::popcount16(bits);
+                return typename arch_traits<Arch>::reg(_mm512_maskz_expand_ps(static_cast<__mmask16>(bits), raw));
+            }
+
+            /// Binary16 values: the group's 16 halves loaded plainly, widened, expanded.
+            template <class Arch>
+            static typename arch_traits<Arch>::reg run(std::uint32_t bits, float16 const*& packed) noexcept
+            {
+                __m256i raw = _mm256_loadu_si256(reinterpret_cast<__m256i const*>(packed));
+                expand_detail::keep_in_register(raw);
+                packed += expand_detail::popcount16(bits);
+                return typename arch_traits<Arch>::reg(_mm512_maskz_expand_ps(static_cast<__mmask16>(bits), _mm512_cvtph_ps(raw)));
+            }
+
+            // The forms not chosen, kept for bench/bench_expand.cpp's per-group costs and
+            // for the test that every form gives the same bits.
+
+            /// The one-instruction memory form (vexpandps zmm{k}{z}, m512).
+            template <class Arch>
+            static typename arch_traits<Arch>::reg run_expand_load(std::uint32_t bits, float const*& packed) noexcept
             {
                 __m512 const lanes = _mm512_maskz_expandloadu_ps(static_cast<__mmask16>(bits), packed);
                 packed += expand_detail::popcount16(bits);
                 return typename arch_traits<Arch>::reg(lanes);
             }
+
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+            /// Binary16: a masked load of exactly the used halves, vcvtph2ps, register expand.
+            template <class Arch>
+            static typename arch_traits<Arch>::reg run_masked_load(std::uint32_t bits, float16 const*& packed) noexcept
+            {
+                unsigned const count = expand_detail::popcount16(bits);
+                auto const used = static_cast<__mmask16>((1u << count) - 1u);
+                __m512 const widened = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(used, packed));
+                packed += count;
+                return typename arch_traits<Arch>::reg(_mm512_maskz_expand_ps(static_cast<__mmask16>(bits), widened));
+            }
+#endif
         };
     }  // namespace kernels
 }  // namespace deltaattn

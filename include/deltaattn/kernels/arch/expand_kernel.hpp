@@ -9,7 +9,7 @@
  * - Every function here is a template on the arch (or constexpr data): a baseline TU
  *   and an AVX TU never emit the same non-template inline function with different
  *   instructions (see README, "Runtime dispatch").
- * - The generic kernel reads exactly popcount(bits) floats and no more.
+ * - The generic kernel reads exactly popcount(bits) values and no more.
  */
 #ifndef DELTAATTN_KERNELS_ARCH_EXPAND_KERNEL_HPP
 #define DELTAATTN_KERNELS_ARCH_EXPAND_KERNEL_HPP
@@ -23,6 +23,11 @@ namespace deltaattn
 {
     namespace kernels
     {
+        /// Values a caller must keep readable past the last packed value of a row: the
+        /// register kernels load a whole register whatever the mask. In elements of the
+        /// row (floats, or halves for binary16 rows).
+        inline constexpr std::size_t expand_padding = 16;
+
         /// The instruction sequences an expansion can be built from.
         enum class expand_isa
         {
@@ -43,14 +48,15 @@ namespace deltaattn
         {
             static constexpr char const* name() noexcept { return "generic"; }
 
-            template <class Arch>
-            static typename arch_traits<Arch>::reg run(std::uint32_t bits, float const*& packed) noexcept
+            /// Float or binary16 values (widened one at a time).
+            template <class Arch, class T>
+            static typename arch_traits<Arch>::reg run(std::uint32_t bits, T const*& packed) noexcept
             {
                 using ops = arch_traits<Arch>;
                 constexpr std::size_t w = ops::width;
                 alignas(64) float lanes[w];
                 for (std::size_t l = 0; l < w; ++l)
-                    lanes[l] = (bits >> l & 1u) ? *packed++ : 0.0f;
+                    lanes[l] = (bits >> l & 1u) ? to_float(*packed++) : 0.0f;
                 return ops::load(lanes);
             }
         };

@@ -1,0 +1,158 @@
+// What one register of a compressed delta row costs to read, per form, on this CPU.
+//
+// A decode step's delta rows are read a register of channels (a *group*) at a time: the
+// group's mask says which lanes hold a stored delta, the packed values follow in channel
+// order, and each group feeds four FMAs (four query heads of a KV group). Every case
+// below runs exactly that loop over the same masks and packed values and differs only in
+// how a group becomes a register:
+//
+//   expand/load/...               a plain load at the packed pointer (wrong lanes, right
+//                                 bytes): the floor every expansion is measured against
+//   expand/kernel/...             what the decode kernel runs on this arch (expand_lanes)
+//   expand/generic/...            the portable lane loop
+//   expand/avx512_expand_load/... vexpandps from memory (fp32; the form not chosen)
+//   expand/avx512_masked_load/... masked 16-bit load + vcvtph2ps + vexpandps (fp16; ditto)
+//
+// Names: expand/<form>/<f32|f16>/kept:<% of lanes stored>. Counter time_per_group is in
+// seconds; bench/report.py prints it with each form's ratio to expand/load.
+// 4 M groups: the packed values (10-40 MB) stream from memory, as a decode step's do.
+#include <deltaattn/deltaattn.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace
+{
+    using namespace deltaattn;
+    using arch = default_arch;
+    using ops = arch_traits<arch>;
+    using reg = ops::reg;
+    constexpr std::size_t width = ops::width, groups = std::size_t(1) << 22;
+
+    /// Masks of `groups` groups, each lane stored with probability kept/100, and their
+    /// packed values (as T), padded for the register kernels.
+    template <class T>
+    struct compressed_groups
+    {
+        std::vector<std::uint16_t> masks;
+        std::vector<T> packed;
+
+        explicit compressed_groups(int kept)
+        {
+            std::mt19937 rng(1234);
+            std::bernoulli_distribution stored(kept / 100.0);
+            std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+            masks.resize(groups);
+            for (auto& m : masks)
+                for (std::size_t l = 0; l < width; ++l)
+                    m = static_cast<std::uint16_t>(m | (stored(rng) ? 1u << l : 0u));
+            std::size_t count = 0;
+            for (auto m : masks)
+                count += static_cast<std::size_t>(__builtin_popcount(m));
+            packed.resize(count + kernels::expand_padding);
+            for (auto& v : packed)
+                v = from_float<T>(value(rng));
+        }
+    };
+
+    template <class T>
+    compressed_groups<T> const& data(int kept)
+    {
+        static compressed_groups<T> const by_kept[] = {compressed_groups<T>(20), compressed_groups<T>(40), compressed_groups<T>(60)};
+        return by_kept[kept / 20 - 1];
+    }
+
+    /// The loop of a decode step's delta keys, over every group, with `expand` making the
+    /// group's register.
+    template <class T, class Expand>
+    void run_groups(benchmark::State& state, int kept, Expand expand)
+    {
+        auto const& in = data<T>(kept);
+        reg const q0 = ops::broadcast(0.5f), q1 = ops::broadcast(0.25f), q2 = ops::broadcast(-0.5f), q3 = ops::broadcast(2.0f);
+        for (auto _ : state)
+        {
+            reg a0 = ops::zero(), a1 = ops::zero(), a2 = ops::zero(), a3 = ops::zero();
+            T const* p = in.packed.data();
+            for (std::size_t g = 0; g < groups; ++g)
+            {
+                reg const delta = expand(std::uint32_t(in.masks[g]), p);
+                a0 = ops::fma(q0, delta, a0);
+                a1 = ops::fma(q1, delta, a1);
+                a2 = ops::fma(q2, delta, a2);
+                a3 = ops::fma(q3, delta, a3);
+            }
+            benchmark::DoNotOptimize(ops::add(ops::add(a0, a1), ops::add(a2, a3)));
+        }
+        using counter = benchmark::Counter;
+        state.counters["time_per_group"] = counter(static_cast<double>(groups), counter::kIsIterationInvariantRate | counter::kInvert);
+        state.counters["packed_bytes_per_s"] = counter(static_cast<double>(sizeof(T) * (in.packed.size() - kernels::expand_padding)),
+                                                       counter::kIsIterationInvariantRate);
+        state.SetLabel(std::string(active_arch_name()) + ", " + kernels::expand_kernel_name<arch>());
+    }
+
+    template <class T>
+    T const* advanced(std::uint32_t bits, T const*& p)
+    {
+        T const* at = p;
+        p += __builtin_popcount(bits & ((1u << width) - 1u));
+        return at;
+    }
+
+    template <class T>
+    void plain_load(benchmark::State& state, int kept)
+    {
+        run_groups<T>(state, kept, [](std::uint32_t bits, T const*& p) { return ops::load(advanced(bits, p)); });
+    }
+
+    template <class T>
+    void kernel(benchmark::State& state, int kept)
+    {
+        run_groups<T>(state, kept, [](std::uint32_t bits, T const*& p) {
+            if constexpr (std::is_same<T, float>::value)
+                return kernels::expand_group<arch>(bits, p);  // the LUT kernels where there is no AVX-512
+            else
+                return kernels::expand_lanes<arch>(bits, p);
+        });
+    }
+
+    template <class T>
+    void generic(benchmark::State& state, int kept)
+    {
+        run_groups<T>(state, kept, [](std::uint32_t bits, T const*& p) { return kernels::expand_kernel<kernels::expand_isa::generic>::run<arch>(bits, p); });
+    }
+
+    int register_all()
+    {
+        for (int kept : {20, 40, 60})
+        {
+            std::string const f32 = "/f32/kept:" + std::to_string(kept), f16 = "/f16/kept:" + std::to_string(kept);
+            benchmark::RegisterBenchmark(("expand/load" + f32).c_str(), plain_load<float>, kept);
+            benchmark::RegisterBenchmark(("expand/kernel" + f32).c_str(), kernel<float>, kept);
+            benchmark::RegisterBenchmark(("expand/generic" + f32).c_str(), generic<float>, kept);
+            benchmark::RegisterBenchmark(("expand/load" + f16).c_str(), plain_load<float16>, kept);
+            benchmark::RegisterBenchmark(("expand/kernel" + f16).c_str(), kernel<float16>, kept);
+            benchmark::RegisterBenchmark(("expand/generic" + f16).c_str(), generic<float16>, kept);
+#if defined(__AVX512F__)
+            if constexpr (kernels::has_fast_expand<arch>())
+            {
+                using avx512 = kernels::expand_kernel<kernels::expand_isa::avx512>;
+                benchmark::RegisterBenchmark(("expand/avx512_expand_load" + f32).c_str(), [](benchmark::State& s, int k) {
+                    run_groups<float>(s, k, [](std::uint32_t bits, float const*& p) { return avx512::run_expand_load<arch>(bits, p); });
+                }, kept);
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+                benchmark::RegisterBenchmark(("expand/avx512_masked_load" + f16).c_str(), [](benchmark::State& s, int k) {
+                    run_groups<float16>(s, k, [](std::uint32_t bits, float16 const*& p) { return avx512::run_masked_load<arch>(bits, p); });
+                }, kept);
+#endif
+            }
+#endif
+        }
+        return 0;
+    }
+
+    int const registered = register_all();
+}  // namespace
