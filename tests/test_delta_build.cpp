@@ -173,3 +173,31 @@ TEST_CASE("a full cache refuses a step and stays unchanged", "[cache]")
     CHECK(cache.bytes() == bytes);
     CHECK(std::equal(before.begin(), before.end(), cache.reference_row()));
 }
+
+TEST_CASE("next_keyframe and previous_keyframe find the rows keyframe_row holds", "[cache]")
+{
+    for (std::size_t sinks : {1, 4})
+        for (std::size_t interval : {0, 1, 3, 16})
+        {
+            hybrid_options o;
+            o.sinks = sinks;
+            o.keyframe_interval = interval;
+            delta_key_cache const cache(8, 64, o, fixed_threshold{0.1f});
+            std::size_t const none = delta_key_cache::no_keyframe, n = 64;
+            for (std::size_t j = sinks; j < n; ++j)
+            {
+                // Written from keyframe_row alone, one row at a time.
+                std::size_t next = none, previous = none;
+                for (std::size_t i = j; i < n && next == none; ++i)
+                    next = cache.keyframe_row(i) ? i : none;
+                for (std::size_t i = j + 1; i-- > 0 && previous == none;)
+                    previous = cache.keyframe_row(i) ? i : none;
+                INFO("sinks " << sinks << ", interval " << interval << ", j " << j);
+                if (next != none)
+                    CHECK(cache.next_keyframe(j) == next);
+                else
+                    CHECK((cache.next_keyframe(j) == none || cache.next_keyframe(j) >= n));
+                CHECK(cache.previous_keyframe(j) == previous);
+            }
+        }
+}

@@ -160,6 +160,28 @@ namespace deltaattn
             return m_keyframes.data() + ((j - first) / r) * dim();
         }
 
+        /// Where a walk over rows meets keyframe_row next without testing every row (a
+        /// division each): the first keyframe position >= j, or no_keyframe.
+        std::size_t next_keyframe(std::size_t j) const noexcept
+        {
+            std::size_t const r = m_options.keyframe_interval, first = m_options.sinks - 1;
+            if (r == 0)
+                return no_keyframe;
+            return j <= first + r ? first + r : first + (j - first + r - 1) / r * r;
+        }
+
+        /// The last keyframe position <= j, or no_keyframe (the base row is not one).
+        std::size_t previous_keyframe(std::size_t j) const noexcept
+        {
+            std::size_t const r = m_options.keyframe_interval, first = m_options.sinks - 1;
+            if (r == 0 || j < first + r)
+                return no_keyframe;
+            return first + (j - first) / r * r;
+        }
+
+        /// next_keyframe / previous_keyframe: there is none.
+        static constexpr std::size_t no_keyframe = static_cast<std::size_t>(-1);
+
         /// The running reference row k̂ of the last position.
         float const* reference_row() const noexcept { return m_reference.data(); }
 

@@ -70,13 +70,14 @@ namespace deltaattn
 
         /**
          * Raw dots q_h·k̂_j of a decode step for the delta keys j in [first, end), along
-         * channels: per head a running prefix vector acc_h += q_h ⊙ Δk_j (registers of
-         * a row that hold no update are skipped), H heads' accumulators in registers;
-         * the horizontal sums of `width` consecutive rows are done together (one
-         * transpose-add). The prefix starts at `start[h]` (the base row's dots) and
-         * restarts at keyframes. Writes scores[h * stride + j]; returns the QK work of
-         * the keyframe dots and delta rows. `converted` is scratch for a row's packed
-         * values widened from float16 (dim floats).
+         * channels. Each row's dot with its delta, q_h·Δk_j, is a register of products per
+         * head (registers of the row that hold no update are skipped), started afresh per
+         * row so that rows do not wait on each other; `width` rows' registers are reduced
+         * together (one transpose-add), and the prefix sum q_h·k̂_j = q_h·k̂_{j-1} + q_h·Δk_j
+         * runs on the scalars. It starts at `start[h]` (the base row's dots) and restarts
+         * at keyframes. Writes scores[h * stride + j]; returns the QK work of the keyframe
+         * dots and delta rows. `converted` is scratch for a row's packed values widened
+         * from float16 (dim floats).
          */
         template <class Arch, std::size_t H, class Cache>
         std::uint64_t channel_delta_scores_by(Cache const& cache, float const* const* q, std::size_t heads, float const* start, std::size_t first,
@@ -92,46 +93,59 @@ namespace deltaattn
             {
                 std::size_t const hn = std::min(H, heads - h0);
                 float const* qh[H];
-                float offset[H];
+                float running[H];  // q_h·k̂ of the last row flushed
                 for (std::size_t h = 0; h < H; ++h)
                 {
                     qh[h] = q[h0 + (h < hn ? h : 0)];
-                    offset[h] = start[h0 + (h < hn ? h : 0)];
+                    running[h] = start[h0 + (h < hn ? h : 0)];
                 }
-                reg acc[H], snapshot[H][w];
-                float snapshot_offset[w][H];
-                for (auto& a : acc)
-                    a = ops::zero();
+                // Per pending row: its delta products (a register per head), the dots of
+                // channels past the last full register, and, at a keyframe, the dots the
+                // prefix restarts at.
+                reg products[H][w];
+                float tail[w][H];
+                float restart[w][H];
+                bool restarts[w];
                 std::size_t pending = 0, pending_first = first;
                 auto const flush = [&] {
                     for (std::size_t h = 0; h < hn; ++h)
                     {
                         for (std::size_t k = pending; k < w; ++k)
-                            snapshot[h][k] = ops::zero();
-                        alignas(64) float sums[w];
-                        ops::store(sums, ops::reduce_add_rows(snapshot[h]));
+                            products[h][k] = ops::zero();
+                        alignas(64) float dots[w];
+                        ops::store(dots, ops::reduce_add_rows(products[h]));
+                        float* out = scores + (h0 + h) * stride + pending_first;
+                        float r = running[h];
                         for (std::size_t k = 0; k < pending; ++k)
-                            scores[(h0 + h) * stride + pending_first + k] = snapshot_offset[k][h] + sums[k];
+                            out[k] = r = restarts[k] ? restart[k][h] : r + dots[k] + tail[k][h];
+                        running[h] = r;
                     }
                     pending_first += pending;
                     pending = 0;
                 };
+                std::size_t keyframe_at = cache.next_keyframe(first);
                 for (std::size_t j = first; j < end; ++j)
                 {
-                    if (float const* keyframe = cache.keyframe_row(j))
+                    restarts[pending] = j == keyframe_at;
+                    if (restarts[pending])
                     {
+                        float const* keyframe = cache.keyframe_row(j);
                         for (std::size_t h = 0; h < H; ++h)
                         {
-                            acc[h] = ops::zero();
-                            offset[h] = row_dot<Arch>(qh[h], keyframe, d);
+                            products[h][pending] = ops::zero();
+                            restart[pending][h] = row_dot<Arch>(qh[h], keyframe, d);
                         }
                         macs += hn * d;
+                        keyframe_at = cache.next_keyframe(j + 1);
                     }
                     else
                     {
                         auto const row = expandable_row<Arch>(cache.delta(j), converted);
                         macs += hn * row.nnz;
                         auto const* value = row.values;
+                        reg acc[H];
+                        for (auto& a : acc)
+                            a = ops::zero();
                         for (std::size_t c = 0; c < full; c += w)
                         {
                             auto const bits = static_cast<std::uint32_t>(detail::mask_bits(row.mask, c, w));
@@ -147,18 +161,18 @@ namespace deltaattn
                                 acc[3] = ops::fma(ops::load(qh[3] + c), delta, acc[3]);
                             }
                         }
+                        for (std::size_t h = 0; h < H; ++h)
+                        {
+                            products[h][pending] = acc[h];
+                            tail[pending][h] = 0.0f;
+                        }
                         for (std::size_t c = full; c < d; ++c)  // channels past the last full register
                             if (row.mask[c / 64] >> (c % 64) & 1u)
                             {
                                 float const v = to_float(*value++);
                                 for (std::size_t h = 0; h < H; ++h)
-                                    offset[h] += qh[h][c] * v;
+                                    tail[pending][h] += qh[h][c] * v;
                             }
-                    }
-                    for (std::size_t h = 0; h < H; ++h)
-                    {
-                        snapshot[h][pending] = acc[h];
-                        snapshot_offset[pending][h] = offset[h];
                     }
                     if (++pending == w)
                         flush();
@@ -251,14 +265,16 @@ namespace deltaattn
                                 acc[h][g] = ops::fma(ops::broadcast(mass[h]), ops::load(row + c0 + g * w), acc[h][g]);
                         macs += word == 0 ? hn * d : 0;
                     };
+                    std::size_t keyframe_at = cache.previous_keyframe(end - 1);
                     for (std::size_t m = end; m-- > first;)
                     {
                         for (std::size_t h = 0; h < H; ++h)
                             mass[h] += ph[h][m];
-                        if (float const* keyframe = cache.keyframe_row(m))
+                        if (m == keyframe_at)
                         {
-                            add_dense_row(keyframe);
+                            add_dense_row(cache.keyframe_row(m));
                             std::fill(mass, mass + H, 0.0f);
+                            keyframe_at = m > 0 ? cache.previous_keyframe(m - 1) : Cache::no_keyframe;
                             continue;
                         }
                         auto const row = cache.delta(m);
