@@ -8,9 +8,11 @@
 //
 //   expand/load/...               a plain load at the packed pointer (wrong lanes, right
 //                                 bytes): the floor every expansion is measured against
-//   expand/kernel/...             what the decode kernel runs on this arch (expand_lanes)
+//   expand/kernel/...             what the decode kernel runs on this CPU (the label says)
 //   expand/generic/...            the portable lane loop
-//   expand/avx512_expand_load/... vexpandps from memory (fp32; the form not chosen)
+//   expand/avx512_vexpandps/...   load + register vexpandps (kernels/arch/expand_form.hpp)
+//   expand/avx512_permute/...     load + vpopcntd indices + vpermps (builds with VPOPCNTDQ)
+//   expand/avx512_expand_load/... vexpandps from memory (fp32; never chosen)
 //   expand/avx512_masked_load/... masked 16-bit load + vcvtph2ps + vexpandps (fp16; ditto)
 //
 // Names: expand/<form>/<f32|f16>/kept:<% of lanes stored>. Counter time_per_group is in
@@ -91,7 +93,10 @@ namespace
         state.counters["time_per_group"] = counter(static_cast<double>(groups), counter::kIsIterationInvariantRate | counter::kInvert);
         state.counters["packed_bytes_per_s"] = counter(static_cast<double>(sizeof(T) * (in.packed.size() - kernels::expand_padding)),
                                                        counter::kIsIterationInvariantRate);
-        state.SetLabel(std::string(active_arch_name()) + ", " + kernels::expand_kernel_name<arch>());
+        std::string kernel = kernels::expand_kernel_name<arch>();
+        if constexpr (kernels::has_fast_expand<arch>())
+            kernel = std::string("avx512 ") + kernels::expand_form_name(kernels::with_expand_form<arch>([](auto form) { return decltype(form)::value; }));
+        state.SetLabel(std::string(active_arch_name()) + ", decode uses " + kernel);
     }
 
     template <class T>
@@ -108,15 +113,26 @@ namespace
         run_groups<T>(state, kept, [](std::uint32_t bits, T const*& p) { return ops::load(advanced(bits, p)); });
     }
 
+    /// What the decode kernel runs here: on AVX-512, the form detected for this CPU; on
+    /// other archs, the arch's expand_group kernel (fp32) or the lane loop (fp16).
     template <class T>
     void kernel(benchmark::State& state, int kept)
     {
-        run_groups<T>(state, kept, [](std::uint32_t bits, T const*& p) {
-            if constexpr (std::is_same<T, float>::value)
-                return kernels::expand_group<arch>(bits, p);  // the LUT kernels where there is no AVX-512
-            else
-                return kernels::expand_lanes<arch>(bits, p);
+        kernels::with_expand_form<arch>([&](auto form) {
+            run_groups<T>(state, kept, [](std::uint32_t bits, T const*& p) {
+                if constexpr (std::is_same<T, float>::value && !kernels::has_fast_expand<arch>())
+                    return kernels::expand_group<arch>(bits, p);  // the LUT kernels where there is no AVX-512
+                else
+                    return kernels::expand_lanes<arch, decltype(form)::value>(bits, p);
+            });
         });
+    }
+
+    /// One AVX-512 form, whatever this CPU would choose.
+    template <class T, kernels::expand_form Form>
+    void avx512_form(benchmark::State& state, int kept)
+    {
+        run_groups<T>(state, kept, [](std::uint32_t bits, T const*& p) { return kernels::expand_lanes<arch, Form>(bits, p); });
     }
 
     template <class T>
@@ -139,6 +155,14 @@ namespace
 #if defined(__AVX512F__)
             if constexpr (kernels::has_fast_expand<arch>())
             {
+                using form = kernels::expand_form;
+                benchmark::RegisterBenchmark(("expand/avx512_vexpandps" + f32).c_str(), avx512_form<float, form::vexpandps>, kept);
+                benchmark::RegisterBenchmark(("expand/avx512_vexpandps" + f16).c_str(), avx512_form<float16, form::vexpandps>, kept);
+                if constexpr (kernels::has_permute_expand<arch>())
+                {
+                    benchmark::RegisterBenchmark(("expand/avx512_permute" + f32).c_str(), avx512_form<float, form::permute>, kept);
+                    benchmark::RegisterBenchmark(("expand/avx512_permute" + f16).c_str(), avx512_form<float16, form::permute>, kept);
+                }
                 using avx512 = kernels::expand_kernel<kernels::expand_isa::avx512>;
                 benchmark::RegisterBenchmark(("expand/avx512_expand_load" + f32).c_str(), [](benchmark::State& s, int k) {
                     run_groups<float>(s, k, [](std::uint32_t bits, float const*& p) { return avx512::run_expand_load<arch>(bits, p); });

@@ -49,8 +49,9 @@ TEMPLATE_LIST_TEST_CASE("expand_lanes places packed values bit for bit, for ever
 {
     using ops = arch_traits<TestType>;
     constexpr std::size_t w = ops::width;
-    // Distinct values with distinct bit patterns (negative zero included).
-    float packed[w];
+    // Distinct values with distinct bit patterns (negative zero included), then the
+    // padding the register kernels may read.
+    float packed[w + kernels::expand_padding] = {};
     for (std::size_t i = 0; i < w; ++i)
         packed[i] = i == 0 ? -0.0f : static_cast<float>(i) * 1.25f - 7.0f;
     std::uint64_t mismatches = 0;
@@ -62,7 +63,11 @@ TEMPLATE_LIST_TEST_CASE("expand_lanes places packed values bit for bit, for ever
             want[l] = (bits >> l & 1u) ? packed[used++] : 0.0f;
         float const* cursor = packed;
         float got[w];
-        ops::store(got, kernels::expand_lanes<TestType>(bits, cursor));
+        ops::store(got, kernels::expand_lanes<TestType, kernels::expand_form::vexpandps>(bits, cursor));
+        if (std::memcmp(got, want, sizeof got) != 0 || cursor != packed + used)
+            ++mismatches;
+        cursor = packed;
+        ops::store(got, kernels::expand_lanes<TestType, kernels::expand_form::permute>(bits, cursor));
         if (std::memcmp(got, want, sizeof got) != 0 || cursor != packed + used)
             ++mismatches;
     }

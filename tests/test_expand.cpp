@@ -26,6 +26,8 @@ using deltaattn::kernels::expand_group_generic;
 using deltaattn::kernels::expand_isa;
 using deltaattn::kernels::expand_isa_of;
 using deltaattn::kernels::expand_padding;
+constexpr auto vexpandps = deltaattn::kernels::expand_form::vexpandps;
+constexpr auto permute = deltaattn::kernels::expand_form::permute;
 
 namespace
 {
@@ -259,10 +261,13 @@ namespace
 TEMPLATE_LIST_TEST_CASE("expand_lanes on binary16 rows equals the generic widening bit for bit on every mask", "[expand][fp16]", expand_archs)
 {
     auto const values = packed_halves(arch_traits<TestType>::width + expand_padding);
-    auto const mismatches = mismatching_masks<TestType>(
-        values, [](std::uint32_t bits, deltaattn::float16 const*& p) { return deltaattn::kernels::expand_lanes<TestType>(bits, p); });
     INFO(arch_name<TestType>() << (deltaattn::kernels::has_fast_expand<TestType>() ? ": the AVX-512 kernel" : ": the generic loop"));
-    CHECK(mismatches == 0);
+    CHECK(mismatching_masks<TestType>(values, [](std::uint32_t bits, deltaattn::float16 const*& p) {
+              return deltaattn::kernels::expand_lanes<TestType, vexpandps>(bits, p);
+          }) == 0);
+    CHECK(mismatching_masks<TestType>(values, [](std::uint32_t bits, deltaattn::float16 const*& p) {
+              return deltaattn::kernels::expand_lanes<TestType, permute>(bits, p);
+          }) == 0);
 }
 
 #if defined(__AVX512F__)
@@ -277,6 +282,12 @@ TEST_CASE("every AVX-512 expansion form gives the same bits as the generic loop"
     CHECK(mismatching_masks<arch>(halves, [](std::uint32_t b, deltaattn::float16 const*& p) { return avx512::run<arch>(b, p); }) == 0);
 #if defined(__AVX512BW__) && defined(__AVX512VL__)
     CHECK(mismatching_masks<arch>(halves, [](std::uint32_t b, deltaattn::float16 const*& p) { return avx512::run_masked_load<arch>(b, p); }) == 0);
+#endif
+#if defined(__AVX512VPOPCNTDQ__)
+    CHECK(mismatching_masks<arch>(floats, [](std::uint32_t b, float const*& p) { return avx512::run_permute<arch>(b, p); }) == 0);
+    CHECK(mismatching_masks<arch>(halves, [](std::uint32_t b, deltaattn::float16 const*& p) { return avx512::run_permute<arch>(b, p); }) == 0);
+#else
+    WARN("SKIPPED: the permute form (this build has no AVX512_VPOPCNTDQ; the x86-avx512 suite's vpopcntdq binary runs it)");
 #endif
 }
 #endif
@@ -295,10 +306,98 @@ TEMPLATE_LIST_TEST_CASE("expand_lanes on binary16 rows reads no further than exp
         deltaattn::float16* const row = end - expand_padding - used;
         for (std::size_t i = 0; i < used + expand_padding; ++i)
             row[i].bits = static_cast<std::uint16_t>(0x3C00u + i);
-        deltaattn::float16 const* p = row;
         alignas(64) float lanes[w];
-        ops::store(lanes, deltaattn::kernels::expand_lanes<TestType>(m, p));
+        deltaattn::float16 const* p = row;
+        ops::store(lanes, deltaattn::kernels::expand_lanes<TestType, vexpandps>(m, p));
+        CHECK(p == row + used);
+        p = row;
+        ops::store(lanes, deltaattn::kernels::expand_lanes<TestType, permute>(m, p));
         CHECK(p == row + used);
     }
 }
 #endif
+
+// ---- the form a CPU gets ----------------------------------------------------------------
+
+TEST_CASE("the expansion form is pinned per CPU family", "[expand]")
+{
+    using deltaattn::kernels::cpu_identity;
+    using deltaattn::kernels::preferred_expand_form;
+    using maker = cpu_identity::maker;
+    struct pinned
+    {
+        char const* cpu;
+        cpu_identity id;
+        deltaattn::kernels::expand_form form;
+    };
+    pinned const table[] = {
+        {"AMD Zen 5 (family 0x1A)", {maker::amd, 0x1A, true}, permute},
+        {"AMD Zen 4 (family 0x19, VPOPCNTDQ)", {maker::amd, 0x19, true}, permute},
+        {"AMD Zen 3 (family 0x19, no AVX-512)", {maker::amd, 0x19, false}, vexpandps},
+        {"AMD Zen 2 (family 0x17)", {maker::amd, 0x17, false}, vexpandps},
+        {"Intel Ice Lake / Sapphire Rapids (VPOPCNTDQ)", {maker::intel, 6, true}, vexpandps},
+        {"Intel Skylake-X (no VPOPCNTDQ)", {maker::intel, 6, false}, vexpandps},
+        {"another vendor", {maker::other, 0x1A, true}, vexpandps},
+    };
+    for (auto const& p : table)
+    {
+        INFO(p.cpu);
+        CHECK(preferred_expand_form(p.id) == p.form);
+    }
+}
+
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+TEST_CASE("this_cpu reads the vendor and VPOPCNTDQ the compiler's cpuid reads", "[expand]")
+{
+    __builtin_cpu_init();
+    auto const cpu = deltaattn::kernels::this_cpu<deltaattn::default_arch>();
+    CHECK(cpu.avx512_vpopcntdq == (__builtin_cpu_supports("avx512vpopcntdq") != 0));
+    CHECK((cpu.vendor == deltaattn::kernels::cpu_identity::maker::amd) == (__builtin_cpu_is("amd") != 0));
+    CHECK((cpu.vendor == deltaattn::kernels::cpu_identity::maker::intel) == (__builtin_cpu_is("intel") != 0));
+    INFO("family " << cpu.family);
+    CHECK(cpu.family >= 6);
+}
+#endif
+
+TEST_CASE("the decode kernels' delta rows give the same bits with either expansion form", "[expand][decode]")
+{
+    using arch = deltaattn::default_arch;
+    if (!deltaattn::kernels::has_permute_expand<arch>())
+    {
+        WARN("SKIPPED: " << arch_name<arch>() << " in this build has one form only (no AVX-512 with VPOPCNTDQ)");
+        return;
+    }
+    std::size_t const d = 128, n = 300, heads = 4;
+    deltaattn::hybrid_options o;
+    o.sinks = 4;
+    o.keyframe_interval = 64;
+    std::vector<float> keys(n * d);
+    std::uint32_t state = 12345;
+    for (auto& x : keys)
+        x = static_cast<float>((state = state * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+    deltaattn::delta_key_cache cache(d, n, o, deltaattn::target_sparsity{0.6f});
+    cache.append(deltaattn::matrix_view<const float>{keys.data(), n, d, d});
+    std::vector<float> q(heads * d), start(heads, 0.25f), p(heads * n);
+    for (std::size_t i = 0; i < q.size(); ++i)
+        q[i] = static_cast<float>(i % 17) / 17.0f - 0.5f;
+    for (std::size_t i = 0; i < p.size(); ++i)
+        p[i] = static_cast<float>(i % 29) / 290.0f;
+    float const* qh[heads] = {q.data(), q.data() + d, q.data() + 2 * d, q.data() + 3 * d};
+    std::vector<float> converted(d + expand_padding);
+    auto const scores = [&](auto form) {
+        std::vector<float> s(heads * n, 0.0f);
+        deltaattn::kernels::channel_delta_scores<arch, decltype(form)::value>(cache, qh, heads, start.data(), o.sinks, n - 10, s.data(), n,
+                                                                                converted.data());
+        return s;
+    };
+    auto const values = [&](auto form) {
+        std::vector<float> out(heads * d, 0.0f);
+        deltaattn::kernels::channel_delta_values<arch, decltype(form)::value>(cache, p.data(), n, heads, o.sinks, n - 10, out.data(),
+                                                                                converted.data());
+        return out;
+    };
+    using as_vexpandps = std::integral_constant<deltaattn::kernels::expand_form, vexpandps>;
+    using as_permute = std::integral_constant<deltaattn::kernels::expand_form, permute>;
+    CHECK(scores(as_vexpandps{}) == scores(as_permute{}));
+    CHECK(values(as_vexpandps{}) == values(as_permute{}));
+}

@@ -1,7 +1,8 @@
 /**
  * @file kernels/channel_deltas.hpp
  * Delta rows of a decode step processed along channels, a register of channels at a
- * time: each register of a compressed row is expanded (AVX-512: a load and vexpandps)
+ * time: each register of a compressed row is expanded (AVX-512: a load, then vexpandps
+ * or vpermps, as kernels/arch/expand_form.hpp chooses for the CPU)
  * and multiplies every head's query (keys) or suffix weight (values). Worth it only
  * where the expansion is one instruction; elsewhere the decode kernel keeps the heads
  * in lanes and pays per stored element.
@@ -13,6 +14,7 @@
 #include "../delta/delta_key_cache.hpp"
 #include "../detail/bits.hpp"
 #include "arch/expand.hpp"
+#include "arch/expand_form.hpp"
 #include "convert.hpp"
 #include "row_ops.hpp"
 #include "workspace.hpp"
@@ -36,18 +38,43 @@ namespace deltaattn
             return expand_isa_of<Arch>() == expand_isa::avx512;
         }
 
+        /// Can this translation unit run the permute form (expand_form.hpp) for Arch?
+        template <class Arch>
+        constexpr bool has_permute_expand() noexcept
+        {
+#if defined(__AVX512VPOPCNTDQ__)
+            return has_fast_expand<Arch>();
+#else
+            return false;
+#endif
+        }
+
         /// One register of a compressed row, stored as float or float16: lane l = the next
         /// packed value (widened) if bit l of `bits` is set, else 0; advances `packed`
-        /// past the values used. May read expand_padding values past the row's last
-        /// packed value: the delta caches pad their packed storage, and so does the
-        /// workspace's converted row.
-        template <class Arch, class T>
+        /// past the values used. On AVX-512, by `Form` (vexpandps where this TU cannot
+        /// run permute). May read expand_padding values past the row's last packed
+        /// value: the delta caches pad their packed storage, and so does the workspace's
+        /// converted row.
+        template <class Arch, expand_form Form, class T>
         typename arch_traits<Arch>::reg expand_lanes(std::uint32_t bits, T const*& packed) noexcept
         {
-            if constexpr (has_fast_expand<Arch>())
-                return expand_kernel<expand_isa_of<Arch>()>::template run<Arch>(bits, packed);  // AVX-512
-            else
+            if constexpr (!has_fast_expand<Arch>())
                 return expand_kernel<expand_isa::generic>::template run<Arch>(bits, packed);
+            else if constexpr (Form == expand_form::permute && has_permute_expand<Arch>())
+                return expand_kernel<expand_isa_of<Arch>()>::template run_permute<Arch>(bits, packed);
+            else
+                return expand_kernel<expand_isa_of<Arch>()>::template run<Arch>(bits, packed);
+        }
+
+        /// Calls f(std::integral_constant<expand_form, F>{}) with the form this process
+        /// uses for Arch: detected_expand_form where the TU can run both, else vexpandps.
+        template <class Arch, class F>
+        decltype(auto) with_expand_form(F&& f)
+        {
+            if constexpr (has_permute_expand<Arch>())
+                if (detected_expand_form<Arch>() == expand_form::permute)
+                    return f(std::integral_constant<expand_form, expand_form::permute>{});
+            return f(std::integral_constant<expand_form, expand_form::vexpandps>{});
         }
 
         /// Does expand_lanes take values stored as T fast, or should a row be widened first?
@@ -79,7 +106,7 @@ namespace deltaattn
          * dots and delta rows. `converted` is scratch for a row's packed values widened
          * from float16 (dim floats).
          */
-        template <class Arch, std::size_t H, class Cache>
+        template <class Arch, expand_form Form, std::size_t H, class Cache>
         std::uint64_t channel_delta_scores_by(Cache const& cache, float const* const* q, std::size_t heads, float const* start, std::size_t first,
                                               std::size_t end, float* scores, std::size_t stride, float* converted) noexcept
         {
@@ -151,7 +178,7 @@ namespace deltaattn
                             auto const bits = static_cast<std::uint32_t>(detail::mask_bits(row.mask, c, w));
                             if (bits == 0)
                                 continue;
-                            reg const delta = expand_lanes<Arch>(bits, value);
+                            reg const delta = expand_lanes<Arch, Form>(bits, value);
                             // Spelled out: GCC keeps a loop's `reg acc[H]` in memory here.
                             acc[0] = ops::fma(ops::load(qh[0] + c), delta, acc[0]);
                             acc[1] = ops::fma(ops::load(qh[1] + c), delta, acc[1]);
@@ -184,13 +211,13 @@ namespace deltaattn
 
         /// As above; passes of four heads, or of two where a KV head has no more (GQA 2 and
         /// MHA would otherwise spend half of each pass's FMAs on padding).
-        template <class Arch, class Cache>
+        template <class Arch, expand_form Form, class Cache>
         std::uint64_t channel_delta_scores(Cache const& cache, float const* const* q, std::size_t heads, float const* start, std::size_t first,
                                            std::size_t end, float* scores, std::size_t stride, float* converted) noexcept
         {
             if (heads <= 2)
-                return channel_delta_scores_by<Arch, 2>(cache, q, heads, start, first, end, scores, stride, converted);
-            return channel_delta_scores_by<Arch, 4>(cache, q, heads, start, first, end, scores, stride, converted);
+                return channel_delta_scores_by<Arch, Form, 2>(cache, q, heads, start, first, end, scores, stride, converted);
+            return channel_delta_scores_by<Arch, Form, 4>(cache, q, heads, start, first, end, scores, stride, converted);
         }
 
         /**
@@ -198,7 +225,7 @@ namespace deltaattn
          * of row m that hold updates are expanded once and multiply every head's suffix
          * weight P_h (`mass`); o is [head][channel].
          */
-        template <class Arch>
+        template <class Arch, expand_form Form>
         void add_weighted_row(delta_row const& row, float const* mass, std::size_t heads, std::size_t d, float* o) noexcept
         {
             using ops = arch_traits<Arch>;
@@ -214,7 +241,7 @@ namespace deltaattn
                 auto const bits = static_cast<std::uint32_t>(detail::mask_bits(row.mask, c, w));
                 if (bits == 0)
                     continue;
-                reg const delta = expand_lanes<Arch>(bits, value);
+                reg const delta = expand_lanes<Arch, Form>(bits, value);
                 for (std::size_t h = 0; h < heads; ++h)
                     ops::store(o + h * d + c, ops::fma(weight[h], delta, ops::load(o + h * d + c)));
             }
@@ -235,7 +262,7 @@ namespace deltaattn
          * `p` is [head][key] with row stride `stride`. Returns the PV work (SPEC.md §4).
          * `converted` is scratch for a word's packed values widened from float16.
          */
-        template <class Arch, std::size_t H, class Cache>
+        template <class Arch, expand_form Form, std::size_t H, class Cache>
         std::uint64_t channel_delta_values_by(Cache const& cache, float const* p, std::size_t stride, std::size_t heads, std::size_t first,
                                               std::size_t end, float* o, float* converted) noexcept
         {
@@ -299,7 +326,7 @@ namespace deltaattn
                             auto const group_bits = static_cast<std::uint32_t>(bits >> (g * w)) & ((1u << w) - 1u);
                             if (group_bits == 0)
                                 continue;
-                            reg const delta = expand_lanes<Arch>(group_bits, value);
+                            reg const delta = expand_lanes<Arch, Form>(group_bits, value);
                             for (std::size_t h = 0; h < H; ++h)
                                 acc[h][g] = ops::fma(weight[h], delta, acc[h][g]);
                         }
@@ -317,13 +344,13 @@ namespace deltaattn
         }
 
         /// As above; passes of four heads, or of two where a KV head has no more.
-        template <class Arch, class Cache>
+        template <class Arch, expand_form Form, class Cache>
         std::uint64_t channel_delta_values(Cache const& cache, float const* p, std::size_t stride, std::size_t heads, std::size_t first,
                                            std::size_t end, float* o, float* converted) noexcept
         {
             if (heads <= 2)
-                return channel_delta_values_by<Arch, 2>(cache, p, stride, heads, first, end, o, converted);
-            return channel_delta_values_by<Arch, 4>(cache, p, stride, heads, first, end, o, converted);
+                return channel_delta_values_by<Arch, Form, 2>(cache, p, stride, heads, first, end, o, converted);
+            return channel_delta_values_by<Arch, Form, 4>(cache, p, stride, heads, first, end, o, converted);
         }
     }  // namespace kernels
 }  // namespace deltaattn

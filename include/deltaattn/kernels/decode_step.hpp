@@ -308,7 +308,9 @@ namespace deltaattn
                     for (std::size_t h = 0; h < heads; ++h)
                         start[h] = split.sinks == 1 ? s[h * stride] : row_dot<Arch>(qh[h], cache.base_row(), d);
                     qk_macs += split.sinks > 1 ? heads * d : 0;
-                    qk_macs += channel_delta_scores<Arch>(cache, qh, heads, start, delta_first, delta_end, s, stride, converted);
+                    qk_macs += with_expand_form<Arch>([&](auto form) {
+                        return channel_delta_scores<Arch, decltype(form)::value>(cache, qh, heads, start, delta_first, delta_end, s, stride, converted);
+                    });
                 }
                 for (std::size_t h0 = 0; h0 < heads && hybrid && !by_channel; h0 += w)
                 {
@@ -363,7 +365,9 @@ namespace deltaattn
                 float* const converted = ws.converted.data();
                 bool const by_words = by_channel && d % 64 == 0;
                 if (by_words && hybrid)
-                    pv_macs += channel_delta_values<Arch>(cache, s, stride, heads, delta_first, delta_end, o, converted);
+                    pv_macs += with_expand_form<Arch>([&](auto form) {
+                        return channel_delta_values<Arch, decltype(form)::value>(cache, s, stride, heads, delta_first, delta_end, o, converted);
+                    });
                 else if (by_channel && hybrid)
                 {
                     float mass[block_scratch::max_channel_heads] = {};
@@ -383,7 +387,7 @@ namespace deltaattn
                             continue;
                         }
                         delta_row const row = as_float_row<Arch>(cache.delta(m), converted);
-                        add_weighted_row<Arch>(row, mass, heads, d, o);
+                        with_expand_form<Arch>([&](auto form) { add_weighted_row<Arch, decltype(form)::value>(row, mass, heads, d, o); });
                         pv_macs += heads * row.nnz;
                     }
                     add_start_row(cache.base_row());  // P(S) v̂_{S-1}

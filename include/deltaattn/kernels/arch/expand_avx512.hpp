@@ -2,16 +2,17 @@
  * @file kernels/arch/expand_avx512.hpp
  * Expansion on AVX-512, 16 lanes: a plain unaligned load of the group's 16 values into
  * a register (binary16 values then widened by vcvtph2ps), then the register form of
- * vexpandps.
+ * vexpandps (`run`) or, where the TU has AVX512_VPOPCNTDQ, a vpermps whose indices
+ * vpopcntd computes (`run_permute`). Which of the two a CPU gets is
+ * kernels/arch/expand_form.hpp's choice, made once at run time.
  *
  * Why not the one-instruction expand-load (`_mm512_maskz_expandloadu_ps`, vexpandps
- * with a memory operand)? On AMD Zen 4/5 the memory form costs ~4.5 ns per group
- * against ~1.7 ns for a load plus the register form (TOOLCHAIN measurements, and
- * `bench/bench_expand.cpp`'s expand/avx512_expand_load case); on Intel cores the memory
- * form is a load plus the same register uop, so the split form is never slower there.
- * One form for every x86 CPU, then, chosen at compile time. Binary16 rows likewise: a
- * plain 32-byte load + vcvtph2ps + register expand (~1.0 ns per group) beats a masked
- * 16-bit load (~3.5 ns) and vcvtph2ps from memory (~2.4 ns), and needs only AVX-512F.
+ * with a memory operand)? Per group of 16 lanes (40% kept, four FMAs each), measured on
+ * an AMD EPYC (Zen 5): the memory form ~4.1 ns streaming from memory, a plain load plus
+ * the register form ~2.0 ns, plain load + vpopcntd + vpermps ~1.0-1.2 ns, a plain load
+ * alone ~0.8-1.0 ns. On Intel cores the memory form is a load plus the register uop, so
+ * the split form is never slower there. Binary16 rows the same way: a plain 32-byte load
+ * and vcvtph2ps, then the register form, instead of a masked 16-bit load.
  *
  * The compilers fold `loadu` + `maskz_expand` back into the slow memory form; an empty
  * asm statement that claims to modify the loaded register stops them (it emits nothing).
@@ -75,7 +76,35 @@ namespace deltaattn
                 return typename arch_traits<Arch>::reg(_mm512_maskz_expand_ps(static_cast<__mmask16>(bits), _mm512_cvtph_ps(raw)));
             }
 
-            // The forms not chosen, kept for bench/bench_expand.cpp's per-group costs and
+#if defined(__AVX512VPOPCNTDQ__)
+            /// The permute form (expand_form.hpp): lane l takes packed value
+            /// popcount(bits & ((1 << l) - 1)), computed for all lanes at once.
+            template <class Arch>
+            static __m512i source_lanes(std::uint32_t bits) noexcept
+            {
+                __m512i const below = _mm512_setr_epi32(0x0, 0x1, 0x3, 0x7, 0xF, 0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF,
+                                                        0x3FFF, 0x7FFF);
+                return _mm512_popcnt_epi32(_mm512_and_si512(_mm512_set1_epi32(static_cast<int>(bits)), below));
+            }
+
+            template <class Arch>
+            static typename arch_traits<Arch>::reg run_permute(std::uint32_t bits, float const*& packed) noexcept
+            {
+                __m512 const raw = _mm512_loadu_ps(packed);
+                packed += expand_detail::popcount16(bits);
+                return typename arch_traits<Arch>::reg(_mm512_maskz_permutexvar_ps(static_cast<__mmask16>(bits), source_lanes<Arch>(bits), raw));
+            }
+
+            template <class Arch>
+            static typename arch_traits<Arch>::reg run_permute(std::uint32_t bits, float16 const*& packed) noexcept
+            {
+                __m512 const widened = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<__m256i const*>(packed)));
+                packed += expand_detail::popcount16(bits);
+                return typename arch_traits<Arch>::reg(_mm512_maskz_permutexvar_ps(static_cast<__mmask16>(bits), source_lanes<Arch>(bits), widened));
+            }
+#endif
+
+            // The forms never chosen, kept for bench/bench_expand.cpp's per-group costs and
             // for the test that every form gives the same bits.
 
             /// The one-instruction memory form (vexpandps zmm{k}{z}, m512).
