@@ -180,3 +180,87 @@ namespace
 
     int const registered = register_all();
 }  // namespace
+
+// ---- the decode kernels' delta loops, on a cache that fits in L2 ------------------------
+//
+// delta_rows/<scores|values>/<f32|f16>/kept:<k>: channel_delta_scores (q·k̂ prefix sums,
+// GQA 4) and channel_delta_values (suffix sums of p·Δv) over 1024 delta rows of d 128,
+// target sparsity 1 - k%. time_per_group is per 16-channel register of the rows, so it
+// compares with the expand/ cases: the difference is what the loops add around the
+// expansion and its four FMAs.
+namespace
+{
+    template <class T>
+    struct delta_rows_case
+    {
+        static constexpr std::size_t d = 128, n = 1024, heads = 4;
+        basic_delta_cache<T> cache;
+        std::vector<float> q, start, p, scores, out, converted;
+
+        explicit delta_rows_case(int kept)
+            : cache(d, n, rows_options(), target_sparsity{1.0f - kept / 100.0f}), q(heads * d), start(heads, 0.25f), p(heads * n),
+              scores(heads * n), out(heads * d), converted(d + kernels::expand_padding)
+        {
+            std::mt19937 rng(7);
+            std::normal_distribution<float> step(0.0f, 0.1f);
+            std::vector<float> keys(n * d), key(d, 0.0f);
+            for (std::size_t j = 0; j < n; ++j)  // a random walk: consecutive keys close
+                for (std::size_t c = 0; c < d; ++c)
+                    keys[j * d + c] = key[c] += step(rng);
+            cache.append(matrix_view<const float>{keys.data(), n, d, d});
+            for (auto& x : q)
+                x = step(rng);
+            for (auto& x : p)
+                x = 1.0f / n;
+        }
+
+        static hybrid_options rows_options()
+        {
+            hybrid_options o;
+            o.sinks = 4;
+            return o;
+        }
+
+        std::size_t groups() const { return (n - rows_options().sinks) * (d / width); }
+    };
+
+    template <class T, bool Values>
+    void delta_rows(benchmark::State& state, int kept)
+    {
+        static delta_rows_case<T> const by_kept[] = {delta_rows_case<T>(20), delta_rows_case<T>(40), delta_rows_case<T>(60)};
+        auto& in = const_cast<delta_rows_case<T>&>(by_kept[kept / 20 - 1]);
+        constexpr std::size_t heads = delta_rows_case<T>::heads, n = delta_rows_case<T>::n, d = delta_rows_case<T>::d;
+        float const* qh[heads] = {in.q.data(), in.q.data() + d, in.q.data() + 2 * d, in.q.data() + 3 * d};
+        std::size_t const first = delta_rows_case<T>::rows_options().sinks;
+        for (auto _ : state)
+            kernels::with_expand_form<arch>([&](auto form) {
+                if constexpr (Values)
+                    return kernels::channel_delta_values<arch, decltype(form)::value>(in.cache, in.p.data(), n, heads, first, n, in.out.data(),
+                                                                                    in.converted.data());
+                else
+                    return kernels::channel_delta_scores<arch, decltype(form)::value>(in.cache, qh, heads, in.start.data(), first, n,
+                                                                                    in.scores.data(), n, in.converted.data());
+            });
+        benchmark::DoNotOptimize(in.scores.data());
+        benchmark::DoNotOptimize(in.out.data());
+        using counter = benchmark::Counter;
+        state.counters["time_per_group"] = counter(static_cast<double>(in.groups()), counter::kIsIterationInvariantRate | counter::kInvert);
+        state.SetLabel(std::string(active_arch_name()));
+    }
+
+    int register_delta_rows()
+    {
+        if constexpr (kernels::has_fast_expand<arch>())  // the channel loops run on AVX-512 only
+            for (int kept : {20, 40, 60})
+            {
+                std::string const f32 = "/f32/kept:" + std::to_string(kept), f16 = "/f16/kept:" + std::to_string(kept);
+                benchmark::RegisterBenchmark(("delta_rows/scores" + f32).c_str(), delta_rows<float, false>, kept);
+                benchmark::RegisterBenchmark(("delta_rows/values" + f32).c_str(), delta_rows<float, true>, kept);
+                benchmark::RegisterBenchmark(("delta_rows/scores" + f16).c_str(), delta_rows<float16, false>, kept);
+                benchmark::RegisterBenchmark(("delta_rows/values" + f16).c_str(), delta_rows<float16, true>, kept);
+            }
+        return 0;
+    }
+
+    int const delta_rows_registered = register_delta_rows();
+}  // namespace
