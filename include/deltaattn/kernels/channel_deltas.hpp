@@ -121,10 +121,16 @@ namespace deltaattn
                 std::size_t const hn = std::min(H, heads - h0);
                 float const* qh[H];
                 float running[H];  // q_h·k̂ of the last row flushed
+                alignas(64) float aligned_q[H][256];
                 for (std::size_t h = 0; h < H; ++h)
                 {
                     qh[h] = q[h0 + (h < hn ? h : 0)];
                     running[h] = start[h0 + (h < hn ? h : 0)];
+                    if (d <= 256)
+                    {
+                        std::copy(qh[h], qh[h] + d, aligned_q[h]);
+                        qh[h] = aligned_q[h];
+                    }
                 }
                 // Per pending row: its delta products (a register per head), the dots of
                 // channels past the last full register, and, at a keyframe, the dots the
@@ -209,12 +215,123 @@ namespace deltaattn
             return macs;
         }
 
-        /// As above; passes of four heads, or of two where a KV head has no more (GQA 2 and
-        /// MHA would otherwise spend half of each pass's FMAs on padding).
+        /**
+         * As channel_delta_scores_by, a 64-channel mask word at a time, for d % 64 == 0:
+         * the pass's queries for one word stay in registers (H x 64 / width of them) while
+         * every row's registers of that word are expanded and multiplied, as the values do
+         * in channel_delta_values_by. Each word's dots q_h·Δk_j are reduced `width` rows at a
+         * time and summed into scores[h * stride + j]; a last pass over the rows turns them
+         * into prefix sums, restarting at keyframes.
+         */
+        template <class Arch, expand_form Form, std::size_t H, class Cache>
+        std::uint64_t channel_delta_scores_by_words(Cache const& cache, float const* const* q, std::size_t heads, float const* start,
+                                                    std::size_t first, std::size_t end, float* scores, std::size_t stride) noexcept
+        {
+            static_assert(H == 2 || H == 4, "heads per pass: 2 or 4");
+            using ops = arch_traits<Arch>;
+            using reg = typename ops::reg;
+            constexpr std::size_t w = ops::width, groups = 64 / w;
+            static_assert(64 % w == 0, "a mask word holds whole registers");
+            std::size_t const d = cache.dim(), words = d / 64;
+            std::uint64_t macs = 0;
+            for (std::size_t h0 = 0; h0 < heads; h0 += H)
+            {
+                std::size_t const hn = std::min(H, heads - h0);
+                float const* qh[H];
+                for (std::size_t h = 0; h < H; ++h)
+                    qh[h] = q[h0 + (h < hn ? h : 0)];
+                for (std::size_t word = 0; word < words; ++word)
+                {
+                    std::size_t const c0 = word * 64;
+                    reg qw[H][groups];
+                    for (std::size_t h = 0; h < H; ++h)
+                        for (std::size_t g = 0; g < groups; ++g)
+                            qw[h][g] = ops::load(qh[h] + c0 + g * w);
+                    reg products[H][w];
+                    std::size_t pending = 0, pending_first = first;
+                    auto const flush = [&] {
+                        for (std::size_t h = 0; h < hn; ++h)
+                        {
+                            for (std::size_t k = pending; k < w; ++k)
+                                products[h][k] = ops::zero();
+                            alignas(64) float dots[w];
+                            ops::store(dots, ops::reduce_add_rows(products[h]));
+                            float* out = scores + (h0 + h) * stride + pending_first;
+                            for (std::size_t k = 0; k < pending; ++k)
+                                out[k] = word == 0 ? dots[k] : out[k] + dots[k];
+                        }
+                        pending_first += pending;
+                        pending = 0;
+                    };
+                    std::size_t keyframe_at = cache.next_keyframe(first);
+                    for (std::size_t j = first; j < end; ++j)
+                    {
+                        reg acc[H];
+                        for (auto& a : acc)
+                            a = ops::zero();
+                        if (j == keyframe_at)  // restarts the prefix below: no delta to add
+                            keyframe_at = cache.next_keyframe(j + 1);
+                        else
+                        {
+                            auto const row = cache.delta(j);
+                            macs += word == 0 ? hn * row.nnz : 0;
+                            std::uint64_t const bits = row.mask[word];
+                            auto const* value = row.values;
+                            for (std::size_t before = 0; before < word; ++before)
+                                value += detail::popcount64(row.mask[before]);
+                            for (std::size_t g = 0; g < groups; ++g)
+                            {
+                                auto const group_bits = static_cast<std::uint32_t>(bits >> (g * w)) & ((1u << w) - 1u);
+                                if (group_bits == 0)
+                                    continue;
+                                reg const delta = expand_lanes<Arch, Form>(group_bits, value);
+                                for (std::size_t h = 0; h < H; ++h)
+                                    acc[h] = ops::fma(qw[h][g], delta, acc[h]);
+                            }
+                        }
+                        for (std::size_t h = 0; h < H; ++h)
+                            products[h][pending] = acc[h];
+                        if (++pending == w)
+                            flush();
+                    }
+                    flush();
+                }
+                // The prefix sums, restarting at keyframes.
+                for (std::size_t h = 0; h < hn; ++h)
+                {
+                    float running = start[h0 + h];
+                    float* row_scores = scores + (h0 + h) * stride;
+                    std::size_t keyframe_at = cache.next_keyframe(first);
+                    for (std::size_t j = first; j < end; ++j)
+                    {
+                        if (j == keyframe_at)
+                        {
+                            running = row_dot<Arch>(qh[h], cache.keyframe_row(j), d);
+                            macs += d;
+                            keyframe_at = cache.next_keyframe(j + 1);
+                        }
+                        else
+                            running += row_scores[j];
+                        row_scores[j] = running;
+                    }
+                }
+            }
+            return macs;
+        }
+
+        /// As above (by mask words where d % 64 == 0); passes of four heads, or of two where
+        /// a KV head has no more (GQA 2 and MHA would otherwise spend half of each pass's
+        /// FMAs on padding).
         template <class Arch, expand_form Form, class Cache>
         std::uint64_t channel_delta_scores(Cache const& cache, float const* const* q, std::size_t heads, float const* start, std::size_t first,
                                            std::size_t end, float* scores, std::size_t stride, float* converted) noexcept
         {
+            if (cache.dim() % 64 == 0 && expands_stored<Arch, typename Cache::element_type>())
+            {
+                if (heads <= 2)
+                    return channel_delta_scores_by_words<Arch, Form, 2>(cache, q, heads, start, first, end, scores, stride);
+                return channel_delta_scores_by_words<Arch, Form, 4>(cache, q, heads, start, first, end, scores, stride);
+            }
             if (heads <= 2)
                 return channel_delta_scores_by<Arch, Form, 2>(cache, q, heads, start, first, end, scores, stride, converted);
             return channel_delta_scores_by<Arch, Form, 4>(cache, q, heads, start, first, end, scores, stride, converted);
