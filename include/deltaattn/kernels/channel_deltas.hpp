@@ -215,6 +215,17 @@ namespace deltaattn
             return macs;
         }
 
+        /// The first packed value of a row's mask word `word`: past the values of the
+        /// words before it.
+        template <class T>
+        T const* word_values(basic_delta_row<T> const& row, std::size_t word) noexcept
+        {
+            T const* value = row.values;
+            for (std::size_t before = 0; before < word; ++before)
+                value += detail::popcount64(row.mask[before]);
+            return value;
+        }
+
         /**
          * As channel_delta_scores_by, a 64-channel mask word at a time, for d % 64 == 0:
          * the pass's queries for one word stay in registers (H x 64 / width of them) while
@@ -276,9 +287,7 @@ namespace deltaattn
                             auto const row = cache.delta(j);
                             macs += word == 0 ? hn * row.nnz : 0;
                             std::uint64_t const bits = row.mask[word];
-                            auto const* value = row.values;
-                            for (std::size_t before = 0; before < word; ++before)
-                                value += detail::popcount64(row.mask[before]);
+                            auto const* value = word_values(row, word);
                             for (std::size_t g = 0; g < groups; ++g)
                             {
                                 auto const group_bits = static_cast<std::uint32_t>(bits >> (g * w)) & ((1u << w) - 1u);
@@ -426,9 +435,7 @@ namespace deltaattn
                         std::uint64_t const bits = row.mask[word];
                         if (bits == 0)
                             continue;
-                        auto const* stored = row.values;
-                        for (std::size_t before = 0; before < word; ++before)
-                            stored += detail::popcount64(row.mask[before]);
+                        auto const* stored = word_values(row, word);
                         auto const* value = [&] {
                             if constexpr (expands_stored<Arch, typename Cache::element_type>())
                                 return stored;
