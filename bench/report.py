@@ -6,7 +6,8 @@
 Each hybrid case is paired with the dense case of the same stage and shape from the same
 run; speedup = dense median time / hybrid median time. Each step's GB/s (bytes it reads
 per second) is also printed as a share of memory/read, the roofline. The expand/ cases
-(bench_expand.cpp) get a table of their own: ns per group and the ratio to a plain load.
+and delta_rows/ cases (bench_expand.cpp) get a table of their own: ns per 16-lane register
+and the ratio to a plain load of the same bytes.
 --json writes every case with both times and the sparsity counters.
 """
 import argparse
@@ -79,14 +80,16 @@ def pair(table):
 
 
 def expand_rows(table):
-    """Each expand/<form>/<type>/kept:<k> case with its ns per group and its ratio to
+    """Each expand/<form>/<type>/kept:<k> case (and each delta_rows/<loop>/... case, the
+    decode kernels' loops around the expansion) with its ns per group and its ratio to
     expand/load of the same type and kept share."""
     rows = []
     for name, case in sorted(table.items()):
-        m = re.match(r"expand/([^/]+)/(f32|f16)/kept:(\d+)$", name)
-        if not m or m.group(1) == "load":
+        m = re.match(r"(expand/[^/]+|delta_rows/[^/]+)/(f32|f16)/kept:(\d+)$", name)
+        if not m or m.group(1) == "expand/load":
             continue
         form, kind, kept = m.groups()
+        form = form.removeprefix("expand/")
         load = table.get(f"expand/load/{kind}/kept:{kept}")
         ns = case["time_per_group"] * 1e9
         rows.append({"form": form, "type": kind, "kept": int(kept), "ns_per_group": ns,

@@ -16,6 +16,9 @@ namespace deltaattn_test
     /// The x86 features this TU's flags enable, as __builtin_cpu_supports names, most
     /// specific first; null-terminated. (Internal linkage: each TU has its own.)
     constexpr char const* compiled_x86_features[] = {
+#if defined(__AVX512VPOPCNTDQ__)
+        "avx512vpopcntdq",
+#endif
 #if defined(__AVX512F__)
         "avx512f",
 #endif
