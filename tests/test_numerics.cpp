@@ -526,7 +526,7 @@ TEMPLATE_LIST_TEST_CASE("unchecked NaN/Inf in a value poisons its channel from i
     CHECK(all_elements(p.clean, [&](std::size_t i, std::size_t h, std::size_t c, std::size_t e) {
         // Before the position, only the bad channel may differ: a prefill updates p·v for
         // a block of query rows at once, and 0·NaN = NaN reaches rows of the block that
-        // cannot see the value (documented in README, "Guarantees").
+        // cannot see the value (documented in docs/guarantees.md).
         if (i < bad_pos)
             return (h / p.group == bad_kv && c == bad_channel) || bits_equal(prefilled[e], clean_prefilled[e]);
         bool const reached = h / p.group == bad_kv && c == bad_channel;
@@ -645,7 +645,7 @@ TEMPLATE_LIST_TEST_CASE("the same inputs give the same bits across runs and inde
     CHECK(same_bits(b_out, alone));
 }
 
-// README "Thread safety": distinct caches may be used from different threads at once.
+// docs/guarantees.md, "Thread safety": distinct caches may be used from different threads at once.
 // Each thread owns its caches (half of them with a thread_pool of their own too) and
 // reads the shared inputs; every result must be the sequential run's, bit for bit.
 TEMPLATE_LIST_TEST_CASE("independent caches on concurrent threads give the sequential bits", "[numerics][determinism][threads]", tested_archs)

@@ -1,6 +1,6 @@
 // Runtime dispatch: one binary runs the best SIMD path this CPU has (AVX-512, AVX2+FMA,
 // or SSE2), chosen by xsimd::dispatch from the CPUID bits, each path compiled in a TU of
-// its own with its ISA flags. Built with baseline flags; see README, "Runtime dispatch".
+// its own with its ISA flags. Built with baseline flags; see docs/kernels.md, "Runtime dispatch".
 //
 //   deltaattn_dispatch            prints the arch that ran and the attention sparsity
 #include "attention_kernel.hpp"

@@ -187,7 +187,7 @@ int main(int argc, char** argv)
 {
     settings s;
     s.attention.sinks = 4;
-    s.attention.parameters.ratio = 1.0f;  // ~57% attention sparsity on the held-out text at +0.23% bpb (README)
+    s.attention.parameters.ratio = 1.0f;  // ~57% attention sparsity on the held-out text at +0.23% bpb (README, docs/tinylm.md)
     CLI::App app{"deltaattn-tinylm: a tiny byte-level LM, dense vs hybrid delta attention (bits per byte, sparsity, time)"};
     app.add_option("--model", s.model, "weight file written by tools/train_tinylm.py")->capture_default_str();
     app.add_option("--text", s.text, "held-out text for bits per byte")->capture_default_str();

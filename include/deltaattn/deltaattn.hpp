@@ -7,7 +7,7 @@
  * deltas against a memorized reference. Attention is hybrid: sinks and a recent window
  * exact, the keys between through prefix sums that skip the zero deltas.
  *
- * See README.md for the method, the API overview and how the SIMD backend is chosen.
+ * See README.md for the method and docs/api.md, docs/kernels.md for the API and how the SIMD backend is chosen.
  */
 #ifndef DELTAATTN_DELTAATTN_HPP
 #define DELTAATTN_DELTAATTN_HPP

@@ -1,5 +1,5 @@
 // Fault behaviour: a throwing allocation in the middle of a cache's growth leaves the
-// cache unchanged and usable (the strong guarantee of README "Guarantees").
+// cache unchanged and usable (the strong guarantee of docs/guarantees.md).
 //
 // This binary replaces the global operator new with one that can be told to throw
 // std::bad_alloc at its N-th allocation from now. Each call that can grow a cache

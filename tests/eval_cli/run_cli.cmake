@@ -18,7 +18,7 @@ if(NOT synth_code EQUAL 0)
 endif()
 set(inputs --q "${WORK}/q.npy" --k "${WORK}/k.npy" --v "${WORK}/v.npy")
 
-# A good run: exit 0, a summary, the JSON keys the README lists, an output of n x Hq x d.
+# A good run: exit 0, a summary, the JSON keys docs/evaluate.md lists, an output of n x Hq x d.
 eval_run(good run ${inputs} --prompt 64 --sinks 2 --window 8 --value-theta 0.05 --json "${WORK}/stats.json" --out "${WORK}/out.npy")
 if(NOT good_code EQUAL 0)
   message(FATAL_ERROR "run failed (${good_code}): ${good_err}")

@@ -8,7 +8,7 @@
  * Invariants:
  * - Every function here is a template on the arch (or constexpr data): a baseline TU
  *   and an AVX TU never emit the same non-template inline function with different
- *   instructions (see README, "Runtime dispatch").
+ *   instructions (see docs/kernels.md, "Runtime dispatch").
  * - The generic kernel reads exactly popcount(bits) values and no more.
  */
 #ifndef DELTAATTN_KERNELS_ARCH_EXPAND_KERNEL_HPP
