@@ -150,6 +150,13 @@ TEST_CASE("evaluate against a shared dense baseline gives the figures of its own
     CHECK(shared.max_abs_error == own.max_abs_error);
     CHECK(shared.rel_error == own.rel_error);
     CHECK(shared.time_dense_s == dense.seconds);
+    // The stages add up to the totals, and a run with decode steps times both.
+    CHECK(own.dense_time.total() == own.time_dense_s);
+    CHECK(own.hybrid_time.total() == own.time_hybrid_s);
+    CHECK(own.dense_time.prefill > 0);
+    CHECK(own.dense_time.decode > 0);
+    CHECK(own.hybrid_time.prefill > 0);
+    CHECK(own.hybrid_time.decode > 0);
 
     s.prompt = 30;  // a baseline of another schedule is refused by name
     CHECK_THROWS_WITH(evaluate(in, s, &dense), contains("deltaattn: dense:"));

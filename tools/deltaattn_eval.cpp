@@ -136,12 +136,12 @@ namespace
         return s.str();
     }
 
-    std::string stage_json(attention_work const& w, bool values)
+    std::string stage_json(attention_work const& w, bool values, double dense_s, double hybrid_s)
     {
         std::string s = "{\"attention_sparsity\": " + number(w.sparsity()) + ", \"queries\": " + std::to_string(w.queries);
         if (values)
             s += ", \"value_sparsity\": " + number(w.value_sparsity()) + ", \"total_sparsity\": " + number(w.total_sparsity());
-        return s + "}";
+        return s + ", \"time_dense_s\": " + number(dense_s) + ", \"time_hybrid_s\": " + number(hybrid_s) + "}";
     }
 
     std::string to_json(eval_result const& r, eval_settings const& s)
@@ -161,8 +161,8 @@ namespace
             j << "  \"total_sparsity\": " << number(both.total_sparsity()) << ",\n";
             j << "  \"value_delta_sparsity\": " << number(r.stats.values.sparsity()) << ",\n";
         }
-        j << "  \"prefill\": " << stage_json(r.stats.prefill, values) << ",\n";
-        j << "  \"decode\": " << stage_json(r.stats.decode, values) << ",\n";
+        j << "  \"prefill\": " << stage_json(r.stats.prefill, values, r.dense_time.prefill, r.hybrid_time.prefill) << ",\n";
+        j << "  \"decode\": " << stage_json(r.stats.decode, values, r.dense_time.decode, r.hybrid_time.decode) << ",\n";
         j << "  \"max_abs_error\": " << number(r.max_abs_error) << ",\n";
         j << "  \"rel_error\": " << number(r.rel_error) << ",\n";
         j << "  \"score_bound\": " << number(r.score_bound) << ",\n";
@@ -193,7 +193,9 @@ namespace
         std::printf("  error vs dense: max |Δo| %.3e, relative %.3e; score bound %s\n", r.max_abs_error, r.rel_error, number(r.score_bound).c_str());
         std::printf("  K cache %.1f B/token (dense %.1f)%s\n", r.kcache_bytes_per_token, r.kcache_dense_bytes_per_token,
                     s.value_theta ? (", V cache " + std::to_string(static_cast<long>(std::lround(r.vcache_bytes_per_token))) + " B/token").c_str() : "");
-        std::printf("  time: dense %.4f s, hybrid %.4f s (ratio %.2fx)\n", r.time_dense_s, r.time_hybrid_s, r.time_dense_s / r.time_hybrid_s);
+        std::printf("  time: dense %.4f s, hybrid %.4f s (ratio %.2fx); prefill %.4f / %.4f s, decode %.4f / %.4f s\n", r.time_dense_s,
+                    r.time_hybrid_s, r.time_dense_s / r.time_hybrid_s, r.dense_time.prefill, r.hybrid_time.prefill, r.dense_time.decode,
+                    r.hybrid_time.decode);
     }
 
     std::vector<float> parse_list(std::string const& text, char const* flag)

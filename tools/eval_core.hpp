@@ -39,6 +39,13 @@ namespace deltaattn_tools
         double attention_sparsity = 0, max_abs_error = 0, rel_error = 0;
     };
 
+    /// Seconds spent in each stage: the prefill of [0, prompt), then the decode steps.
+    struct stage_seconds
+    {
+        double prefill = 0, decode = 0;
+        double total() const noexcept { return prefill + decode; }
+    };
+
     struct eval_result
     {
         std::size_t prompt = 0;
@@ -48,7 +55,8 @@ namespace deltaattn_tools
         double score_bound = 0;             ///< NaN when the policy has none (target sparsity)
         double kcache_bytes_per_token = 0, kcache_dense_bytes_per_token = 0;
         double vcache_bytes_per_token = 0, vcache_dense_bytes_per_token = 0;
-        double time_dense_s = 0, time_hybrid_s = 0;
+        double time_dense_s = 0, time_hybrid_s = 0;  ///< both stages
+        stage_seconds dense_time, hybrid_time;         ///< per stage
         std::vector<head_figures> per_head;  ///< per query head
     };
 
@@ -126,19 +134,24 @@ namespace deltaattn_tools
             return bound;
         }
 
-        /// Prefill of [0, prompt) then decode steps, on a cache of either kind; returns seconds.
+        /// Prefill of [0, prompt) then decode steps, on a cache of either kind; returns the
+        /// seconds of each stage.
         template <class Cache>
-        double run_cache(Cache& cache, qkv_data const& in, std::size_t prompt, bool values_owned, tensor_view<float> out, attention_stats& stats)
+        stage_seconds run_cache(Cache& cache, qkv_data const& in, std::size_t prompt, bool values_owned, tensor_view<float> out, attention_stats& stats)
         {
+            stage_seconds t;
             auto const t0 = clock_type::now();
             std::size_t const n = in.shape.positions;
             if (prompt > 0)
                 cache.prefill(in.q_view().slice_positions(0, prompt), in.k_view().slice_positions(0, prompt), in.v_view().slice_positions(0, prompt),
                               out.slice_positions(0, prompt), &stats);
+            t.prefill = since(t0);
+            auto const t1 = clock_type::now();
             for (std::size_t i = prompt; i < n; ++i)  // values: the step's own, or every position so far
                 cache.decode(in.q_view().slice_positions(i, 1), in.k_view().slice_positions(i, 1),
                              in.v_view().slice_positions(values_owned ? i : 0, values_owned ? 1 : i + 1), out.slice_positions(i, 1), &stats);
-            return since(t0);
+            t.decode = prompt < n ? since(t1) : 0.0;
+            return t;
         }
     }  // namespace eval_detail
 
@@ -147,7 +160,8 @@ namespace deltaattn_tools
     struct dense_baseline
     {
         std::vector<float> out;
-        double seconds = 0;
+        double seconds = 0;  ///< both stages
+        stage_seconds stages;
         std::size_t prompt = 0;
         float scale = 0;
     };
@@ -165,10 +179,13 @@ namespace deltaattn_tools
         if (b.prompt > 0)
             dense_attention(in.q_view().slice_positions(0, b.prompt), in.k_view().slice_positions(0, b.prompt),
                             in.v_view().slice_positions(0, b.prompt), out.slice_positions(0, b.prompt), scale, ws, nullptr, executor);
+        b.stages.prefill = eval_detail::since(t0);
+        auto const t1 = eval_detail::clock_type::now();
         for (std::size_t i = b.prompt; i < in.shape.positions; ++i)
             dense_attention(in.q_view().slice_positions(i, 1), in.k_view().slice_positions(0, i + 1), in.v_view().slice_positions(0, i + 1),
                             out.slice_positions(i, 1), scale, ws, nullptr, executor);
-        b.seconds = eval_detail::since(t0);
+        b.stages.decode = b.prompt < in.shape.positions ? eval_detail::since(t1) : 0.0;
+        b.seconds = b.stages.total();
         return b;
     }
 
@@ -189,7 +206,7 @@ namespace deltaattn_tools
                         "the baseline was run with another prompt, scale or shape");
         dense_baseline const own = given ? dense_baseline{} : run_dense(in, r.prompt, s.options.scale, s.threads);
         std::vector<float> const& dense = given ? given->out : own.out;
-        r.time_dense_s = given ? given->seconds : own.seconds;
+        r.dense_time = given ? given->stages : own.stages;
 
         thread_pool pool(s.threads);
         parallel_executor const executor = pool.executor();
@@ -197,14 +214,16 @@ namespace deltaattn_tools
         {
             layer_kv_cache cache(hkv, d, std::max<std::size_t>(n, 1), s.options, s.policy, fixed_threshold{*s.value_theta});
             cache.set_executor(executor);
-            r.time_hybrid_s = eval_detail::run_cache(cache, in, r.prompt, true, out, r.stats);
+            r.hybrid_time = eval_detail::run_cache(cache, in, r.prompt, true, out, r.stats);
         }
         else
         {
             layer_key_cache cache(hkv, d, std::max<std::size_t>(n, 1), s.options, s.policy);
             cache.set_executor(executor);
-            r.time_hybrid_s = eval_detail::run_cache(cache, in, r.prompt, false, out, r.stats);
+            r.hybrid_time = eval_detail::run_cache(cache, in, r.prompt, false, out, r.stats);
         }
+        r.time_dense_s = r.dense_time.total();
+        r.time_hybrid_s = r.hybrid_time.total();
 
         double const tokens = static_cast<double>(std::max<std::size_t>(n, 1));
         r.kcache_bytes_per_token = static_cast<double>(r.stats.kcache_bytes) / tokens;

@@ -34,6 +34,15 @@ foreach(key attention_sparsity delta_sparsity value_sparsity total_sparsity pref
     message(FATAL_ERROR "stats.json lacks ${key}: ${missing}")
   endif()
 endforeach()
+# Per-stage times: each stage has both; the stages add up to the totals.
+foreach(stage prefill decode)
+  foreach(key time_dense_s time_hybrid_s)
+    string(JSON value ERROR_VARIABLE missing GET "${json}" ${stage} ${key})
+    if(missing)
+      message(FATAL_ERROR "stats.json lacks ${stage}.${key}: ${missing}")
+    endif()
+  endforeach()
+endforeach()
 string(JSON heads LENGTH "${json}" per_head)
 string(JSON decode_queries GET "${json}" decode queries)
 if(NOT heads EQUAL 4 OR NOT decode_queries EQUAL 128)  # 4 query heads; 32 decode steps x 4 heads
