@@ -84,11 +84,21 @@ namespace deltaattn
         /// Adds Σ_c qT[c] Δ[c] over the stored elements of a delta row, alternating two
         /// accumulator sets so consecutive FMAs do not wait on each other.
         template <class Arch, std::size_t R>
-        void add_delta_row(float const* qT, std::size_t lanes, delta_row const& row, std::size_t d, typename arch_traits<Arch>::reg* even,
-                           typename arch_traits<Arch>::reg* odd) noexcept
+        void add_delta_row(float const* qT, std::size_t lanes, delta_row const& row, std::size_t d, typename arch_traits<Arch>::reg* even_out,
+                           typename arch_traits<Arch>::reg* odd_out) noexcept
         {
             using ops = arch_traits<Arch>;
+            using reg = typename ops::reg;
             constexpr std::size_t w = ops::width;
+            // Local copies: through the pointers the compiler cannot tell the accumulators
+            // from the rows it reads, and kept every FMA's result in memory (a load and a
+            // store per stored element, seen in the aarch64 build).
+            reg even[R], odd[R];
+            for (std::size_t r = 0; r < R; ++r)
+            {
+                even[r] = even_out[r];
+                odd[r] = odd_out[r];
+            }
             float const* value = row.values;
             for (std::size_t word = 0; word < detail::mask_words(d); ++word)
             {
@@ -108,6 +118,11 @@ namespace deltaattn
                     for (std::size_t r = 0; r < R; ++r)
                         odd[r] = ops::fma(ops::load(qT + c1 * lanes + r * w), x1, odd[r]);
                 }
+            }
+            for (std::size_t r = 0; r < R; ++r)
+            {
+                even_out[r] = even[r];
+                odd_out[r] = odd[r];
             }
         }
 
