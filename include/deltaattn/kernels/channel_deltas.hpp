@@ -28,10 +28,11 @@ namespace deltaattn
 {
     namespace kernels
     {
-        /// Can this arch expand a compressed row into a register in one instruction? Only
-        /// then does the channel-parallel delta path of a decode step beat the lane path
-        /// (measured: with a scalar expand loop it costs ~1.7x the instructions on AVX2,
-        /// and the LUT kernels of AVX2/NEON still cost several).
+        /// Can this arch expand a register of a compressed row cheaply (AVX-512: a load,
+        /// then vexpandps or vpermps)? Only then does the channel-parallel delta path of a
+        /// decode step beat the lane path (measured: with a scalar expand loop it costs
+        /// ~1.7x the instructions on AVX2, and the LUT kernels of AVX2/NEON still cost
+        /// several).
         template <class Arch>
         constexpr bool has_fast_expand() noexcept
         {
