@@ -5,8 +5,9 @@
  *
  * Two forms give the same bits (tests/test_expand.cpp):
  *  - `vexpandps`: a plain load, then the register form of vexpandps. One or two uops on
- *    Intel cores; on AMD Zen 4/5 a slow, unpipelined instruction (~2 ns per group here,
- *    where a plain load and four FMAs take ~0.9 ns).
+ *    Intel cores (uop tables; not measured here); on AMD Zen 5 a slow, unpipelined
+ *    instruction (~2 ns per group measured, where a plain load and four FMAs take ~0.9
+ *    ns). Zen 4 is taken to behave alike (not measured).
  *  - `permute`: a plain load, the lanes' source indices computed as
  *    popcount(mask & ((1 << lane) - 1)) with vpopcntd, then vpermps. Four pipelined
  *    uops: within 1.1-1.3x of a plain load on Zen 5 (bench/bench_expand.cpp). On Intel
