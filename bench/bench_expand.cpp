@@ -227,8 +227,9 @@ namespace
     template <class T, bool Values>
     void delta_rows(benchmark::State& state, int kept)
     {
-        static delta_rows_case<T> const by_kept[] = {delta_rows_case<T>(20), delta_rows_case<T>(40), delta_rows_case<T>(60)};
-        auto& in = const_cast<delta_rows_case<T>&>(by_kept[kept / 20 - 1]);
+        // Not const: the kernels write the cases' score and output buffers.
+        static delta_rows_case<T> by_kept[] = {delta_rows_case<T>(20), delta_rows_case<T>(40), delta_rows_case<T>(60)};
+        auto& in = by_kept[kept / 20 - 1];
         constexpr std::size_t heads = delta_rows_case<T>::heads, n = delta_rows_case<T>::n, d = delta_rows_case<T>::d;
         float const* qh[heads] = {in.q.data(), in.q.data() + d, in.q.data() + 2 * d, in.q.data() + 3 * d};
         std::size_t const first = delta_rows_case<T>::rows_options().sinks;
