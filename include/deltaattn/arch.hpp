@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include <xsimd/xsimd.hpp>
@@ -86,6 +87,22 @@ namespace deltaattn
             return reg::load_unaligned(lanes);
         }
         static void store(float* p, reg const& x) noexcept { x.store_unaligned(p); }
+
+        /// A register of 32-bit words of packed codes (codecs/quant.hpp).
+        using words = xsimd::batch<std::int32_t, Arch>;
+        static words load_words(std::uint8_t const* p) noexcept { return words::load_unaligned(reinterpret_cast<std::int32_t const*>(p)); }
+        /// Field `Field` of each word, a signed `Bits`-bit code, as a float: two shifts
+        /// (the top field one) and a conversion.
+        template <unsigned Bits, unsigned Field>
+        static reg code_field(words const& x) noexcept
+        {
+            constexpr int up = static_cast<int>(32 - Bits * (Field + 1)), down = static_cast<int>(32 - Bits);
+            if constexpr (up == 0)
+                return xsimd::to_float(x >> down);
+            else
+                return xsimd::to_float((x << up) >> down);
+        }
+
         static reg fma(reg const& a, reg const& b, reg const& c) noexcept { return xsimd::fma(a, b, c); }
         static reg add(reg const& a, reg const& b) noexcept { return a + b; }
         static reg sub(reg const& a, reg const& b) noexcept { return a - b; }
@@ -167,6 +184,22 @@ namespace deltaattn
         static reg load(float const* p) noexcept { return *p; }
         static reg load(float16 const* p) noexcept { return to_float(*p); }
         static void store(float* p, reg x) noexcept { *p = x; }
+
+        using words = std::int32_t;
+        static words load_words(std::uint8_t const* p) noexcept
+        {
+            std::uint32_t x;
+            std::memcpy(&x, p, sizeof x);
+            return static_cast<std::int32_t>(x);
+        }
+        template <unsigned Bits, unsigned Field>
+        static reg code_field(words x) noexcept
+        {
+            // Shifted as unsigned (no overflow), then arithmetically right (two's complement).
+            constexpr unsigned up = 32 - Bits * (Field + 1), down = 32 - Bits;
+            return static_cast<float>(static_cast<std::int32_t>(static_cast<std::uint32_t>(x) << up) >> down);
+        }
+
         static reg fma(reg a, reg b, reg c) noexcept
         {
 #if defined(FP_FAST_FMAF)

@@ -25,5 +25,8 @@
 #include "kernels/dense_attention.hpp"
 #include "kernels/hybrid_attention.hpp"
 #include "kernels/layer_kv_cache.hpp"
+#include "codecs/quant.hpp"
+#include "caches/quant_cache.hpp"
+#include "caches/layer_quant_cache.hpp"
 
 #endif  // DELTAATTN_DELTAATTN_HPP

@@ -30,8 +30,9 @@ namespace deltaattn
         void attend_block_any(std::size_t registers, Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
                               Values const& values, float scale, hybrid_split split, block_scratch& ws, attention_work& work)
         {
-            if (q.positions == 1)  // a decode step
-                return decode_block<Arch>(keys, q, out, first, values, scale, split, ws, work);
+            if constexpr (!reads_dense_far_rows<Keys>::value)  // (decode_block reads delta rows)
+                if (q.positions == 1)                              // a decode step
+                    return decode_block<Arch>(keys, q, out, first, values, scale, split, ws, work);
             switch (registers)
             {
             case 1: return attend_block<Arch, 1>(keys, q, out, first, values, scale, split, ws, work);

@@ -10,6 +10,7 @@
 #include "../views.hpp"
 
 #include <cstddef>
+#include <type_traits>
 
 namespace deltaattn
 {
@@ -45,6 +46,18 @@ namespace deltaattn
                     return chunk.row(j - chunk_first);
                 return j < cache->options().sinks ? cache->sink_row(j) : cache->window_row(j);
             }
+        };
+
+        /// Rows whose far region (SPEC.md §3's delta region) is read as dense reconstructed
+        /// rows k̂_j rather than delta rows: a quantized cache's prefill. The prefill
+        /// kernel then runs its dense path on them (each far row a "keyframe").
+        template <class Rows, class = void>
+        struct reads_dense_far_rows : std::false_type
+        {
+        };
+        template <class Rows>
+        struct reads_dense_far_rows<Rows, std::void_t<decltype(Rows::dense_far_rows)>> : std::integral_constant<bool, Rows::dense_far_rows>
+        {
         };
 
         /// Where the exact/delta split falls (SPEC.md §3).

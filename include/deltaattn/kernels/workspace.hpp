@@ -71,6 +71,14 @@ namespace deltaattn
         std::vector<float> value_reference;        ///< delta values: the running reference v̂
         std::vector<float> decode_scores;  ///< decode: scores, then probabilities, [head][key]
         std::vector<float> converted;      ///< a float16 row widened to float (convert.hpp)
+        std::vector<float> quant;          ///< code-row decode: permuted queries and outputs (quant_decode.hpp)
+
+        /// Grows (never shrinks) `quant` to `floats`.
+        void reserve_quant(std::size_t floats)
+        {
+            if (quant.size() < floats)
+                quant.assign(floats, 0.0f);
+        }
         attention_work work;  ///< work of the tasks this slot ran in the current call
 
     private:

@@ -8,5 +8,6 @@
 #include "attention.hpp"
 #include "counts.hpp"
 #include "delta_rows.hpp"
+#include "quant_rows.hpp"
 
 #endif  // DELTAATTN_REFERENCE_REFERENCE_HPP

@@ -1,0 +1,286 @@
+/**
+ * @file kernels/quant_rows.hpp
+ * Reading code rows (codecs/quant.hpp) in a decode step: the far context's q·k̂ dots
+ * and its Σ P · (s ⊙ c) value sums, for the query heads of one KV head.
+ *
+ * A register of w 32-bit words of a b-bit row holds F = 32 / b codes per lane: lane l
+ * of the register starting at word l0 holds channels (l0 + l)·F .. (l0 + l)·F + F − 1,
+ * and "field" f of the register is channel (l0 + l)·F + f of each lane. Two shifts and a
+ * conversion unpack a field for all lanes at once, with no shuffle, on every ISA. The
+ * channels come out strided, so the query is permuted once per step into the same
+ * order (`qP[span][field][lane]`), and the value sums are accumulated in that order and
+ * permuted back once at the end. A register of words is a *span* of w·F channels; a
+ * row's last span may run past the row (into the next row or the cache's padding),
+ * where the permuted query and the discarded output lanes are zero.
+ *
+ * Scales are per group of 32 channels (or per row): a span holds span / 32 groups
+ * (AVX-512, 4-bit: 4), or lies inside one. The lanes' scales are built once per row and
+ * span: one broadcast, or a sum of broadcasts times one-hot lane masks.
+ *
+ * Per code row and KV head this costs F unpacks (3 instructions each) shared by the
+ * group's query heads, then F FMAs per head: the same FMAs as a dense row, on b/16 of
+ * an fp16 row's bytes.
+ */
+#ifndef DELTAATTN_KERNELS_QUANT_ROWS_HPP
+#define DELTAATTN_KERNELS_QUANT_ROWS_HPP
+
+#include "../arch.hpp"
+#include "../caches/quant_cache.hpp"
+#include "convert.hpp"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+namespace deltaattn
+{
+    namespace kernels
+    {
+        /// How a b-bit row of d channels maps onto registers of Arch.
+        template <class Arch, unsigned Bits>
+        struct code_spans
+        {
+            static constexpr std::size_t w = arch_traits<Arch>::width, fields = 32 / Bits, span = w * fields;
+            static constexpr std::size_t max_span_groups = span >= 32 ? span / 32 : 1;
+
+            std::size_t d, count, padded, row_bytes, groups, group;
+
+            explicit code_spans(quant_codec const& codec, std::size_t dim) noexcept
+                : d(dim), count((dim + span - 1) / span), padded(count * span), row_bytes(codec.code_bytes(dim)), groups(codec.scales(dim)),
+                  group(codec.group(dim))
+            {
+            }
+
+            /// Floats of a permuted query (or output) of one head.
+            std::size_t head_floats() const noexcept { return padded; }
+        };
+
+        /// Floats of ws.quant a step of `heads` heads needs: permuted queries and outputs,
+        /// and the widened scales of one tile of rows.
+        inline std::size_t quant_scratch_floats(std::size_t heads, std::size_t dim, quant_codec const& codec) noexcept
+        {
+            std::size_t const span = 16 * (32 / codec.bits);  // the widest arch's span
+            std::size_t const padded = (dim + span - 1) / span * span;
+            return 2 * heads * padded + 64 * codec.scales(dim) + 64;
+        }
+
+        namespace quant_detail
+        {
+            /// Rows per tile: the scales widened at once, and the rows the value passes
+            /// re-read from L1 (64 rows of 4-bit d 128: 4.5 KiB).
+            constexpr std::size_t tile_rows = 64;
+
+            /// The scales of each lane of span `sp` of a row whose widened scales are `s`.
+            template <class Arch, unsigned Bits>
+            struct lane_scales
+            {
+                using ops = arch_traits<Arch>;
+                using reg = typename ops::reg;
+                using spans = code_spans<Arch, Bits>;
+
+                reg onehot[spans::max_span_groups];
+                std::size_t per_span;  // groups a span holds (1: broadcast)
+                std::size_t group_of_span_mul, group_of_span_div;
+
+                explicit lane_scales(spans const& layout) noexcept
+                {
+                    bool const whole_row = layout.group == layout.d;
+                    per_span = whole_row || spans::span <= layout.group ? 1 : spans::span / layout.group;
+                    group_of_span_mul = whole_row ? 0 : spans::span;
+                    group_of_span_div = layout.group;
+                    alignas(64) float lanes[spans::w];
+                    for (std::size_t k = 0; k < spans::max_span_groups; ++k)
+                    {
+                        for (std::size_t l = 0; l < spans::w; ++l)
+                            lanes[l] = per_span > 1 && l * spans::fields / layout.group == k ? 1.0f : 0.0f;
+                        onehot[k] = ops::load(lanes);
+                    }
+                }
+
+                reg operator()(float const* s, std::size_t sp) const noexcept
+                {
+                    std::size_t const first = sp * group_of_span_mul / group_of_span_div;
+                    if (per_span == 1)
+                        return ops::broadcast(s[first]);
+                    reg x = ops::mul(ops::broadcast(s[first]), onehot[0]);
+                    for (std::size_t k = 1; k < per_span && k < spans::max_span_groups; ++k)
+                        x = ops::fma(ops::broadcast(s[first + k]), onehot[k], x);
+                    return x;
+                }
+            };
+
+            /// Fields [First, First + N) of a register of words.
+            template <class Arch, unsigned Bits, unsigned First, std::size_t... F>
+            void unpack(typename arch_traits<Arch>::words const& x, typename arch_traits<Arch>::reg* out, std::index_sequence<F...>) noexcept
+            {
+                ((out[F] = arch_traits<Arch>::template code_field<Bits, First + static_cast<unsigned>(F)>(x)), ...);
+            }
+
+            /// The scales of rows [j0, j0 + rows) widened into `out` (rows * groups floats,
+            /// plus a register of padding).
+            template <class Arch, class T>
+            void widen_scales(basic_quant_cache<T> const& cache, std::size_t j0, std::size_t rows, float* out) noexcept
+            {
+                as_floats<Arch>(cache.code_row(j0).scales, rows * cache.codec().scales(cache.dim()), out);
+            }
+        }  // namespace quant_detail
+
+        /// qP[h][(sp * fields + f) * w + l] = q_h[(sp * w + l) * fields + f], 0 past d.
+        template <class Arch, unsigned Bits>
+        void permute_queries(code_spans<Arch, Bits> const& layout, float const* const* q, std::size_t heads, float* qP) noexcept
+        {
+            using spans = code_spans<Arch, Bits>;
+            for (std::size_t h = 0; h < heads; ++h)
+                for (std::size_t sp = 0; sp < layout.count; ++sp)
+                    for (std::size_t f = 0; f < spans::fields; ++f)
+                        for (std::size_t l = 0; l < spans::w; ++l)
+                        {
+                            std::size_t const c = (sp * spans::w + l) * spans::fields + f;
+                            qP[h * layout.padded + (sp * spans::fields + f) * spans::w + l] = c < layout.d ? q[h][c] : 0.0f;
+                        }
+        }
+
+        /// o_h[c] += oP[h][...] for c < d: permute_queries' inverse, accumulated.
+        template <class Arch, unsigned Bits>
+        void add_unpermuted(code_spans<Arch, Bits> const& layout, float const* oP, std::size_t heads, float* o) noexcept
+        {
+            using spans = code_spans<Arch, Bits>;
+            for (std::size_t h = 0; h < heads; ++h)
+                for (std::size_t sp = 0; sp < layout.count; ++sp)
+                    for (std::size_t f = 0; f < spans::fields; ++f)
+                        for (std::size_t l = 0; l < spans::w; ++l)
+                        {
+                            std::size_t const c = (sp * spans::w + l) * spans::fields + f;
+                            if (c < layout.d)
+                                o[h * layout.d + c] += oP[h * layout.padded + (sp * spans::fields + f) * spans::w + l];
+                        }
+        }
+
+        /**
+         * s[h * stride + j] = qP_h · (s_j ⊙ c_j) for code rows j in [j0, j1) and H heads:
+         * w rows at a time, reduced with one transpose-add.
+         */
+        template <class Arch, unsigned Bits, std::size_t H, class T>
+        void code_row_dots(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, float const* qP, std::size_t j0, std::size_t j1,
+                           float* s, std::size_t stride, float* scales) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            using reg = typename ops::reg;
+            using spans = code_spans<Arch, Bits>;
+            constexpr std::size_t w = spans::w, F = spans::fields;
+            quant_detail::lane_scales<Arch, Bits> const lane_scale(layout);
+            for (std::size_t t0 = j0; t0 < j1; t0 += w)
+            {
+                std::size_t const nb = std::min(w, j1 - t0);
+                quant_detail::widen_scales<Arch>(cache, t0, nb, scales);
+                reg rows[H][w];
+                for (std::size_t r = 0; r < w; ++r)
+                {
+                    std::size_t const rr = r < nb ? r : 0;
+                    std::uint8_t const* codes = cache.code_row(t0 + rr).codes;
+                    float const* row_scales = scales + rr * layout.groups;
+                    reg acc[H];
+                    for (auto& a : acc)
+                        a = ops::zero();
+                    for (std::size_t sp = 0; sp < layout.count; ++sp)
+                    {
+                        reg field[F];
+                        quant_detail::unpack<Arch, Bits, 0>(ops::load_words(codes + sp * w * 4), field, std::make_index_sequence<F>{});
+                        reg const ls = lane_scale(row_scales, sp);
+                        for (std::size_t h = 0; h < H; ++h)
+                        {
+                            float const* qs = qP + h * layout.padded + sp * F * w;
+                            reg even = ops::mul(ops::load(qs), field[0]);
+                            reg odd = ops::mul(ops::load(qs + w), field[1]);
+                            for (std::size_t f = 2; f < F; f += 2)
+                            {
+                                even = ops::fma(ops::load(qs + f * w), field[f], even);
+                                odd = ops::fma(ops::load(qs + (f + 1) * w), field[f + 1], odd);
+                            }
+                            acc[h] = ops::fma(ops::add(even, odd), ls, acc[h]);
+                        }
+                    }
+                    for (std::size_t h = 0; h < H; ++h)
+                        rows[h][r] = acc[h];
+                }
+                for (std::size_t h = 0; h < H; ++h)
+                {
+                    alignas(64) float sums[w];
+                    ops::store(sums, ops::reduce_add_rows(rows[h]));
+                    std::copy(sums, sums + nb, s + h * stride + t0);
+                }
+            }
+        }
+
+        /**
+         * oP_h += Σ_j m[h * stride + j] (s_j ⊙ c_j) over code rows j in [j0, j1), H heads,
+         * in the permuted order: per tile of rows, per span and per four fields, the
+         * 4·H accumulators stay in registers while the tile's rows stream from L1.
+         */
+        template <class Arch, unsigned Bits, std::size_t H, unsigned FirstField, class T>
+        void code_row_values_fields(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, float const* m, std::size_t stride,
+                                    std::size_t t0, std::size_t t1, float const* scales, std::size_t sp, float* oP) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            using reg = typename ops::reg;
+            using spans = code_spans<Arch, Bits>;
+            constexpr std::size_t w = spans::w, F = spans::fields, N = 4;
+            quant_detail::lane_scales<Arch, Bits> const lane_scale(layout);
+            reg acc[H][N];
+            for (std::size_t h = 0; h < H; ++h)
+                for (std::size_t f = 0; f < N; ++f)
+                    acc[h][f] = ops::load(oP + h * layout.padded + (sp * F + FirstField + f) * w);
+            for (std::size_t j = t0; j < t1; ++j)
+            {
+                reg field[N];
+                quant_detail::unpack<Arch, Bits, FirstField>(ops::load_words(cache.code_row(j).codes + sp * w * 4), field, std::make_index_sequence<N>{});
+                reg const ls = lane_scale(scales + (j - t0) * layout.groups, sp);
+                for (std::size_t h = 0; h < H; ++h)
+                {
+                    reg const mh = ops::mul(ops::broadcast(m[h * stride + j]), ls);
+                    for (std::size_t f = 0; f < N; ++f)
+                        acc[h][f] = ops::fma(mh, field[f], acc[h][f]);
+                }
+            }
+            for (std::size_t h = 0; h < H; ++h)
+                for (std::size_t f = 0; f < N; ++f)
+                    ops::store(oP + h * layout.padded + (sp * F + FirstField + f) * w, acc[h][f]);
+        }
+
+        template <class Arch, unsigned Bits, std::size_t H, class T>
+        void code_row_values(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, float const* m, std::size_t stride,
+                             std::size_t j0, std::size_t j1, float* oP, float* scales) noexcept
+        {
+            constexpr std::size_t tile = quant_detail::tile_rows;
+            for (std::size_t t0 = j0; t0 < j1; t0 += tile)
+            {
+                std::size_t const t1 = std::min(j1, t0 + tile);
+                quant_detail::widen_scales<Arch>(cache, t0, t1 - t0, scales);
+                for (std::size_t sp = 0; sp < layout.count; ++sp)
+                {
+                    code_row_values_fields<Arch, Bits, H, 0>(cache, layout, m, stride, t0, t1, scales, sp, oP);
+                    if constexpr (code_spans<Arch, Bits>::fields == 8)
+                        code_row_values_fields<Arch, Bits, H, 4>(cache, layout, m, stride, t0, t1, scales, sp, oP);
+                }
+            }
+        }
+
+        /// Runs f(std::integral_constant<std::size_t, H>) for H = min(4, heads - h0) over
+        /// head chunks: the kernels above keep 4 heads' accumulators in registers.
+        template <class F>
+        void for_head_chunks(std::size_t heads, F&& f)
+        {
+            for (std::size_t h0 = 0; h0 < heads; h0 += 4)
+                switch (std::min<std::size_t>(4, heads - h0))
+                {
+                case 1: f(h0, std::integral_constant<std::size_t, 1>{}); break;
+                case 2: f(h0, std::integral_constant<std::size_t, 2>{}); break;
+                case 3: f(h0, std::integral_constant<std::size_t, 3>{}); break;
+                default: f(h0, std::integral_constant<std::size_t, 4>{}); break;
+                }
+        }
+    }  // namespace kernels
+}  // namespace deltaattn
+
+#endif  // DELTAATTN_KERNELS_QUANT_ROWS_HPP

@@ -1,0 +1,339 @@
+// The quantized delta codec (SPEC.md §10): the caches' code rows and references against
+// the oracle bit for bit, the per-channel and score bounds, quant attention against the
+// oracle on every compiled arch (fp32 and binary16 exact sets, K only and K+V), prefill
+// + decode against one prefill, thread-count determinism, bad codecs and a failing row
+// refused with nothing changed, and the bytes a cache reports.
+#include "catch.hpp"
+#include "tester.hpp"
+
+#include <cmath>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+using namespace deltaattn_test;
+
+namespace
+{
+    struct quant_case
+    {
+        attention_case c;
+        quant_codec keys{4, 32, 256};
+        std::optional<quant_codec> values = quant_codec{4, 32, 256};
+    };
+
+    std::string describe(quant_case const& q)
+    {
+        std::string s = q.c.describe() + " | k: b" + std::to_string(q.keys.bits) + " g" + std::to_string(q.keys.scale_group) + " R" +
+                        std::to_string(q.keys.keyframe_interval);
+        if (q.values)
+            s += " | v: b" + std::to_string(q.values->bits) + " g" + std::to_string(q.values->scale_group) + " R" +
+                 std::to_string(q.values->keyframe_interval);
+        return s;
+    }
+
+    template <class T>
+    std::vector<float> oracle_quant(qkv_data const& in, quant_case const& q)
+    {
+        std::vector<float> out;
+        auto view = in.make_output(out);
+        reference::quant_attention<T>(in.q_view(), in.k_view(), in.v_view(), view, q.c.options, q.keys, q.values);
+        return out;
+    }
+
+    template <class Arch, class T>
+    std::vector<float> run_quant(qkv_data const& in, quant_case const& q, parallel_executor const& executor = {})
+    {
+        std::vector<float> out;
+        auto view = in.make_output(out);
+        quant_attention<Arch, T>(in.q_view(), in.k_view(), in.v_view(), view, q.c.options, q.keys, q.values, nullptr, executor);
+        return out;
+    }
+
+    /// Prefill of `prompt` positions in chunks of `chunk`, then one decode step a position.
+    template <class Arch, class T>
+    std::vector<float> run_quant_steps(qkv_data const& in, quant_case const& q, std::size_t prompt, std::size_t chunk,
+                                       parallel_executor const& executor = {})
+    {
+        std::vector<float> out;
+        auto const view = in.make_output(out);
+        auto const& c = q.c;
+        basic_layer_quant_cache<T> cache(c.kv_heads, c.dim, c.positions, c.options, q.keys, q.values);
+        cache.set_executor(executor);
+        for (std::size_t p = 0; p < c.positions;)
+        {
+            std::size_t const n = p < prompt ? std::min(chunk, prompt - p) : 1;
+            auto const qq = in.q_view().slice_positions(p, n), kk = in.k_view().slice_positions(p, n), vv = in.v_view().slice_positions(p, n);
+            if (p < prompt)
+                cache.template prefill<Arch>(qq, kk, vv, view.slice_positions(p, n));
+            else
+                cache.template decode<Arch>(qq, kk, vv, view.slice_positions(p, n));
+            p += n;
+        }
+        return out;
+    }
+
+    quant_case make_case(std::size_t n, std::size_t hq, std::size_t hkv, std::size_t d, std::size_t sinks, std::size_t window, quant_codec keys,
+                         std::optional<quant_codec> values, std::uint64_t seed)
+    {
+        quant_case q;
+        q.c.positions = n;
+        q.c.q_heads = hq;
+        q.c.kv_heads = hkv;
+        q.c.dim = d;
+        q.c.options.sinks = sinks;
+        q.c.options.window = window;
+        q.c.seed = seed;
+        q.keys = keys;
+        q.values = values;
+        return q;
+    }
+
+    /// The codec settings every arch is checked with (d a multiple of 32 unless g = 0).
+    std::vector<quant_codec> codecs_for(std::size_t d)
+    {
+        std::vector<quant_codec> out;
+        for (unsigned bits : {4u, 8u})
+            for (std::size_t group : {std::size_t(32), std::size_t(0)})
+                for (std::size_t r : {std::size_t(1), std::size_t(5), std::size_t(0)})
+                    if (group == 0 || d % group == 0)
+                        out.push_back(quant_codec{bits, group, r});
+        return out;
+    }
+}  // namespace
+
+TEST_CASE("quant caches code rows exactly as the oracle: codes, scales and references bit for bit", "[quant]")
+{
+    for (std::size_t d : {8, 32, 80, 128, 256})
+        for (quant_codec const& codec : codecs_for(d))
+            for (std::size_t sinks : {1, 4})
+            {
+                attention_case c;
+                c.positions = 70;
+                c.kv_heads = 1;
+                c.q_heads = 1;
+                c.dim = d;
+                qkv_data const in = c.inputs();
+                hybrid_options o;
+                o.sinks = sinks;
+                o.window = 8;
+                quant_cache cache(d, c.positions, o, codec);
+                for (std::size_t j = 0; j < c.positions; ++j)
+                    cache.append_coded(in.k_view().at(j, 0));
+                reference::quant_rows const want = reference::build_quant_rows(in.k_view().head(0), codec);
+                std::vector<float> got((c.positions - sinks) * d);
+                cache.reconstruct(c.positions, got.data());
+                INFO("d=" << d << " bits=" << codec.bits << " group=" << codec.scale_group << " R=" << codec.keyframe_interval << " sinks=" << sinks);
+                for (std::size_t c0 = 0; c0 < d; ++c0)
+                    REQUIRE(cache.base_row()[c0] == want.reference_row(sinks - 1)[c0]);
+                std::size_t mismatches = 0;
+                for (std::size_t j = sinks; j < c.positions; ++j)
+                {
+                    quant_row const row = cache.code_row(j);
+                    for (std::size_t ch = 0; ch < d; ++ch)
+                    {
+                        mismatches += got[(j - sinks) * d + ch] != want.reference_row(j)[ch];
+                        mismatches += code_at(row.codes, codec.bits, ch) != want.code[j * d + ch];
+                        mismatches += to_float(row.scales[ch / codec.group(d)]) != want.scale_row(j)[ch];
+                    }
+                }
+                REQUIRE(mismatches == 0);
+            }
+}
+
+TEST_CASE("quant rows keep |k̂ - k| <= s/2 per channel and the score inside SPEC.md §10's bound", "[quant]")
+{
+    attention_case c;
+    c.positions = 300;
+    c.kv_heads = 1;
+    c.q_heads = 1;
+    c.dim = 64;
+    for (input_kind kind : {input_kind::llm_like, input_kind::white_noise})
+        for (quant_codec const& codec : codecs_for(c.dim))
+        {
+            c.kind = kind;
+            qkv_data const in = c.inputs();
+            auto const keys = in.k_view().head(0);
+            reference::quant_rows const rows = reference::build_quant_rows(keys, codec);
+            float const alpha = effective_scale(0.0f, c.dim);
+            double worst_channel = 0.0, worst_score = 0.0;
+            for (std::size_t j = 0; j < c.positions; ++j)
+            {
+                double score_err = 0.0;
+                for (std::size_t ch = 0; ch < c.dim; ++ch)
+                {
+                    double const err = std::fabs(double(rows.reference_row(j)[ch]) - keys.row(j)[ch]);
+                    // s/2, plus the fp32 rounding of one sum (k̂_{j-1} + s c)
+                    double const allowed = rows.scale_row(j)[ch] / 2.0 + 1e-6 * std::fabs(keys.row(j)[ch]) + 1e-30;
+                    worst_channel = std::max(worst_channel, err / allowed);
+                    score_err += double(in.q_view().at(j, 0)[ch]) * (double(rows.reference_row(j)[ch]) - keys.row(j)[ch]);
+                }
+                double const bound = reference::quant_score_bound(in.q_view().at(j, 0), j, rows, 0.0f) * 1.0001 + 1e-6;
+                worst_score = std::max(worst_score, std::fabs(alpha * score_err) / bound);
+            }
+            INFO("bits=" << codec.bits << " group=" << codec.scale_group << " R=" << codec.keyframe_interval);
+            CHECK(worst_channel <= 1.0);
+            CHECK(worst_score <= 1.0);
+        }
+}
+
+TEMPLATE_LIST_TEST_CASE("quant attention agrees with the oracle (fp32 exact sets)", "[quant]", tested_archs)
+{
+    std::uint64_t seed = 11;
+    for (std::size_t d : {32, 64, 80, 96, 128})
+        for (quant_codec const& codec : codecs_for(d))
+            for (bool values : {true, false})
+            {
+                quant_case const q = make_case(d == 64 ? 129 : 70, 4, 2, d, 2, 16, codec, values ? std::optional<quant_codec>(codec) : std::nullopt, ++seed);
+                qkv_data const in = q.c.inputs();
+                auto const want = oracle_quant<float>(in, q);
+                auto const got = run_quant<TestType, float>(in, q);
+                INFO(describe(q) << " arch=" << arch_name<TestType>());
+                REQUIRE(max_abs_diff(got, want) <= tolerance(want));
+            }
+}
+
+TEMPLATE_LIST_TEST_CASE("quant decode steps agree with the oracle across shapes (GQA, sinks, windows, tile edges)", "[quant]", tested_archs)
+{
+    std::uint64_t seed = 100;
+    struct shape
+    {
+        std::size_t n, hq, hkv, d, sinks, window;
+    };
+    for (shape const s : {shape{70, 1, 1, 32, 1, 1}, shape{129, 8, 1, 64, 4, 16}, shape{257, 4, 2, 128, 4, 64}, shape{90, 8, 4, 96, 3, 7},
+                          shape{40, 2, 1, 256, 1, 50}, shape{66, 16, 2, 80, 2, 5}})
+        for (unsigned bits : {4u, 8u})
+            for (std::size_t r : {std::size_t(1), std::size_t(7), std::size_t(0)})
+            {
+                quant_codec const codec{bits, s.d % 32 == 0 ? std::size_t(32) : std::size_t(0), r};
+                quant_case const q = make_case(s.n, s.hq, s.hkv, s.d, s.sinks, s.window, codec, codec, ++seed);
+                qkv_data const in = q.c.inputs();
+                auto const want = oracle_quant<float>(in, q);
+                auto const got = run_quant_steps<TestType, float>(in, q, 3, 3);  // nearly all positions decoded
+                INFO(describe(q) << " arch=" << arch_name<TestType>());
+                REQUIRE(max_abs_diff(got, want) <= tolerance(want));
+            }
+}
+
+TEMPLATE_LIST_TEST_CASE("quant attention with binary16 exact sets agrees with the oracle of float16 storage", "[quant]", tested_archs)
+{
+    for (bool values : {true, false})
+    {
+        quant_codec const codec{4, 32, 16};
+        quant_case const q = make_case(150, 8, 2, 64, 4, 20, codec, values ? std::optional<quant_codec>(codec) : std::nullopt, 7);
+        qkv_data const in = q.c.inputs();
+        auto const want = oracle_quant<float16>(in, q);
+        INFO(describe(q) << " arch=" << arch_name<TestType>());
+        REQUIRE(max_abs_diff(run_quant<TestType, float16>(in, q), want) <= tolerance(want));
+        REQUIRE(max_abs_diff(run_quant_steps<TestType, float16>(in, q, 50, 17), want) <= tolerance(want));
+    }
+}
+
+TEMPLATE_LIST_TEST_CASE("quant prefill in chunks, then decode, equals one prefill", "[quant]", tested_archs)
+{
+    quant_codec const codec{8, 32, 32};
+    quant_case const q = make_case(200, 8, 2, 64, 4, 32, codec, quant_codec{4, 32, 0}, 21);
+    qkv_data const in = q.c.inputs();
+    auto const whole = run_quant<TestType, float>(in, q);
+    for (std::size_t chunk : {1, 7, 64, 100})
+    {
+        INFO("chunk " << chunk << " arch=" << arch_name<TestType>());
+        REQUIRE(max_abs_diff(run_quant_steps<TestType, float>(in, q, 120, chunk), whole) <= tolerance(whole));
+    }
+}
+
+TEST_CASE("quant attention is bit-identical for any thread count", "[quant][threads]")
+{
+    quant_codec const codec{4, 32, 64};
+    quant_case const q = make_case(180, 8, 4, 64, 4, 24, codec, codec, 5);
+    qkv_data const in = q.c.inputs();
+    auto const one_prefill = run_quant<default_arch, float>(in, q);
+    auto const one_steps = run_quant_steps<default_arch, float>(in, q, 60, 30);
+    for (std::size_t threads : {2, 3})
+    {
+        thread_pool pool(threads);
+        REQUIRE(run_quant<default_arch, float>(in, q, pool.executor()) == one_prefill);
+        REQUIRE(run_quant_steps<default_arch, float>(in, q, 60, 30, pool.executor()) == one_steps);
+    }
+}
+
+TEST_CASE("bad codec parameters are refused by name", "[quant][validation]")
+{
+    hybrid_options const o;
+    auto const refuses = [](auto&& make, std::string const& name) {
+        try
+        {
+            make();
+        }
+        catch (std::invalid_argument const& e)
+        {
+            return std::string(e.what()).find(name) != std::string::npos;
+        }
+        return false;
+    };
+    CHECK(refuses([&] { layer_quant_cache(2, 64, 10, o, quant_codec{3, 32, 1}); }, "bits"));
+    CHECK(refuses([&] { layer_quant_cache(2, 64, 10, o, quant_codec{4, 16, 1}); }, "scale_group"));
+    CHECK(refuses([&] { layer_quant_cache(2, 64, 10, o, quant_codec{4, 32, 1}, quant_codec{2, 32, 1}); }, "value_bits"));
+    CHECK(refuses([&] { layer_quant_cache(2, 64, 10, o, quant_codec{4, 32, 1}, quant_codec{8, 48, 1}); }, "value_scale_group"));
+    CHECK(refuses([&] { layer_quant_cache(2, 36, 10, o, quant_codec{4, 0, 1}); }, "dim"));
+    CHECK(refuses([&] { layer_quant_cache(2, 80, 10, o, quant_codec{4, 32, 1}); }, "scale_group"));
+}
+
+TEST_CASE("a row whose scale overflows binary16 is refused and leaves the cache unchanged", "[quant][validation]")
+{
+    quant_codec const codec{4, 32, 0};
+    quant_case const q = make_case(40, 2, 2, 32, 2, 4, codec, codec, 9);
+    qkv_data in = q.c.inputs();
+    auto const want = run_quant_steps<default_arch, float>(in, q, 20, 20);
+
+    std::vector<float> out;
+    auto const view = in.make_output(out);
+    layer_quant_cache cache(2, 32, 40, q.c.options, codec, codec);
+    cache.prefill(in.q_view().slice_positions(0, 20), in.k_view().slice_positions(0, 20), in.v_view().slice_positions(0, 20), view.slice_positions(0, 20));
+    std::vector<float> bad_k(in.k.begin() + 20 * 2 * 32, in.k.begin() + 21 * 2 * 32);
+    bad_k[32 + 5] = 1e6f;  // head 1: a residual of 1e6 needs a scale of ~1.4e5 > 65504
+    auto const bad = make_token_major<const float>(bad_k.data(), 1, 2, 32);
+    std::vector<float> scratch(2 * 32);
+    auto const scratch_view = make_token_major(scratch.data(), 1, 2, 32);
+    std::size_t const bytes = cache.bytes();
+    try
+    {
+        cache.decode(in.q_view().slice_positions(20, 1), bad, in.v_view().slice_positions(20, 1), scratch_view);
+        FAIL("the overflowing row was accepted");
+    }
+    catch (std::invalid_argument const& e)
+    {
+        CHECK(std::string(e.what()).find("k") != std::string::npos);
+        CHECK(std::string(e.what()).find("binary16") != std::string::npos);
+    }
+    CHECK(cache.size() == 20);
+    CHECK(cache.bytes() == bytes);
+    for (std::size_t p = 20; p < 40; ++p)
+        cache.decode(in.q_view().slice_positions(p, 1), in.k_view().slice_positions(p, 1), in.v_view().slice_positions(p, 1), view.slice_positions(p, 1));
+    REQUIRE(out == want);
+}
+
+TEST_CASE("a quant cache's bytes are its exact rows, codes, scales, references and padding", "[quant]")
+{
+    std::size_t const d = 128, n = 1000, sinks = 4, window = 64;
+    hybrid_options o;
+    o.sinks = sinks;
+    o.window = window;
+    for (unsigned bits : {4u, 8u})
+    {
+        quant_codec const codec{bits, 32, 256};
+        quant_cache_f16 cache(d, n, o, codec);
+        attention_case c;
+        c.positions = n;
+        c.kv_heads = 1;
+        c.q_heads = 1;
+        c.dim = d;
+        qkv_data const in = c.inputs();
+        for (std::size_t j = 0; j < n; ++j)
+            cache.append_coded(in.k_view().at(j, 0));
+        std::size_t const exact = 2 * d * (sinks + window), codes = (n - sinks) * (bits * d / 8 + 2 * (d / 32));
+        std::size_t const fixed = quant_cache_f16::code_padding + 2 * quant_cache_f16::scale_padding + 2 * 4 * d;
+        CHECK(cache.bytes() == exact + codes + fixed);
+        CHECK(codec.bits_per_value(d) == Approx(bits + 0.5));
+    }
+}
