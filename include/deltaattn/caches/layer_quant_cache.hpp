@@ -282,16 +282,12 @@ namespace deltaattn
 
         void check_chunk(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out) const
         {
-            std::size_t const heads = kv_heads();
             check_heads(k, v);
-            detail::require(q.heads % heads == 0 && q.heads >= 1, "heads",
-                            "query heads (" + std::to_string(q.heads) + ") must be a multiple of kv heads (" + std::to_string(heads) + ")");
-            detail::require(q.heads / heads <= block_scratch::max_decode_heads, "heads",
-                            "at most " + std::to_string(block_scratch::max_decode_heads) + " query heads per kv head" + detail::got(q.heads / heads));
-            detail::require(q.dim == dim(), "q", "has head dim " + std::to_string(q.dim) + ", the cache " + std::to_string(dim()));
-            detail::require(k.positions == q.positions, "k", "has " + std::to_string(k.positions) + " positions, q has " + std::to_string(q.positions));
+            detail::check_layer_queries(q, k, out, kv_heads(), dim());
+            std::size_t const group = q.heads / kv_heads();
+            detail::require(group <= block_scratch::max_decode_heads, "heads",
+                            "at most " + std::to_string(block_scratch::max_decode_heads) + " query heads per kv head" + detail::got(group));
             detail::require(q.positions >= 1, "q", "must hold at least one position");
-            detail::require(out.positions == q.positions && out.heads == q.heads && out.dim == q.dim, "out", "must have q's shape");
             if (options().check_finite)
                 detail::require_finite_tensor(q, "q");
         }
@@ -299,9 +295,7 @@ namespace deltaattn
         void check_heads(tensor_view<const float> k, tensor_view<const float> v) const
         {
             std::size_t const heads = kv_heads();
-            detail::require(k.heads == heads, "k", "has " + std::to_string(k.heads) + " heads, the cache " + std::to_string(heads));
-            detail::require(v.heads == heads, "v", "has " + std::to_string(v.heads) + " heads, the cache " + std::to_string(heads));
-            detail::require(v.positions == k.positions, "v", "has " + std::to_string(v.positions) + " positions, k has " + std::to_string(k.positions));
+            detail::check_layer_rows(k, v, heads);
             for (std::size_t h = 0; h < heads; ++h)
             {
                 m_keys[h].check_rows(k.head(h));

@@ -37,6 +37,26 @@ namespace deltaattn
             check_attention_shapes_of<float>(q, k, v, out);
         }
 
+        /// A layer cache's k and v chunk: `kv_heads` heads each, the same positions.
+        inline void check_layer_rows(tensor_view<const float> k, tensor_view<const float> v, std::size_t kv_heads)
+        {
+            require(k.heads == kv_heads, "k", "has " + std::to_string(k.heads) + " heads, the cache " + std::to_string(kv_heads));
+            require(v.heads == kv_heads, "v", "has " + std::to_string(v.heads) + " heads, the cache " + std::to_string(kv_heads));
+            require(v.positions == k.positions, "v", "has " + std::to_string(v.positions) + " positions, k has " + std::to_string(k.positions));
+        }
+
+        /// A layer cache's attention call: q and out n_c x Hq x dim, Hq a multiple of
+        /// kv_heads, k (checked by check_layer_rows) n_c positions too.
+        inline void check_layer_queries(tensor_view<const float> q, tensor_view<const float> k, tensor_view<float> out, std::size_t kv_heads,
+                                        std::size_t dim)
+        {
+            require(q.heads % kv_heads == 0 && q.heads >= 1, "heads",
+                    "query heads (" + std::to_string(q.heads) + ") must be a multiple of kv heads (" + std::to_string(kv_heads) + ")");
+            require(q.dim == dim, "q", "has head dim " + std::to_string(q.dim) + ", the cache " + std::to_string(dim));
+            require(k.positions == q.positions, "k", "has " + std::to_string(k.positions) + " positions, q has " + std::to_string(q.positions));
+            require(out.positions == q.positions && out.heads == q.heads && out.dim == q.dim, "out", "must have q's shape");
+        }
+
         /// Rows of one head of a tensor view, as a matrix, for finiteness checks.
         template <class T>
         void require_finite_tensor(tensor_view<T> t, char const* argument)
