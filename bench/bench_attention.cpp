@@ -7,7 +7,9 @@
 // Names: <stage>/<variant>[/rho:<delta sparsity %>]/n:<positions>/d:<dim>, stage is
 // prefill or decode (one step at context n), variant dense, hybrid_k (delta K, target
 // delta sparsity rho), hybrid_kv (delta K and V, the same rho on both), or
-// hybrid_k_block8 / hybrid_kv_block8 (block policy, g = 8). Decode cases also run on
+// hybrid_k_block8 / hybrid_kv_block8 (block policy, g = 8); decode also has
+// quant_k/bits:B and quant_kv/bits:B (SPEC.md §10: K, or K and V, coded in B bits with
+// 32-channel groups; the sinks and window exact in the case's storage). Decode cases also run on
 // binary16 storage (`/kv:f16` after d: float16 K/V views for dense, delta_key_cache_f16
 // for hybrid), paired with the dense case of the same storage; report.py also pairs
 // each f16 dense case with the fp32 one (variant dense_f16).
@@ -36,6 +38,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -254,6 +257,53 @@ namespace
         state.counters["copies"] = static_cast<double>(copies);
     }
 
+    /// One decode step on per-head quantized caches (SPEC.md §10): keys coded with `bits`
+    /// (32-channel groups), values coded the same way or (`coded_values` false) kept exact
+    /// for every position. T: the exact sets' storage.
+    template <class T>
+    void quant_decode_step(benchmark::State& state, std::size_t n, std::size_t d, unsigned bits, bool coded_values)
+    {
+        auto const& in = workload(n, d);
+        std::size_t const group = q_heads / kv_heads;
+        quant_codec const codec{bits, 32, 256};
+        std::optional<quant_codec> const value_codec = coded_values ? std::optional<quant_codec>(codec) : std::nullopt;
+        std::vector<basic_quant_cache<T>> keys, values;
+        double bytes = 0.0;
+        for (std::size_t h = 0; h < kv_heads; ++h)
+        {
+            keys.emplace_back(d, n, options(), codec);
+            keys.back().append(in.k_view().head(h));
+            values.emplace_back(d, n, options(), value_codec);
+            values.back().append(in.v_view().head(h));
+            bytes += static_cast<double>(keys.back().bytes() + values.back().bytes());
+        }
+        std::size_t const copies = copies_for(bytes);
+        std::vector<std::vector<basic_quant_cache<T>>> const key_copies(copies, keys), value_copies(copies, values);
+        std::vector<float> out(q_heads * d);
+        parallel_executor const pool = executor();
+        std::vector<attention_workspace> ws(pool.workers);
+        std::vector<attention_stats> per_worker(pool.workers);
+        auto const q = in.q_view().slice_positions(n - 1, 1);
+        std::size_t step = 0;
+        for (auto _ : state)
+        {
+            std::size_t const c = step++ % copies;
+            std::fill(per_worker.begin(), per_worker.end(), attention_stats{});
+            pool(kv_heads, [&](std::size_t h, std::size_t worker) {
+                matrix_view<const float> const qh{q.at(0, h * group), group, d, q.head_stride};
+                quant_decode(key_copies[c][h], value_copies[c][h], qh, make_matrix_view(out.data() + h * group * d, group, d), ws[worker],
+                             &per_worker[worker]);
+            });
+            benchmark::DoNotOptimize(out.data());
+        }
+        attention_stats stats;
+        for (auto const& w : per_worker)
+            stats.decode += w.decode;
+        report(state, stats.decode, 0.0, bytes);
+        state.counters["copies"] = static_cast<double>(copies);
+        state.counters["bits_per_value"] = codec.bits_per_value(d);
+    }
+
     // ---- the roofline: how fast this machine streams bytes -------------------------
 
     /// Sums a 512 MiB buffer (well past the last-level cache), split over the pool's
@@ -320,6 +370,15 @@ namespace
             for (std::size_t n : {512, 1024, 4096, 8192, 16384})
                 for (bool f16 : {false, true})
                 {
+                    auto const quant = f16 ? quant_decode_step<float16> : quant_decode_step<float>;
+                    for (unsigned bits : {4u, 8u})
+                        for (bool coded_values : {true, false})
+                            if (d == 128 && n >= 1024 && n != 8192)
+                                benchmark::RegisterBenchmark(("decode/quant_" + std::string(coded_values ? "kv" : "k") + "/bits:" + std::to_string(bits) +
+                                                              shape(n, d, f16))
+                                                                 .c_str(),
+                                                             quant, n, d, bits, coded_values)
+                                    ->Unit(benchmark::kMicrosecond);
                     auto const dense = f16 ? dense_decode_step<float16> : dense_decode_step<float>;
                     auto const hybrid = f16 ? hybrid_decode_step<float16> : hybrid_decode_step<float>;
                     benchmark::RegisterBenchmark(("decode/dense" + shape(n, d, f16)).c_str(), dense, n, d)->Unit(benchmark::kMicrosecond);

@@ -209,3 +209,63 @@ TEST_CASE("evaluate rejects bad settings by name", "[tools][eval][validation]")
     s.value_theta = -1.0f;
     CHECK_THROWS_WITH(evaluate(in, s), contains("theta"));
 }
+
+TEST_CASE("evaluate with --policy quant matches the quant oracle and reports bits and the q4_0 baseline", "[tools][eval][quant]")
+{
+    std::size_t const prompt = GENERATE(std::size_t(90), std::size_t(40));
+    bool const values = GENERATE(false, true);
+    attention_case c;
+    c.positions = 90;
+    c.q_heads = 4;
+    c.kv_heads = 2;
+    c.options.sinks = 2;
+    c.options.window = 12;
+    auto const in = c.inputs();
+    eval_settings s;
+    s.options = c.options;
+    s.prompt = prompt;
+    s.key_codec = quant_codec{4, 32, 8};
+    if (values)
+        s.value_codec = quant_codec{8, 32, 8};
+    s.baseline = quant_codec{4, 32, 1};
+    eval_result const r = evaluate(in, s);
+
+    std::vector<float> expected;
+    auto view = in.make_output(expected);
+    reference::quant_attention(in.q_view(), in.k_view(), in.v_view(), view, c.options, *s.key_codec, s.value_codec);
+    INFO("prompt " << prompt << (values ? " with coded values" : ""));
+    CHECK(max_abs_diff(r.out, expected) <= tolerance(expected));
+    CHECK(r.bits_per_value == 4.5);
+    CHECK(r.value_bits_per_value == (values ? 8.5 : 32.0));
+    auto const dense = oracle_dense(in);
+    CHECK(r.max_abs_error == Approx(max_abs_diff(r.out, dense)).margin(1e-6));
+
+    // The baseline: the same codec at R = 1 on every position but the diagonal.
+    REQUIRE(r.baseline.has_value());
+    hybrid_options every = c.options;
+    every.sinks = every.window = 1;
+    std::vector<float> coded;
+    auto coded_view = in.make_output(coded);
+    reference::quant_attention(in.q_view(), in.k_view(), in.v_view(), coded_view, every, *s.baseline, s.baseline);
+    CHECK(r.baseline->max_abs_error == Approx(max_abs_diff(coded, dense)).margin(1e-4 * std::max(1.0f, max_abs(dense))));
+    CHECK(r.baseline->bits_per_value == 4.5);
+
+    // The reported bound covers every far score (SPEC §10).
+    double worst = 0;
+    double const alpha = effective_scale(0.0f, c.dim);
+    for (std::size_t kv = 0; kv < c.kv_heads; ++kv)
+    {
+        auto const rows = reference::build_quant_rows(in.k_view().head(kv), *s.key_codec);
+        for (std::size_t i = c.options.sinks + c.options.window; i < c.positions; ++i)
+            for (std::size_t j = c.options.sinks; j + c.options.window <= i; ++j)
+                for (std::size_t h = kv * 2; h < kv * 2 + 2; ++h)
+                {
+                    double e = 0;
+                    for (std::size_t ch = 0; ch < c.dim; ++ch)
+                        e += double(in.q_view().at(i, h)[ch]) * (double(rows.reference_row(j)[ch]) - in.k_view().at(j, kv)[ch]);
+                    worst = std::max(worst, alpha * std::fabs(e));
+                }
+    }
+    CHECK(worst <= r.score_bound);
+    CHECK(r.score_bound > 0);
+}

@@ -2,6 +2,9 @@
 // activations (.npy), or on generated ones.
 //
 //   deltaattn-eval run   --q Q.npy --k K.npy --v V.npy [--out O.npy] [--json STATS.json] [flags]
+//                        flags: the policy flags (tools/policy_flags.hpp; --policy quant --bits B
+//                        --scale-group G --keyframes R [--value-bits B] for SPEC.md §10),
+//                        --prompt P, --threads T, --baseline q8_0|q4_0
 //   deltaattn-eval sweep --q Q.npy --k K.npy --v V.npy --csv OUT.csv [--thetas a,b | --sparsities a,b] [--png P.png]
 //   deltaattn-eval synth --dir DIR [--positions N --q-heads H --kv-heads H --dim D]
 //
@@ -17,6 +20,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -31,14 +35,33 @@ namespace
     {
         std::optional<std::size_t> prompt;
         std::size_t threads = 1;
+        std::string baseline;  ///< q8_0 | q4_0: block quantization without exact sets, for comparison
     };
+
+    /// A quant policy's description, e.g. "quant b4 g32 R256".
+    std::string describe_codec(quant_codec const& c)
+    {
+        return "quant b" + std::to_string(c.bits) + " g" + std::to_string(c.scale_group) + " R" + std::to_string(c.keyframe_interval);
+    }
 
     eval_settings make_settings(policy_flags const& f, run_flags const& r, CLI::App const& parsed)
     {
         eval_settings s;
         s.options = make_options(f);
-        s.policy = make_policy(f, parsed);
-        s.value_theta = f.value_theta;
+        if (std::optional<quant_codecs> const codecs = make_codecs(f, parsed))
+        {
+            s.key_codec = codecs->keys;
+            s.value_codec = codecs->values;
+        }
+        else
+        {
+            s.policy = make_policy(f, parsed);
+            s.value_theta = f.value_theta;
+        }
+        if (r.baseline == "q8_0" || r.baseline == "q4_0")
+            s.baseline = quant_codec{r.baseline == "q8_0" ? 8u : 4u, 32, 1};
+        else if (!r.baseline.empty())
+            throw std::invalid_argument("--baseline: q8_0 or q4_0 (got " + r.baseline + ")");
         if (r.prompt)
             s.prompt = *r.prompt;
         s.threads = std::max<std::size_t>(1, r.threads);
@@ -150,11 +173,12 @@ namespace
         attention_work const both = r.stats.both();
         std::ostringstream j;
         j << "{\n  \"arch\": \"" << active_arch_name() << "\",\n";
-        j << "  \"policy\": \"" << describe(s.policy) << "\", \"window\": " << s.options.window << ", \"sinks\": " << s.options.sinks
+        j << "  \"policy\": \"" << (s.key_codec ? describe_codec(*s.key_codec) : describe(s.policy)) << "\", \"window\": " << s.options.window << ", \"sinks\": " << s.options.sinks
           << ", \"keyframe_interval\": " << s.options.keyframe_interval << ", \"prompt\": " << r.prompt << ",\n";
         j << "  \"value_theta\": " << (values ? number(*s.value_theta) : "null") << ",\n";
-        j << "  \"attention_sparsity\": " << number(both.sparsity()) << ",\n";
-        j << "  \"delta_sparsity\": " << number(r.stats.keys.sparsity()) << ",\n";
+        double const na = std::numeric_limits<double>::quiet_NaN();  // written null: SPEC §10's rows have no sparsity
+        j << "  \"attention_sparsity\": " << number(s.key_codec ? na : both.sparsity()) << ",\n";
+        j << "  \"delta_sparsity\": " << number(s.key_codec ? na : r.stats.keys.sparsity()) << ",\n";
         if (values)
         {
             j << "  \"value_sparsity\": " << number(both.value_sparsity()) << ",\n";
@@ -171,6 +195,14 @@ namespace
         j << "  \"vcache_bytes_per_token\": " << number(r.vcache_bytes_per_token) << ", \"vcache_dense_bytes_per_token\": "
           << number(r.vcache_dense_bytes_per_token) << ",\n";
         j << "  \"time_dense_s\": " << number(r.time_dense_s) << ", \"time_hybrid_s\": " << number(r.time_hybrid_s) << ",\n";
+        // SPEC §10: stored bits per far-context value (null for thresholded deltas)
+        j << "  \"bits_per_value\": " << (s.key_codec ? number(r.bits_per_value) : "null")
+          << ", \"value_bits_per_value\": " << (s.key_codec ? number(r.value_bits_per_value) : "null") << ",\n";
+        if (r.baseline)
+            j << "  \"baseline\": {\"name\": \"" << (s.baseline->bits == 8 ? "q8_0" : "q4_0") << "\", \"bits_per_value\": " << number(r.baseline->bits_per_value)
+              << ", \"max_abs_error\": " << number(r.baseline->max_abs_error) << ", \"rel_error\": " << number(r.baseline->rel_error) << "},\n";
+        else
+            j << "  \"baseline\": null,\n";
         j << "  \"per_head\": [";
         for (std::size_t h = 0; h < r.per_head.size(); ++h)
             j << (h ? ", " : "") << "{\"head\": " << h << ", \"attention_sparsity\": " << number(r.per_head[h].attention_sparsity)
@@ -184,15 +216,24 @@ namespace
         attention_work const both = r.stats.both();
         std::printf("deltaattn-eval: %zu positions (prefill %zu, decode %zu), %zu query / %zu KV heads, d %zu, arch %s\n", in.shape.positions,
                     r.prompt, in.shape.positions - r.prompt, in.shape.q_heads, in.shape.kv_heads, in.shape.dim, active_arch_name());
-        std::printf("  %s, sinks %zu, window %zu%s\n", describe(s.policy).c_str(), s.options.sinks, s.options.window,
-                    s.value_theta ? (", values " + describe(fixed_threshold{*s.value_theta})).c_str() : ", values exact");
-        std::printf("  attention sparsity %.1f%% (prefill %.1f%%, decode %.1f%%), delta sparsity %.1f%%\n", 100 * both.sparsity(),
-                    100 * r.stats.prefill.sparsity(), 100 * r.stats.decode.sparsity(), 100 * r.stats.keys.sparsity());
+        std::string const values = s.key_codec ? (s.value_codec ? ", values " + describe_codec(*s.value_codec) : ", values exact")
+                                   : s.value_theta ? ", values " + describe(fixed_threshold{*s.value_theta})
+                                                   : ", values exact";
+        std::printf("  %s, sinks %zu, window %zu%s\n", (s.key_codec ? describe_codec(*s.key_codec) : describe(s.policy)).c_str(), s.options.sinks,
+                    s.options.window, values.c_str());
+        if (s.key_codec)
+            std::printf("  far context: K %.2f bits/value, V %.2f bits/value\n", r.bits_per_value, r.value_bits_per_value);
+        if (r.baseline)
+            std::printf("  baseline %s on every position (%.2f bits/value): max |Δo| %.3e, relative %.3e\n", s.baseline->bits == 8 ? "q8_0" : "q4_0",
+                        r.baseline->bits_per_value, r.baseline->max_abs_error, r.baseline->rel_error);
+        if (!s.key_codec)  // (SPEC §10: attention sparsity does not apply to coded rows)
+            std::printf("  attention sparsity %.1f%% (prefill %.1f%%, decode %.1f%%), delta sparsity %.1f%%\n", 100 * both.sparsity(),
+                        100 * r.stats.prefill.sparsity(), 100 * r.stats.decode.sparsity(), 100 * r.stats.keys.sparsity());
         if (s.value_theta)
             std::printf("  value sparsity %.1f%%, total sparsity %.1f%%\n", 100 * both.value_sparsity(), 100 * both.total_sparsity());
         std::printf("  error vs dense: max |Δo| %.3e, relative %.3e; score bound %s\n", r.max_abs_error, r.rel_error, number(r.score_bound).c_str());
         std::printf("  K cache %.1f B/token (dense %.1f)%s\n", r.kcache_bytes_per_token, r.kcache_dense_bytes_per_token,
-                    s.value_theta ? (", V cache " + std::to_string(static_cast<long>(std::lround(r.vcache_bytes_per_token))) + " B/token").c_str() : "");
+                    s.value_theta || s.key_codec ? (", V cache " + std::to_string(static_cast<long>(std::lround(r.vcache_bytes_per_token))) + " B/token").c_str() : "");
         std::printf("  time: dense %.4f s, hybrid %.4f s (ratio %.2fx); prefill %.4f / %.4f s, decode %.4f / %.4f s\n", r.time_dense_s,
                     r.time_hybrid_s, r.time_dense_s / r.time_hybrid_s, r.dense_time.prefill, r.hybrid_time.prefill, r.dense_time.decode,
                     r.hybrid_time.decode);
@@ -235,6 +276,7 @@ int main(int argc, char** argv)
         sub->add_option("--prompt", extra.prompt, "positions < P by one prefill, the rest by decode steps (default: all prefill)")
             ->check(whole_number);
         sub->add_option("--threads", extra.threads, "worker threads")->capture_default_str()->check(whole_number);
+        sub->add_option("--baseline", extra.baseline, "q8_0 | q4_0: also report block quantization of every position, no exact sets");
     };
     CLI::App* run = app.add_subcommand("run", "one setting: summary on stdout, optional output and JSON statistics");
     add_inputs(run);

@@ -32,6 +32,18 @@ namespace deltaattn_tools
         std::optional<float> value_theta;  ///< delta values with a fixed θ_v (SPEC §6.1); none: values exact
         std::size_t prompt = std::numeric_limits<std::size_t>::max();  ///< positions < prompt: one prefill; clamped to n
         std::size_t threads = 1;
+        /// Quantized far context (SPEC §10) instead of thresholded deltas: keys coded with
+        /// `key_codec`, values with `value_codec` (none: exact). `policy` is then unused.
+        std::optional<quant_codec> key_codec, value_codec;
+        /// Also report llama.cpp-style block quantization (this codec, R = 1, on K and V
+        /// at every position but the diagonal: sinks 1, window 1) on the same input.
+        std::optional<quant_codec> baseline;
+    };
+
+    /// The error of a baseline codec applied without exact sets.
+    struct baseline_figures
+    {
+        double bits_per_value = 0, max_abs_error = 0, rel_error = 0;
     };
 
     struct head_figures
@@ -58,6 +70,8 @@ namespace deltaattn_tools
         double time_dense_s = 0, time_hybrid_s = 0;  ///< both stages
         stage_seconds dense_time, hybrid_time;         ///< per stage
         std::vector<head_figures> per_head;  ///< per query head
+        double bits_per_value = 0, value_bits_per_value = 0;  ///< quant: stored bits of a far K (V) value
+        std::optional<baseline_figures> baseline;
     };
 
     namespace eval_detail
@@ -134,6 +148,34 @@ namespace deltaattn_tools
             return bound;
         }
 
+        /// SPEC §10's score bound over every query head: max_i α Σ_c |q_i[c]| max_{j in D_i}
+        /// s_j[c] / 2, which bounds max_{i, j in D_i} α Σ_c |q_i[c]| s_j[c] / 2 from above.
+        inline double quant_score_bound(qkv_data const& in, quant_codec const& codec, hybrid_options const& o)
+        {
+            std::size_t const n = in.shape.positions, d = in.shape.dim, group = in.shape.q_heads / in.shape.kv_heads;
+            double const alpha = effective_scale(o.scale, d);
+            double bound = 0;
+            for (std::size_t kv = 0; kv < in.shape.kv_heads; ++kv)
+            {
+                reference::quant_rows const rows = reference::build_quant_rows(in.k_view().head(kv), codec);
+                std::vector<double> s_max(d, 0.0);  // max s_j[c] over j in [S, i - W], grown with i
+                for (std::size_t i = o.sinks + o.window; i < n; ++i)
+                {
+                    for (std::size_t c = 0; c < d; ++c)
+                        s_max[c] = std::max(s_max[c], static_cast<double>(rows.scale_row(i - o.window)[c]));
+                    for (std::size_t h = kv * group; h < (kv + 1) * group; ++h)
+                    {
+                        float const* q = in.q_view().at(i, h);
+                        double b = 0;
+                        for (std::size_t c = 0; c < d; ++c)
+                            b += std::fabs(static_cast<double>(q[c])) * s_max[c] / 2;
+                        bound = std::max(bound, alpha * b);
+                    }
+                }
+            }
+            return bound;
+        }
+
         /// Prefill of [0, prompt) then decode steps, on a cache of either kind; returns the
         /// seconds of each stage.
         template <class Cache>
@@ -197,10 +239,19 @@ namespace deltaattn_tools
         std::size_t const n = in.shape.positions, d = in.shape.dim, hq = in.shape.q_heads, hkv = in.shape.kv_heads;
         eval_result r;
         auto const out = in.make_output(r.out);  // the hybrid output, and the view the checks need
-        detail::check_sequence(in.q_view(), in.k_view(), in.v_view(), out, s.options, s.policy);
+        if (s.key_codec)
+            detail::check_sequence(in.q_view(), in.k_view(), in.v_view(), out, s.options);
+        else
+            detail::check_sequence(in.q_view(), in.k_view(), in.v_view(), out, s.options, s.policy);
         if (s.value_theta)
             validate_policy(fixed_threshold{*s.value_theta}, d);
 
+        if (s.key_codec)
+            validate_codec(*s.key_codec, d, "bits", "scale_group");
+        if (s.value_codec)
+            validate_codec(*s.value_codec, d, "value_bits", "scale_group");
+        if (s.baseline)
+            validate_codec(*s.baseline, d, "baseline", "baseline");
         r.prompt = std::min(s.prompt, n);
         detail::require(!given || (given->prompt == r.prompt && given->scale == s.options.scale && given->out.size() == r.out.size()), "dense",
                         "the baseline was run with another prompt, scale or shape");
@@ -210,7 +261,15 @@ namespace deltaattn_tools
 
         thread_pool pool(s.threads);
         parallel_executor const executor = pool.executor();
-        if (s.value_theta)
+        if (s.key_codec)
+        {
+            layer_quant_cache cache(hkv, d, std::max<std::size_t>(n, 1), s.options, *s.key_codec, s.value_codec);
+            cache.set_executor(executor);
+            r.hybrid_time = eval_detail::run_cache(cache, in, r.prompt, true, out, r.stats);
+            r.bits_per_value = s.key_codec->bits_per_value(d);
+            r.value_bits_per_value = s.value_codec ? s.value_codec->bits_per_value(d) : 32.0;
+        }
+        else if (s.value_theta)
         {
             layer_kv_cache cache(hkv, d, std::max<std::size_t>(n, 1), s.options, s.policy, fixed_threshold{*s.value_theta});
             cache.set_executor(executor);
@@ -228,25 +287,42 @@ namespace deltaattn_tools
         double const tokens = static_cast<double>(std::max<std::size_t>(n, 1));
         r.kcache_bytes_per_token = static_cast<double>(r.stats.kcache_bytes) / tokens;
         r.kcache_dense_bytes_per_token = static_cast<double>(sizeof(float) * hkv * d);
-        r.vcache_bytes_per_token = s.value_theta ? static_cast<double>(r.stats.vcache_bytes) / tokens : r.kcache_dense_bytes_per_token;
+        bool const values_cached = s.value_theta || s.key_codec;
+        r.vcache_bytes_per_token = values_cached ? static_cast<double>(r.stats.vcache_bytes) / tokens : r.kcache_dense_bytes_per_token;
         r.vcache_dense_bytes_per_token = r.kcache_dense_bytes_per_token;
 
         eval_detail::error_figures const all = eval_detail::errors(r.out, dense, r.out.size(), [](std::size_t i) { return i; });
         r.max_abs_error = all.max_abs;
         r.rel_error = all.relative;
         std::vector<reference::delta_rows> rows;
-        for (std::size_t kv = 0; kv < hkv; ++kv)
-            rows.push_back(reference::build_delta_rows(in.k_view().head(kv), s.policy));
-        r.score_bound = eval_detail::score_bound(in, rows, s.options);
+        if (s.key_codec)
+            r.score_bound = eval_detail::quant_score_bound(in, *s.key_codec, s.options);
+        else
+        {
+            for (std::size_t kv = 0; kv < hkv; ++kv)
+                rows.push_back(reference::build_delta_rows(in.k_view().head(kv), s.policy));
+            r.score_bound = eval_detail::score_bound(in, rows, s.options);
+        }
         for (std::size_t h = 0; h < hq; ++h)
         {
             head_figures f;
-            f.attention_sparsity = eval_detail::head_sparsity(rows[h / (hq / hkv)], s.options);
+            // (quant: attention sparsity does not apply, SPEC §10)
+            f.attention_sparsity = s.key_codec ? 0.0 : eval_detail::head_sparsity(rows[h / (hq / hkv)], s.options);
             eval_detail::error_figures const head =
                 eval_detail::errors(r.out, dense, n * d, [&](std::size_t e) { return ((e / d) * hq + h) * d + e % d; });
             f.max_abs_error = head.max_abs;
             f.rel_error = head.relative;
             r.per_head.push_back(f);
+        }
+        if (s.baseline)
+        {
+            hybrid_options every = s.options;
+            every.sinks = every.window = 1;
+            std::vector<float> coded;
+            auto const coded_view = in.make_output(coded);
+            quant_attention(in.q_view(), in.k_view(), in.v_view(), coded_view, every, *s.baseline, s.baseline, nullptr, executor);
+            eval_detail::error_figures const e = eval_detail::errors(coded, dense, coded.size(), [](std::size_t i) { return i; });
+            r.baseline = baseline_figures{s.baseline->bits_per_value(d), e.max_abs, e.relative};
         }
         return r;
     }

@@ -53,6 +53,23 @@ if(NOT out_size EQUAL 49280)  # 128-byte header + 96 x 4 x 32 floats
   message(FATAL_ERROR "out.npy has ${out_size} bytes")
 endif()
 
+# --policy quant (SPEC §10) with the q4_0 baseline: bits per value and the baseline in the JSON.
+eval_run(quant run ${inputs} --prompt 64 --sinks 2 --window 8 --policy quant --bits 4 --value-bits 8 --keyframes 16 --baseline q4_0
+         --json "${WORK}/quant.json")
+if(NOT quant_code EQUAL 0)
+  message(FATAL_ERROR "quant run failed (${quant_code}): ${quant_err}")
+endif()
+file(READ "${WORK}/quant.json" json)
+string(JSON bits GET "${json}" bits_per_value)
+string(JSON value_bits GET "${json}" value_bits_per_value)
+string(JSON baseline_name GET "${json}" baseline name)
+string(JSON baseline_error GET "${json}" baseline rel_error)
+string(JSON policy GET "${json}" policy)
+if(NOT bits EQUAL 4.5 OR NOT value_bits EQUAL 8.5 OR NOT baseline_name STREQUAL "q4_0" OR NOT policy STREQUAL "quant b4 g32 R16")
+  message(FATAL_ERROR "quant.json: bits ${bits}, value bits ${value_bits}, baseline ${baseline_name}, policy ${policy}")
+endif()
+message(STATUS "quant run: ${quant_out}")
+
 # The tiny LM's own activations (tests/data, dumped by tools/dump_traces.py): 160
 # positions, 4 query / 2 KV heads, d 64; prefill 100 and decode 60.
 if(TRACES)
@@ -97,6 +114,10 @@ expect_rejected("bad policy" "policy" run ${inputs} --policy nonsense)
 expect_rejected("unknown flag" "--bogus" run ${inputs} --bogus 3)
 # A parameter the chosen policy would ignore is refused, not silently dropped.
 expect_rejected("theta with relative" "--theta: the relative policy does not read it" run ${inputs} --policy relative --theta 0.3)
+expect_rejected("theta with quant" "--theta: the quant policy does not read it" run ${inputs} --policy quant --theta 0.3)
+expect_rejected("bits with relative" "--bits: the relative policy does not read it" run ${inputs} --bits 8)
+expect_rejected("3-bit codes" "bits" run ${inputs} --policy quant --bits 3)
+expect_rejected("bad baseline" "--baseline" run ${inputs} --baseline q5_1)
 eval_run(sweep_bad sweep ${inputs} --sparsities 0.5 --ratio 0.2 --csv "${WORK}/bad.csv")
 if(sweep_bad_code EQUAL 0 OR NOT sweep_bad_err MATCHES "--ratio: the target policy does not read it" OR EXISTS "${WORK}/bad.csv")
   message(FATAL_ERROR "a sparsity sweep with --ratio: exit ${sweep_bad_code}, ${sweep_bad_err}")

@@ -9,7 +9,8 @@
  * position: "K only".
  *
  * Prefill reconstructs the chunk's far rows k̂ (and v̂) once, densely, and runs the
- * prefill kernel's dense path on them; a decode step (one position) reads the codes
+ * prefill kernel's dense path on them (exact and far rows read alike, each lane taking
+ * the row of its class); a decode step (one position) reads the codes
  * directly (kernels/quant_decode.hpp). Both give the spec's output; the oracle is
  * `reference::quant_attention`.
  *
@@ -63,7 +64,56 @@ namespace deltaattn
             static constexpr bool dense_far_rows = true;
             T const* exact_row(std::size_t j) const noexcept { return exact.exact_row(j); }
         };
+
+        /// Values of a quantized cache for the prefill kernel: exact rows, and the far
+        /// rows v̂_j (j >= first) dense, read like exact ones by the lanes they are far for.
+        template <class T>
+        struct reconstructed_values
+        {
+            quant_exact_rows<T> exact;
+            float const* far;
+            std::size_t first, dim;
+
+            static constexpr bool has_deltas = false;
+            static constexpr bool dense_far_rows = true;
+            T const* exact_row(std::size_t j) const noexcept { return exact.exact_row(j); }
+            float const* far_row(std::size_t j) const noexcept { return far + (j - first) * dim; }
+        };
     }  // namespace kernels
+
+    /**
+     * One decode step for one KV head: attention of the last position appended to both
+     * `keys` and `values` (same dim, size, sinks and window; `values` may be uncoded).
+     * q and out: g query heads x d, g <= block_scratch::max_decode_heads.
+     */
+    template <class Arch = default_arch, class T>
+    void quant_decode(basic_quant_cache<T> const& keys, basic_quant_cache<T> const& values, matrix_view<const float> q, matrix_view<float> out,
+                      attention_workspace& workspace, attention_stats* stats = nullptr)
+    {
+        hybrid_options const &ko = keys.options(), &vo = values.options();
+        detail::require(keys.size() >= 1, "keys", "is empty: append the step's key and value before attending");
+        detail::require(values.dim() == keys.dim() && values.size() == keys.size() && ko.sinks == vo.sinks && ko.window == vo.window, "values",
+                        "the value cache must match the key cache (dim, size, sinks, window)");
+        detail::require(q.cols == keys.dim(), "q", "has head dim " + std::to_string(q.cols) + ", the cache " + std::to_string(keys.dim()));
+        detail::require(q.rows >= 1 && q.rows <= block_scratch::max_decode_heads, "q",
+                        "needs 1 to " + std::to_string(block_scratch::max_decode_heads) + " heads" + detail::got(q.rows));
+        detail::require(out.rows == q.rows && out.cols == q.cols, "out", "must have q's shape");
+        if (ko.check_finite)
+            detail::require_finite_rows(q, "q");
+        std::size_t const d = keys.dim(), last = keys.size() - 1;
+        kernels::prepare_workspace<Arch>(workspace, {}, q.rows, 1, keys.size(), d);
+        std::size_t floats = kernels::quant_scratch_floats(q.rows, d, keys.codec());
+        if (values.coded())
+            floats = std::max(floats, kernels::quant_scratch_floats(q.rows, d, values.codec()));
+        block_scratch& ws = workspace.slot(0);
+        ws.reserve_quant(floats);
+        attention_work work;
+        kernels::quant_decode_block<Arch>(keys, values, {}, {}, keys.size(), tensor_view<const float>{q.data, 1, q.rows, q.cols, 0, q.row_stride},
+                                          tensor_view<float>{out.data, 1, out.rows, out.cols, 0, out.row_stride}, last,
+                                          effective_scale(ko.scale, d), kernels::hybrid_split{ko.sinks, ko.window}, ws, work);
+        if (stats)
+            stats->decode += work;
+    }
 
     template <class T>
     class basic_layer_quant_cache
@@ -216,10 +266,8 @@ namespace deltaattn
             auto const qg = kernels::group_heads(q, h, group);
             auto const og = kernels::group_heads(out, h, group);
             if (m_values[h].coded())
-            {
-                kernels::dense_far_view const far_values{m_values[h].base_row(), m_far_values.data() + h * far_rows * d, split.sinks, d};
-                plan.attend(block, keys, qg, og, first, kernels::reconstructed_rows<T>{&far_values, exact_values}, alpha, split, scratch);
-            }
+                plan.attend(block, keys, qg, og, first, kernels::reconstructed_values<T>{exact_values, m_far_values.data() + h * far_rows * d, split.sinks, d},
+                            alpha, split, scratch);
             else
                 plan.attend(block, keys, qg, og, first, exact_values, alpha, split, scratch);
         }

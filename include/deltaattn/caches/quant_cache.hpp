@@ -75,6 +75,7 @@ namespace deltaattn
                 validate_codec(*codec, dim);
             m_sinks.resize(std::min(options.sinks, capacity) * dim);
             m_ring.resize(ring_rows() * dim);
+            m_stored_row.resize(dim);
             if (codec)
             {
                 std::size_t const far = capacity > options.sinks ? capacity - options.sinks : 0;
@@ -149,8 +150,40 @@ namespace deltaattn
         }
 
         // ---- appending -----------------------------------------------------------
-        // A chunk is coded first (code rows, references), then attended, then its exact
-        // rows pushed: queries early in a chunk still see the ring as it was.
+
+        /// Appends the row of position size(): its code row, and its exact row (as T) to
+        /// the sinks or the ring. Throws, changing nothing, like append_coded.
+        void append(float const* row)
+        {
+            append_coded(row);
+            std::transform(row, row + m_dim, m_stored_row.begin(), from_float<T>);
+            push_exact(m_stored_row.data(), m_size - 1);
+        }
+
+        /// Appends `rows.rows` consecutive positions, all or none: every row is coded
+        /// before any exact row enters the ring (a ring slot, once overwritten, cannot be
+        /// rolled back).
+        void append(matrix_view<const float> rows)
+        {
+            check_rows(rows);
+            std::size_t const first = m_size;
+            checkpoint_state const saved = checkpoint();
+            try
+            {
+                for (std::size_t r = 0; r < rows.rows; ++r)
+                    append_coded(rows.row(r));
+            }
+            catch (...)
+            {
+                rollback(saved);
+                throw;
+            }
+            for (std::size_t r = 0; r < rows.rows; ++r)
+            {
+                std::transform(rows.row(r), rows.row(r) + m_dim, m_stored_row.begin(), from_float<T>);
+                push_exact(m_stored_row.data(), first + r);
+            }
+        }
 
         /// Codes the row of position size() (nothing for an uncoded cache but the count).
         /// Throws, changing nothing, on a full cache or a scale past binary16's range.
@@ -227,7 +260,7 @@ namespace deltaattn
         std::size_t m_dim, m_capacity, m_size = 0;
         char const* m_name;
 
-        std::vector<T> m_sinks, m_ring;
+        std::vector<T> m_sinks, m_ring, m_stored_row;
         std::vector<std::uint8_t> m_codes;  // rows >= sinks, then code_padding zeros
         std::vector<float16> m_scales;      // rows >= sinks, then scale_padding zeros
         std::vector<float> m_base, m_reference;

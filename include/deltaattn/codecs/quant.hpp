@@ -52,6 +52,18 @@ namespace deltaattn
         std::size_t group(std::size_t dim) const noexcept { return scale_group == 0 ? dim : scale_group; }
         /// Row j restarts from nothing (is quantized directly).
         bool is_keyframe(std::size_t j) const noexcept { return j == 0 || (keyframe_interval != 0 && j % keyframe_interval == 0); }
+        /// The first keyframe at or after j, or `none` (R = 0 and j > 0): loops meet
+        /// keyframes by position instead of dividing per row.
+        std::size_t next_keyframe(std::size_t j) const noexcept
+        {
+            if (j == 0)
+                return 0;
+            return keyframe_interval == 0 ? none : (j + keyframe_interval - 1) / keyframe_interval * keyframe_interval;
+        }
+        /// The last keyframe at or before j (row 0 always is one).
+        std::size_t previous_keyframe(std::size_t j) const noexcept { return keyframe_interval == 0 ? 0 : j / keyframe_interval * keyframe_interval; }
+        static constexpr std::size_t none = static_cast<std::size_t>(-1);
+
         /// Bytes of codes per row.
         std::size_t code_bytes(std::size_t dim) const noexcept { return bits * dim / 8; }
         /// Scales per row.

@@ -161,6 +161,57 @@ namespace deltaattn
         }
 
         /**
+         * The tile's p·V when the far region's values are dense reconstructed rows v̂_j
+         * (a quantized cache's prefill): per group of G lanes, the keys exact for it
+         * through `exact_rows`, then the far keys through v̂ (with no second rescale).
+         * A group whose lanes disagree on a key's class (lanes of two positions either
+         * side of the window's edge) is done lane by lane.
+         */
+        template <class Arch, std::size_t G, class Values, class ExactRow>
+        void accumulate_dense_far_values(Values const& values, std::size_t t0, std::size_t nt, std::size_t first, std::size_t heads, std::size_t nq,
+                                         hybrid_split split, float const* factor, float const* unit, float const* p, std::size_t lanes,
+                                         ExactRow const* exact_rows, std::uint16_t* listed, float* o, std::size_t d) noexcept
+        {
+            float const* far_rows[block_scratch::tile];
+            for (std::size_t jj = 0; jj < nt; ++jj)
+                far_rows[jj] = t0 + jj >= split.sinks ? values.far_row(t0 + jj) : nullptr;
+            auto const is_far = [&](std::size_t j, std::size_t i) { return j >= split.sinks && j + split.window <= i; };
+            // Lists the tile's visible keys of class `far` for position i, returns the count.
+            auto const list = [&](std::size_t i, bool far) {
+                std::size_t count = 0;
+                std::size_t const seen = i < t0 ? 0 : std::min(nt, i + 1 - t0);
+                for (std::size_t jj = 0; jj < seen; ++jj)
+                    if (is_far(t0 + jj, i) == far)
+                        listed[count++] = static_cast<std::uint16_t>(jj);
+                return count;
+            };
+            for (std::size_t lane0 = 0; lane0 < nq; lane0 += G)
+            {
+                std::size_t const i_first = first + lane0 / heads, i_last = first + (std::min(lane0 + G, nq) - 1) / heads;
+                // Every key of the tile of one class for every lane of the group that sees it:
+                // far-ness grows with i, so compare the first lane that sees j with the last.
+                bool uniform = true;
+                for (std::size_t jj = 0; jj < nt && uniform && i_first != i_last; ++jj)
+                {
+                    std::size_t const j = t0 + jj;
+                    uniform = j > i_last || is_far(j, std::max(j, i_first)) == is_far(j, i_last);
+                }
+                if (uniform)
+                {
+                    accumulate_lanes<Arch, G>(o, lane0, factor, p, lanes, exact_rows, listed, list(i_last, false), d);
+                    accumulate_lanes<Arch, G>(o, lane0, unit, p, lanes, far_rows, listed, list(i_last, true), d);
+                    continue;
+                }
+                for (std::size_t lane = lane0; lane < std::min(lane0 + G, nq); ++lane)
+                {
+                    std::size_t const i = first + lane / heads;
+                    accumulate_lanes<Arch, 1>(o, lane, factor, p, lanes, exact_rows, listed, list(i, false), d);
+                    accumulate_lanes<Arch, 1>(o, lane, unit, p, lanes, far_rows, listed, list(i, true), d);
+                }
+            }
+        }
+
+        /**
          * Attention of one query block: `q` and `out` are P positions x g heads x d with
          * P * g <= R * width, the first at absolute position `first`. `keys` and `values`
          * are dense_rows or cached_rows; with cached values (SPEC.md §6.1) the delta
@@ -335,10 +386,15 @@ namespace deltaattn
                 for (std::size_t jj = 0; jj < nt; ++jj)
                 {
                     std::size_t const j = t0 + jj;
-                    bool const block_reads = !Values::has_deltas || j < split.sinks || j + split.window > first;
+                    bool const block_reads = !Values::has_deltas || j < split.sinks || j + split.window > first;  // (dense far values: has_deltas false)
                     value_rows[jj] = block_reads ? values.exact_row(j) : nullptr;
                 }
                 std::uint16_t* const listed = ws.value_keys.data();
+                if constexpr (reads_dense_far_rows<Values>::value)
+                {
+                    accumulate_dense_far_values<Arch, G>(values, t0, nt, first, heads, nq, split, factor, unit_factor, s, lanes, value_rows, listed, o, d);
+                    continue;
+                }
                 for (std::size_t lane0 = 0; lane0 < nq; lane0 += G)
                 {
                     // Keys past the group's last position have p = 0: skip them.

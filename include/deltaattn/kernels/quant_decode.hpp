@@ -64,10 +64,16 @@ namespace deltaattn
                 for (std::size_t h = 0; h < heads; ++h)
                 {
                     float* const row = s + h * stride;
-                    float running = codec.is_keyframe(first) ? 0.0f : row_dot<Arch>(q[h], keys.base_row(), keys.dim());
+                    std::size_t keyframe = codec.next_keyframe(first);
+                    float running = keyframe == first ? 0.0f : row_dot<Arch>(q[h], keys.base_row(), keys.dim());
                     for (std::size_t j = first; j < end; ++j)
                     {
-                        running = codec.is_keyframe(j) ? row[j] : running + row[j];
+                        if (j == keyframe)
+                        {
+                            running = 0.0f;
+                            keyframe = codec.next_keyframe(j + 1);
+                        }
+                        running += row[j];
                         row[j] = running;
                     }
                 }
@@ -87,12 +93,16 @@ namespace deltaattn
                 {
                     float* const row = p + h * stride;
                     float mass = 0.0f;
+                    std::size_t keyframe = codec.previous_keyframe(end - 1);
                     for (std::size_t j = end; j-- > first;)
                     {
                         mass += row[j];
                         row[j] = mass;
-                        if (codec.is_keyframe(j))
+                        if (j == keyframe)
+                        {
                             mass = 0.0f;
+                            keyframe = j == 0 ? codec.none : codec.previous_keyframe(j - 1);
+                        }
                     }
                     if (mass != 0.0f)  // the first segment starts from v̂_{sinks-1}
                         row_axpy<Arch>(mass, values.base_row(), o + h * values.dim(), values.dim());

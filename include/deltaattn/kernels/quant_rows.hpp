@@ -27,6 +27,7 @@
 #include "../arch.hpp"
 #include "../caches/quant_cache.hpp"
 #include "convert.hpp"
+#include "row_ops.hpp"
 
 #include <algorithm>
 #include <cstddef>
@@ -81,14 +82,12 @@ namespace deltaattn
 
                 reg onehot[spans::max_span_groups];
                 std::size_t per_span;  // groups a span holds (1: broadcast)
-                std::size_t group_of_span_mul, group_of_span_div;
+                bool whole_row;
 
                 explicit lane_scales(spans const& layout) noexcept
                 {
-                    bool const whole_row = layout.group == layout.d;
+                    whole_row = layout.group == layout.d;
                     per_span = whole_row || spans::span <= layout.group ? 1 : spans::span / layout.group;
-                    group_of_span_mul = whole_row ? 0 : spans::span;
-                    group_of_span_div = layout.group;
                     alignas(64) float lanes[spans::w];
                     for (std::size_t k = 0; k < spans::max_span_groups; ++k)
                     {
@@ -100,7 +99,8 @@ namespace deltaattn
 
                 reg operator()(float const* s, std::size_t sp) const noexcept
                 {
-                    std::size_t const first = sp * group_of_span_mul / group_of_span_div;
+                    // Groups are 32 channels (or the whole row): a shift, not a division.
+                    std::size_t const first = whole_row ? 0 : sp * spans::span / 32;
                     if (per_span == 1)
                         return ops::broadcast(s[first]);
                     reg x = ops::mul(ops::broadcast(s[first]), onehot[0]);
@@ -173,6 +173,8 @@ namespace deltaattn
             for (std::size_t t0 = j0; t0 < j1; t0 += w)
             {
                 std::size_t const nb = std::min(w, j1 - t0);
+                if (t0 + w < j1)  // the next batch's codes: a decode step streams them once
+                    prefetch(cache.code_row(t0 + w).codes, std::min(w, j1 - t0 - w) * layout.row_bytes);
                 quant_detail::widen_scales<Arch>(cache, t0, nb, scales);
                 reg rows[H][w];
                 for (std::size_t r = 0; r < w; ++r)
@@ -219,20 +221,22 @@ namespace deltaattn
          * 4·H accumulators stay in registers while the tile's rows stream from L1.
          */
         template <class Arch, unsigned Bits, std::size_t H, unsigned FirstField, class T>
-        void code_row_values_fields(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, float const* m, std::size_t stride,
-                                    std::size_t t0, std::size_t t1, float const* scales, std::size_t sp, float* oP) noexcept
+        void code_row_values_fields(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout,
+                                    quant_detail::lane_scales<Arch, Bits> const& lane_scale, float const* m, std::size_t stride, std::size_t t0,
+                                    std::size_t t1, float const* scales, std::size_t sp, float* oP) noexcept
         {
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
             using spans = code_spans<Arch, Bits>;
             constexpr std::size_t w = spans::w, F = spans::fields, N = 4;
-            quant_detail::lane_scales<Arch, Bits> const lane_scale(layout);
             reg acc[H][N];
             for (std::size_t h = 0; h < H; ++h)
                 for (std::size_t f = 0; f < N; ++f)
                     acc[h][f] = ops::load(oP + h * layout.padded + (sp * F + FirstField + f) * w);
             for (std::size_t j = t0; j < t1; ++j)
             {
+                if (FirstField == 0 && sp == 0)  // the tile's first pass reads from memory
+                    prefetch(cache.code_row(j + 16).codes, layout.row_bytes);
                 reg field[N];
                 quant_detail::unpack<Arch, Bits, FirstField>(ops::load_words(cache.code_row(j).codes + sp * w * 4), field, std::make_index_sequence<N>{});
                 reg const ls = lane_scale(scales + (j - t0) * layout.groups, sp);
@@ -253,15 +257,16 @@ namespace deltaattn
                              std::size_t j0, std::size_t j1, float* oP, float* scales) noexcept
         {
             constexpr std::size_t tile = quant_detail::tile_rows;
+            quant_detail::lane_scales<Arch, Bits> const lane_scale(layout);
             for (std::size_t t0 = j0; t0 < j1; t0 += tile)
             {
                 std::size_t const t1 = std::min(j1, t0 + tile);
                 quant_detail::widen_scales<Arch>(cache, t0, t1 - t0, scales);
                 for (std::size_t sp = 0; sp < layout.count; ++sp)
                 {
-                    code_row_values_fields<Arch, Bits, H, 0>(cache, layout, m, stride, t0, t1, scales, sp, oP);
+                    code_row_values_fields<Arch, Bits, H, 0>(cache, layout, lane_scale, m, stride, t0, t1, scales, sp, oP);
                     if constexpr (code_spans<Arch, Bits>::fields == 8)
-                        code_row_values_fields<Arch, Bits, H, 4>(cache, layout, m, stride, t0, t1, scales, sp, oP);
+                        code_row_values_fields<Arch, Bits, H, 4>(cache, layout, lane_scale, m, stride, t0, t1, scales, sp, oP);
                 }
             }
         }
