@@ -10,6 +10,7 @@
 //   deltaattn-tinylm [--model tinylm.bin] [--text heldout.txt] [--bytes N] [--prompt P]
 //                    [--window W] [--sinks S] [--policy fixed|relative|target|block] [--theta X]
 //                    [--ratio R] [--sparsity RHO] [--group G] [--value-theta XV]
+//                    [--policy quant --bits B --scale-group G --keyframes R --value-bits B]
 //                    [--generate N] [--seed-text TEXT] [--dump-traces DIR]
 #include "tinylm.hpp"
 
@@ -22,6 +23,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -135,17 +137,29 @@ namespace
         tinylm::attention_settings hybrid;
         hybrid.hybrid = true;
         hybrid.options = deltaattn_tools::make_options(s.attention);
-        hybrid.key_policy = deltaattn_tools::make_policy(s.attention, app);
-        if (s.attention.value_theta)
-            hybrid.value_policy = fixed_threshold{*s.attention.value_theta};
+        if (std::optional<deltaattn_tools::quant_codecs> const codecs = deltaattn_tools::make_codecs(s.attention, app))
+        {
+            hybrid.key_codec = codecs->keys;
+            hybrid.value_codec = codecs->values;
+        }
+        else
+        {
+            hybrid.key_policy = deltaattn_tools::make_policy(s.attention, app);
+            if (s.attention.value_theta)
+                hybrid.value_policy = fixed_threshold{*s.attention.value_theta};
+        }
         tinylm::attention_settings const dense;
 
         tinylm::config const& c = w.cfg;
         std::printf("model:    %s: %u layers, d_model %u, %u query / %u KV heads of dim %u, context %u (%.2f M parameters)\n", s.model.c_str(), c.n_layers,
                     c.d_model, c.n_heads, c.n_kv_heads, c.head_dim, c.context, static_cast<double>(tinylm::parameter_count(w)) / 1e6);
-        std::printf("hybrid:   keys %s, values %s, sinks %zu, window %zu, keyframe every %zu\n\n", describe(hybrid.key_policy).c_str(),
-                    hybrid.value_policy ? describe(*hybrid.value_policy).c_str() : "exact", hybrid.options.sinks, hybrid.options.window,
-                    hybrid.options.keyframe_interval);
+        auto const codec_name = [](quant_codec const& q) {
+            return "quant " + std::to_string(q.bits) + "-bit (group " + std::to_string(q.scale_group) + ", R " + std::to_string(q.keyframe_interval) + ")";
+        };
+        std::string const keys = hybrid.key_codec ? codec_name(*hybrid.key_codec) : describe(hybrid.key_policy);
+        std::string const values = hybrid.value_codec ? codec_name(*hybrid.value_codec) : hybrid.value_policy ? describe(*hybrid.value_policy) : "exact";
+        std::printf("hybrid:   keys %s, values %s, sinks %zu, window %zu, keyframe every %zu\n\n", keys.c_str(), values.c_str(), hybrid.options.sinks,
+                    hybrid.options.window, hybrid.options.keyframe_interval);
 
         if (!s.dump_traces.empty())
             dump_traces(w, text, s.dump_traces);
@@ -168,12 +182,17 @@ namespace
         std::printf("held-out: %zu bytes of %s in %zu windows of %zu (%zu by prefill, %zu by decode steps)\n", windows * window, s.text.c_str(), windows,
                     window, s.prompt, window - s.prompt);
         std::printf("  bits per byte        dense %.4f   hybrid %.4f   (%+.2f%%)\n", bpb_dense, bpb_hybrid, percent(bpb_hybrid / bpb_dense - 1.0));
-        std::printf("  attention sparsity   prefill %.1f%%   decode %.1f%%   both %.1f%%\n", percent(h.stats.prefill.sparsity()),
-                    percent(h.stats.decode.sparsity()), percent(h.stats.both().sparsity()));
+        if (hybrid.key_codec)  // (SPEC §10: no sparsity; bytes instead)
+            std::printf("  far context          K %.2f bits/value, V %.2f bits/value\n", hybrid.key_codec->bits_per_value(c.head_dim),
+                        hybrid.value_codec ? hybrid.value_codec->bits_per_value(c.head_dim) : 32.0);
+        else
+            std::printf("  attention sparsity   prefill %.1f%%   decode %.1f%%   both %.1f%%\n", percent(h.stats.prefill.sparsity()),
+                        percent(h.stats.decode.sparsity()), percent(h.stats.both().sparsity()));
         if (hybrid.value_policy)
             std::printf("  value sparsity       prefill %.1f%%   decode %.1f%%   total (QK+PV) %.1f%%\n", percent(h.stats.prefill.value_sparsity()),
                         percent(h.stats.decode.value_sparsity()), percent(h.stats.both().total_sparsity()));
-        std::printf("  delta sparsity       %.1f%% of key channels unchanged\n", percent(h.stats.keys.sparsity()));
+        if (!hybrid.key_codec)
+            std::printf("  delta sparsity       %.1f%% of key channels unchanged\n", percent(h.stats.keys.sparsity()));
         std::printf("  attention time       dense %.1f ms   hybrid %.1f ms   (realized speedup %.2fx)\n", 1e3 * d.attention_seconds,
                     1e3 * h.attention_seconds, d.attention_seconds / h.attention_seconds);
         std::printf("  whole model time     dense %.2f s   hybrid %.2f s   (attention is %.0f%% of the dense run)\n", d.seconds, h.seconds,

@@ -123,6 +123,9 @@ namespace tinylm
         deltaattn::hybrid_options options;
         deltaattn::delta_policy key_policy = deltaattn::relative_threshold{0.3f};
         std::optional<deltaattn::delta_policy> value_policy;  ///< set: a layer_kv_cache
+        /// Set: a quantized far context (SPEC §10, a layer_quant_cache) instead of deltas;
+        /// values coded with `value_codec`, or exact.
+        std::optional<deltaattn::quant_codec> key_codec, value_codec;
     };
 
     /// One layer's attention and KV cache for one sequence, as an engine holds it.
@@ -132,7 +135,9 @@ namespace tinylm
         layer_attention(config const& c, attention_settings const& s)
             : m_kv_heads(c.n_kv_heads), m_dim(c.head_dim), m_capacity(c.context)
         {
-            if (s.hybrid && s.value_policy)
+            if (s.hybrid && s.key_codec)
+                m_quant_cache.emplace(m_kv_heads, m_dim, m_capacity, s.options, *s.key_codec, s.value_codec);
+            else if (s.hybrid && s.value_policy)
                 m_kv_cache.emplace(m_kv_heads, m_dim, m_capacity, s.options, s.key_policy, *s.value_policy);
             else
             {
@@ -157,7 +162,9 @@ namespace tinylm
                 throw std::length_error("tinylm: context of " + std::to_string(m_capacity) + " positions exceeded");
             bool const decode = n == 1 && m_size > 0;
             auto const started = std::chrono::steady_clock::now();
-            if (m_kv_cache)
+            if (m_quant_cache)
+                decode ? m_quant_cache->decode(q, k, v, out, &m_stats) : m_quant_cache->prefill(q, k, v, out, &m_stats);
+            else if (m_kv_cache)
                 decode ? m_kv_cache->decode(q, k, v, out, &m_stats) : m_kv_cache->prefill(q, k, v, out, &m_stats);
             else
             {
@@ -194,6 +201,7 @@ namespace tinylm
         std::vector<float> m_keys, m_values;  // token-major [pos][kv head][dim], dense modes only
         std::optional<deltaattn::layer_key_cache> m_key_cache;
         std::optional<deltaattn::layer_kv_cache> m_kv_cache;
+        std::optional<deltaattn::layer_quant_cache> m_quant_cache;
         deltaattn::attention_workspace m_workspace;
         deltaattn::attention_stats m_stats;
         double m_seconds = 0;

@@ -123,52 +123,61 @@ namespace deltaattn
             }
 
             /// o[h] += Σ_{j in [first, end)} p[h][j] v_j: channel chunks of two registers,
-            /// four heads sharing each value load.
+            /// four heads sharing each value load, in blocks of `block` rows so that a
+            /// block's rows stay in L1 while every chunk reads them (a head's values
+            /// stream from memory once, not once per chunk).
             template <class Arch, class Values>
             void exact_values(Values const& values, float const* p, std::size_t stride, std::size_t heads, std::size_t d, std::size_t first,
                               std::size_t end, float* o) noexcept
             {
                 using ops = arch_traits<Arch>;
                 using reg = typename ops::reg;
-                constexpr std::size_t w = ops::width, H = 4, ahead = 16;  // rows prefetched ahead
-                std::size_t c0 = 0;
-                for (; c0 + 2 * w <= d; c0 += 2 * w)
-                    for (std::size_t h0 = 0; h0 < heads; h0 += H)
-                    {
-                        std::size_t const hn = std::min(H, heads - h0);
-                        reg acc[H][2];
-                        for (auto& a : acc)
-                            a[0] = a[1] = ops::zero();
-                        float const* ph[H];
-                        for (std::size_t h = 0; h < H; ++h)
-                            ph[h] = p + (h0 + (h < hn ? h : 0)) * stride;
-                        for (std::size_t j = first; j < end; ++j)
+                // 8 rows: a head row of a token-major fp32 cache sits 4 KiB after the last, so a
+                // block maps to the same few L1 sets (12 ways): 8 rows of 8 lines fit, 64 thrashed
+                // them (K-only decode 5x slower, measured).
+                constexpr std::size_t w = ops::width, H = 4, ahead = 8, block = 8;  // rows prefetched ahead; rows per block
+                for (std::size_t b0 = first; b0 < end; b0 += block)
+                {
+                    std::size_t const b1 = std::min(end, b0 + block);
+                    std::size_t c0 = 0;
+                    for (; c0 + 2 * w <= d; c0 += 2 * w)
+                        for (std::size_t h0 = 0; h0 < heads; h0 += H)
                         {
-                            auto const* v = values.exact_row(j) + c0;
-                            if (j + ahead < end)
-                                prefetch(values.exact_row(j + ahead) + c0, 2 * w * sizeof(*v));
-                            reg const v0 = ops::load(v), v1 = ops::load(v + w);
+                            std::size_t const hn = std::min(H, heads - h0);
+                            reg acc[H][2];
+                            for (auto& a : acc)
+                                a[0] = a[1] = ops::zero();
+                            float const* ph[H];
                             for (std::size_t h = 0; h < H; ++h)
+                                ph[h] = p + (h0 + (h < hn ? h : 0)) * stride;
+                            for (std::size_t j = b0; j < b1; ++j)
                             {
-                                reg const pj = ops::broadcast(ph[h][j]);
-                                acc[h][0] = ops::fma(pj, v0, acc[h][0]);
-                                acc[h][1] = ops::fma(pj, v1, acc[h][1]);
+                                auto const* v = values.exact_row(j) + c0;
+                                if (c0 == 0 && h0 == 0 && j + ahead < end)  // the first pass over the block fetches it
+                                    prefetch(values.exact_row(j + ahead), d * sizeof(*v));
+                                reg const v0 = ops::load(v), v1 = ops::load(v + w);
+                                for (std::size_t h = 0; h < H; ++h)
+                                {
+                                    reg const pj = ops::broadcast(ph[h][j]);
+                                    acc[h][0] = ops::fma(pj, v0, acc[h][0]);
+                                    acc[h][1] = ops::fma(pj, v1, acc[h][1]);
+                                }
+                            }
+                            for (std::size_t h = 0; h < hn; ++h)
+                            {
+                                float* out = o + (h0 + h) * d + c0;
+                                ops::store(out, ops::add(ops::load(out), acc[h][0]));
+                                ops::store(out + w, ops::add(ops::load(out + w), acc[h][1]));
                             }
                         }
-                        for (std::size_t h = 0; h < hn; ++h)
+                    for (std::size_t h = 0; h < heads && c0 < d; ++h)  // channels past the last chunk
+                        for (std::size_t j = b0; j < b1; ++j)
                         {
-                            float* out = o + (h0 + h) * d + c0;
-                            ops::store(out, ops::add(ops::load(out), acc[h][0]));
-                            ops::store(out + w, ops::add(ops::load(out + w), acc[h][1]));
+                            auto const* v = values.exact_row(j);
+                            for (std::size_t c = c0; c < d; ++c)
+                                o[h * d + c] += p[h * stride + j] * to_float(v[c]);
                         }
-                    }
-                for (std::size_t h = 0; h < heads && c0 < d; ++h)  // channels past the last chunk
-                    for (std::size_t j = first; j < end; ++j)
-                    {
-                        auto const* v = values.exact_row(j);
-                        for (std::size_t c = c0; c < d; ++c)
-                            o[h * d + c] += p[h * stride + j] * to_float(v[c]);
-                    }
+                }
             }
 
             /// Where a decode step of `heads` query heads over n keys works: scores

@@ -88,6 +88,7 @@ namespace deltaattn
                 code_spans<Arch, Bits> const layout(values.codec(), values.dim());
                 float* const oP = scratch + heads * layout.padded;
                 float* const scales = scratch + 2 * heads * layout.padded;
+                float* const lanes_scales = scales + 64 * values.codec().scales(values.dim()) + 64;
                 quant_codec const& codec = values.codec();
                 for (std::size_t h = 0; h < heads; ++h)
                 {
@@ -110,7 +111,7 @@ namespace deltaattn
                 std::fill(oP, oP + heads * layout.padded, 0.0f);
                 for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
                     code_row_values<Arch, Bits, decltype(chunk)::value>(values, layout, p + h0 * stride, stride, first, end, oP + h0 * layout.padded,
-                                                                        scales);
+                                                                        scales, lanes_scales);
                 });
                 add_unpermuted(layout, oP, heads, o);
             }

@@ -63,7 +63,7 @@ namespace deltaattn
         {
             std::size_t const span = 16 * (32 / codec.bits);  // the widest arch's span
             std::size_t const padded = (dim + span - 1) / span * span;
-            return 2 * heads * padded + 64 * codec.scales(dim) + 64;
+            return 2 * heads * padded + 64 * codec.scales(dim) + 64 + 64 * padded;  // + the lane-scale tile
         }
 
         namespace quant_detail
@@ -221,9 +221,8 @@ namespace deltaattn
          * 4·H accumulators stay in registers while the tile's rows stream from L1.
          */
         template <class Arch, unsigned Bits, std::size_t H, unsigned FirstField, class T>
-        void code_row_values_fields(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout,
-                                    quant_detail::lane_scales<Arch, Bits> const& lane_scale, float const* m, std::size_t stride, std::size_t t0,
-                                    std::size_t t1, float const* scales, std::size_t sp, float* oP) noexcept
+        void code_row_values_fields(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, float const* m, std::size_t stride,
+                                    std::size_t t0, std::size_t t1, float const* lanes_scales, std::size_t sp, float* oP) noexcept
         {
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
@@ -235,11 +234,9 @@ namespace deltaattn
                     acc[h][f] = ops::load(oP + h * layout.padded + (sp * F + FirstField + f) * w);
             for (std::size_t j = t0; j < t1; ++j)
             {
-                if (FirstField == 0 && sp == 0)  // the tile's first pass reads from memory
-                    prefetch(cache.code_row(j + 16).codes, layout.row_bytes);
                 reg field[N];
                 quant_detail::unpack<Arch, Bits, FirstField>(ops::load_words(cache.code_row(j).codes + sp * w * 4), field, std::make_index_sequence<N>{});
-                reg const ls = lane_scale(scales + (j - t0) * layout.groups, sp);
+                reg const ls = ops::load(lanes_scales + ((j - t0) * layout.count + sp) * w);
                 for (std::size_t h = 0; h < H; ++h)
                 {
                     reg const mh = ops::mul(ops::broadcast(m[h * stride + j]), ls);
@@ -252,9 +249,28 @@ namespace deltaattn
                     ops::store(oP + h * layout.padded + (sp * F + FirstField + f) * w, acc[h][f]);
         }
 
+        /// The lane scales of every span of rows [t0, t1) into `out` ([row][span][lane]),
+        /// prefetching the rows' codes on the way: the value passes then read both from L1.
+        template <class Arch, unsigned Bits, class T>
+        void tile_lane_scales(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, quant_detail::lane_scales<Arch, Bits> const& lane_scale,
+                              std::size_t t0, std::size_t t1, float const* scales, float* out) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            constexpr std::size_t w = code_spans<Arch, Bits>::w;
+            for (std::size_t j = t0; j < t1; ++j)
+            {
+                prefetch(cache.code_row(j).codes, layout.row_bytes);
+                for (std::size_t sp = 0; sp < layout.count; ++sp)
+                    ops::store(out + ((j - t0) * layout.count + sp) * w, lane_scale(scales + (j - t0) * layout.groups, sp));
+            }
+        }
+
+        /// Floats of the lane-scale tile tile_lane_scales writes.
+        inline std::size_t lane_scale_tile_floats(std::size_t padded_channels) noexcept { return 64 * padded_channels; }
+
         template <class Arch, unsigned Bits, std::size_t H, class T>
         void code_row_values(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, float const* m, std::size_t stride,
-                             std::size_t j0, std::size_t j1, float* oP, float* scales) noexcept
+                             std::size_t j0, std::size_t j1, float* oP, float* scales, float* lanes_scales) noexcept
         {
             constexpr std::size_t tile = quant_detail::tile_rows;
             quant_detail::lane_scales<Arch, Bits> const lane_scale(layout);
@@ -262,11 +278,12 @@ namespace deltaattn
             {
                 std::size_t const t1 = std::min(j1, t0 + tile);
                 quant_detail::widen_scales<Arch>(cache, t0, t1 - t0, scales);
+                tile_lane_scales(cache, layout, lane_scale, t0, t1, scales, lanes_scales);
                 for (std::size_t sp = 0; sp < layout.count; ++sp)
                 {
-                    code_row_values_fields<Arch, Bits, H, 0>(cache, layout, lane_scale, m, stride, t0, t1, scales, sp, oP);
+                    code_row_values_fields<Arch, Bits, H, 0>(cache, layout, m, stride, t0, t1, lanes_scales, sp, oP);
                     if constexpr (code_spans<Arch, Bits>::fields == 8)
-                        code_row_values_fields<Arch, Bits, H, 4>(cache, layout, lane_scale, m, stride, t0, t1, scales, sp, oP);
+                        code_row_values_fields<Arch, Bits, H, 4>(cache, layout, m, stride, t0, t1, lanes_scales, sp, oP);
                 }
             }
         }
