@@ -213,10 +213,53 @@ def write_hybrid_seeds(rng):
     hybrid_seed(rng, "wide_window_scale", 2, 1, 64, 12, 5, 13, 0, 0, 1, 2, 6, 11, [6], [0] * 6, scale_index=6)
 
 
+def quant_seed(rng, name, kv_heads, group, dim, positions, sinks, window, slack, bits, group32, keyframes, coded_values, value_bits,
+               half, prompt, skipped, prompt_chunks, tail_ops, scale_index=0, smooth=0.6):
+    s = Seed()
+    s.pick(1, 2, kv_heads)
+    s.pick(1, 4, group)
+    s.pick(1, 8, dim // 8)
+    s.pick(1, 32, positions)
+    s.pick(1, 6, sinks)
+    s.pick(1, positions + 2, window)
+    s.byte(scale_index)  # {0, 0, 0, 0, 0, 0.05, 0.5, 1}
+    s.pick(0, 2, slack)
+    s.flag(bits == 8)
+    s.flag(group32)
+    s.pick(0, 9, keyframes)
+    s.flag(coded_values)
+    s.flag(value_bits == 8)
+    s.flag(half)
+    s.pick(0, positions, prompt)
+    s.pick(0, positions - 1, skipped)
+    for heads in (kv_heads * group, kv_heads, kv_heads):  # q, then k, then v
+        for p in range(positions + 1):
+            for _ in range(heads * dim):
+                if p == 0 or rng.random() > smooth:
+                    s.unit(rng.randint(-64, 64))
+                else:
+                    s.unit_repeat()
+    assert sum(prompt_chunks) == prompt
+    for rows in prompt_chunks:
+        s.pick(1, prompt, rows)
+    for op in tail_ops:  # < 200: a decode step; 200 + r: a chunk of 1 + r % 4 rows
+        s.byte(op)
+    s.write("quant_attention", name)
+
+
+def write_quant_seeds(rng):
+    quant_seed(rng, "b4_g32_decode", 1, 4, 32, 24, 2, 4, 0, 4, True, 0, True, 4, False, 8, 0, [8], [0] * 16)
+    quant_seed(rng, "b8_row_chunks_f16", 2, 2, 40, 30, 1, 6, 1, 8, False, 5, True, 8, True, 20, 7, [5, 9, 6], [0, 0, 201, 0, 0, 0, 0, 0])
+    quant_seed(rng, "k_only_window_one", 1, 1, 8, 20, 3, 1, 0, 4, False, 1, False, 4, False, 3, 2, [3], [0] * 17)
+    quant_seed(rng, "gqa3_d64_mixed_bits", 2, 3, 64, 18, 4, 5, 2, 4, True, 3, True, 8, False, 18, 0, [4, 4, 4, 4, 2], [])
+    quant_seed(rng, "capacity_full_scale", 1, 2, 16, 12, 1, 2, 0, 8, False, 0, True, 4, True, 6, 11, [6], [0] * 6, scale_index=6)
+
+
 if __name__ == "__main__":
     write_delta_build_seeds(random.Random(2024))
     write_hybrid_seeds(random.Random(7))
-    for harness in ("delta_build", "hybrid_attention"):
+    write_quant_seeds(random.Random(11))
+    for harness in ("delta_build", "hybrid_attention", "quant_attention"):
         folder = os.path.join(HERE, "corpus", harness)
         sizes = [os.path.getsize(os.path.join(folder, f)) for f in sorted(os.listdir(folder))]
         print(f"{harness}: {len(sizes)} seeds, {sum(sizes)} bytes")

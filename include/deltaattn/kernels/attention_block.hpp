@@ -172,10 +172,11 @@ namespace deltaattn
                                          hybrid_split split, float const* factor, float const* unit, float const* p, std::size_t lanes,
                                          ExactRow const* exact_rows, std::uint16_t* listed, float* o, std::size_t d) noexcept
         {
-            float const* far_rows[block_scratch::tile];
-            for (std::size_t jj = 0; jj < nt; ++jj)
-                far_rows[jj] = t0 + jj >= split.sinks ? values.far_row(t0 + jj) : nullptr;
             auto const is_far = [&](std::size_t j, std::size_t i) { return j >= split.sinks && j + split.window <= i; };
+            std::size_t const last = first + (nq - 1) / heads;
+            float const* far_rows[block_scratch::tile];
+            for (std::size_t jj = 0; jj < nt; ++jj)  // (only rows some lane reads far exist)
+                far_rows[jj] = is_far(t0 + jj, last) ? values.far_row(t0 + jj) : nullptr;
             // Lists the tile's visible keys of class `far` for position i, returns the count.
             auto const list = [&](std::size_t i, bool far) {
                 std::size_t count = 0;

@@ -1,0 +1,204 @@
+// libFuzzer harness: the quantized far context (SPEC.md §10), prefill + decode and
+// one-call, against the oracle.
+//
+// From the fuzzer's bytes: GQA shapes (1..2 KV heads, 1..4 query heads each, head dim
+// 8..64 in steps of 8), up to 32 positions, sinks, window, scale, a key codec (4 or 8
+// bits, 32-channel groups where they divide the dim, else per row, keyframe interval
+// 0..9), values coded or exact, fp32 or binary16 exact sets, bounded finite inputs of
+// unit scale, and a schedule: the prompt prefilled in chunks, then decode steps mixed
+// with more chunks. For every arch the binary holds:
+//  - layer_quant_cache outputs are within SPEC.md §9's tolerance of
+//    reference::quant_attention, and finite;
+//  - a step past the capacity is rejected naming "k", writes nothing and leaves the
+//    cache's size and bytes as they were;
+//  - one-call quant_attention, queries starting after the first key, agrees too.
+//
+// Input layout: kv heads, group, dim, positions, sinks, window, scale, capacity slack,
+// key bits, group flag, keyframe interval, values flag, value bits, storage flag,
+// prompt length, skipped queries, then q, k, v (position-major), then the schedule.
+#include "fuzz_support.hpp"
+
+#include <deltaattn/reference/reference.hpp>
+
+#include <algorithm>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace deltaattn_fuzz;
+
+namespace
+{
+    struct quant_case
+    {
+        std::size_t kv_heads = 1, group = 1, dim = 8, positions = 1, capacity = 1, prompt = 0, skipped = 0;
+        hybrid_options options;
+        quant_codec keys;
+        std::optional<quant_codec> values;
+        bool half = false;
+        std::vector<float> q, k, v;  // (positions + 1) x heads x dim: one spare position to overflow the cache
+
+        std::size_t q_heads() const { return kv_heads * group; }
+        tensor_view<const float> q_view(std::size_t n) const { return make_token_major<const float>(q.data(), n, q_heads(), dim); }
+        tensor_view<const float> k_view(std::size_t n) const { return make_token_major<const float>(k.data(), n, kv_heads, dim); }
+        tensor_view<const float> v_view(std::size_t n) const { return make_token_major<const float>(v.data(), n, kv_heads, dim); }
+
+        std::string describe() const
+        {
+            std::ostringstream s;
+            s << "Hkv=" << kv_heads << " Hq=" << q_heads() << " d=" << dim << " n=" << positions << " capacity=" << capacity << " prompt=" << prompt
+              << " skipped=" << skipped << " sinks=" << options.sinks << " window=" << options.window << " scale=" << options.scale << " k: b"
+              << keys.bits << " g" << keys.scale_group << " R" << keys.keyframe_interval;
+            if (values)
+                s << " v: b" << values->bits;
+            s << (half ? " f16" : " f32");
+            return s.str();
+        }
+    };
+
+    quant_case decode_case(byte_reader& in)
+    {
+        quant_case c;
+        c.kv_heads = in.pick(1, 2);
+        c.group = in.pick(1, 4);
+        c.dim = 8 * in.pick(1, 8);
+        c.positions = in.pick(1, 32);
+        c.options.sinks = in.pick(1, 6);
+        c.options.window = in.pick(1, c.positions + 2);
+        float const scales[] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.05f, 0.5f, 1.0f};
+        c.options.scale = scales[in.byte() % 8];
+        c.capacity = c.positions + in.pick(0, 2);
+        c.keys.bits = in.flag() ? 8 : 4;
+        c.keys.scale_group = in.flag() && c.dim % 32 == 0 ? 32 : 0;
+        c.keys.keyframe_interval = in.pick(0, 9);
+        bool const coded_values = in.flag();
+        unsigned const value_bits = in.flag() ? 8 : 4;
+        if (coded_values)
+            c.values = quant_codec{value_bits, c.keys.scale_group, c.keys.keyframe_interval};
+        c.half = in.flag();
+        c.prompt = in.pick(0, c.positions);
+        c.skipped = in.pick(0, c.positions - 1);
+        auto const fill = [&](std::vector<float>& x, std::size_t heads) {
+            std::size_t const row = heads * c.dim;
+            x.assign((c.positions + 1) * row, 0.0f);
+            for (std::size_t p = 0; p < c.positions + 1; ++p)
+                for (std::size_t e = 0; e < row; ++e)
+                    x[p * row + e] = unit_float(in, p == 0 ? 0.0f : x[(p - 1) * row + e]);
+        };
+        fill(c.q, c.q_heads());
+        fill(c.k, c.kv_heads);
+        fill(c.v, c.kv_heads);
+        return c;
+    }
+
+    /// The SPEC.md §9 check: finite, and max|got - want| <= 1e-4 max(1, max|want|).
+    void check_close(std::vector<float> const& got, std::vector<float> const& want, std::string const& what, std::string const& context)
+    {
+        check(got.size() == want.size(), what + ": wrong output size", context);
+        float scale = 1.0f, worst = 0.0f;
+        for (float w : want)
+            scale = std::max(scale, std::fabs(w));
+        for (std::size_t i = 0; i < got.size(); ++i)
+        {
+            check(std::isfinite(got[i]), what + ": non-finite output at element " + std::to_string(i), context);
+            worst = std::max(worst, std::fabs(got[i] - want[i]));
+        }
+        if (worst > 1e-4f * scale)
+            fail(what + ": max|got - oracle| = " + std::to_string(worst) + ", tolerance " + std::to_string(1e-4f * scale), context);
+    }
+
+    struct step
+    {
+        bool decode;
+        std::size_t rows;
+    };
+
+    std::vector<step> decode_schedule(byte_reader& in, quant_case const& c)
+    {
+        std::vector<step> steps;
+        for (std::size_t p = 0; p < c.prompt;)
+        {
+            std::size_t const rows = std::min(in.pick(1, c.prompt), c.prompt - p);
+            steps.push_back({false, rows});
+            p += rows;
+        }
+        for (std::size_t p = c.prompt; p < c.positions;)
+        {
+            std::uint8_t const b = in.byte();
+            std::size_t const rows = b < 200 ? 1 : std::min<std::size_t>(1 + b % 4, c.positions - p);
+            steps.push_back({b < 200, rows});
+            p += rows;
+        }
+        return steps;
+    }
+
+    template <class Arch, class T>
+    void check_arch(quant_case const& c, std::vector<step> const& steps, std::vector<float> const& want, std::vector<float> const& want_tail)
+    {
+        std::string const context = std::string(arch_name<Arch>()) + " " + c.describe();
+        std::size_t const n = c.positions, Hq = c.q_heads(), row = Hq * c.dim;
+        std::vector<float> out(n * row, 0.0f);
+        auto const out_view = make_token_major(out.data(), n, Hq, c.dim);
+        basic_layer_quant_cache<T> cache(c.kv_heads, c.dim, c.capacity, c.options, c.keys, c.values);
+        std::size_t p = 0;
+        for (step const& s : steps)
+        {
+            auto const q = c.q_view(n).slice_positions(p, s.rows), k = c.k_view(n).slice_positions(p, s.rows), v = c.v_view(n).slice_positions(p, s.rows);
+            if (s.decode)
+                cache.template decode<Arch>(q, k, v, out_view.slice_positions(p, s.rows));
+            else
+                cache.template prefill<Arch>(q, k, v, out_view.slice_positions(p, s.rows));
+            p += s.rows;
+        }
+        check(cache.size() == n, "the cache does not hold every position", context);
+        check_close(out, want, "layer_quant_cache prefill + decode", context);
+
+        if (c.capacity == n)
+        {
+            std::vector<float> spare(row, 12345.0f);
+            std::size_t const bytes = cache.bytes();
+            try
+            {
+                cache.template decode<Arch>(c.q_view(n + 1).slice_positions(n, 1), c.k_view(n + 1).slice_positions(n, 1),
+                                            c.v_view(n + 1).slice_positions(n, 1), make_token_major(spare.data(), 1, Hq, c.dim));
+                fail("a decode step past the capacity was accepted", context);
+            }
+            catch (std::invalid_argument const& e)
+            {
+                check(names(e, "k"), std::string("the overflow rejection does not name 'k': ") + e.what(), context);
+            }
+            check(cache.size() == n && cache.bytes() == bytes, "a rejected step changed the cache", context);
+            check(std::all_of(spare.begin(), spare.end(), [](float x) { return x == 12345.0f; }), "a rejected step wrote its output", context);
+        }
+
+        std::size_t const tail = n - c.skipped;
+        std::vector<float> tail_out(tail * row, 0.0f);
+        quant_attention<Arch, T>(c.q_view(n).slice_positions(c.skipped, tail), c.k_view(n), c.v_view(n),
+                                 make_token_major(tail_out.data(), tail, Hq, c.dim), c.options, c.keys, c.values);
+        check_close(tail_out, want_tail, "quant_attention", context);
+    }
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size)
+{
+    byte_reader in(data, size);
+    quant_case const c = decode_case(in);
+    std::vector<step> const steps = decode_schedule(in, c);
+    trace_case(c.describe() + " steps=" + std::to_string(steps.size()));
+    std::size_t const n = c.positions, tail = n - c.skipped, row = c.q_heads() * c.dim;
+    std::vector<float> want(n * row, 0.0f), want_tail(tail * row, 0.0f);
+    auto const oracle = [&](auto storage) {
+        using T = decltype(storage);
+        reference::quant_attention<T>(c.q_view(n), c.k_view(n), c.v_view(n), make_token_major(want.data(), n, c.q_heads(), c.dim), c.options, c.keys,
+                                      c.values);
+        reference::quant_attention<T>(c.q_view(n).slice_positions(c.skipped, tail), c.k_view(n), c.v_view(n),
+                                      make_token_major(want_tail.data(), tail, c.q_heads(), c.dim), c.options, c.keys, c.values);
+    };
+    c.half ? oracle(float16{}) : oracle(0.0f);
+    for_each_arch([&](auto* arch) {
+        using Arch = std::remove_pointer_t<decltype(arch)>;
+        c.half ? check_arch<Arch, float16>(c, steps, want, want_tail) : check_arch<Arch, float>(c, steps, want, want_tail);
+    });
+    return 0;
+}
