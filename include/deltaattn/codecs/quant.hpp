@@ -78,8 +78,9 @@ namespace deltaattn
     /**
      * Throws `std::invalid_argument` naming the parameter unless `codec` can code rows of
      * `dim` channels: bits 4 or 8, a scale group of 32 (dividing dim) or the whole row,
-     * dim a multiple of 8 (rows are whole 32-bit words of 4-bit codes). `name` prefixes
-     * the parameter ("value_" for a value codec).
+     * dim a multiple of 8 (rows are whole 32-bit words of 4-bit codes). `bits_name` and
+     * `group_name` are what the errors call the two parameters (a value codec's are
+     * "value_bits" and "value_scale_group").
      */
     inline void validate_codec(quant_codec const& codec, std::size_t dim, char const* bits_name = "bits", char const* group_name = "scale_group")
     {
