@@ -56,7 +56,7 @@ namespace deltaattn
         /// conversion instruction where the TU has one, else one value at a time.
         static reg load(float16 const* p) noexcept
         {
-            auto const* bits = reinterpret_cast<std::uint16_t const*>(p);
+            [[maybe_unused]] auto const* bits = reinterpret_cast<std::uint16_t const*>(p);  // (unused without a conversion instruction)
 #if defined(__AVX512F__)
             if constexpr (width == 16 && std::is_base_of<xsimd::avx512f, Arch>::value)
                 return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<__m256i const*>(bits)));
