@@ -109,44 +109,10 @@ namespace
         c.prompt = in.pick(0, c.positions);
         c.skipped = in.pick(0, c.positions - 1);
 
-        auto const fill = [&](std::vector<float>& x, std::size_t heads) {
-            std::size_t const row = heads * c.dim;
-            x.assign((c.positions + 1) * row, 0.0f);
-            for (std::size_t p = 0; p < c.positions + 1; ++p)
-                for (std::size_t e = 0; e < row; ++e)
-                    x[p * row + e] = unit_float(in, p == 0 ? 0.0f : x[(p - 1) * row + e]);
-        };
-        fill(c.q, c.q_heads());
-        fill(c.k, c.kv_heads);
-        fill(c.v, c.kv_heads);
+        fill_unit_rows(in, c.q, c.positions, c.q_heads() * c.dim);
+        fill_unit_rows(in, c.k, c.positions, c.kv_heads * c.dim);
+        fill_unit_rows(in, c.v, c.positions, c.kv_heads * c.dim);
         return c;
-    }
-
-    /// The SPEC.md §9 check: finite, and max|got - want| <= 1e-4 max(1, max|want|).
-    void check_close(std::vector<float> const& got, std::vector<float> const& want, std::string const& what, std::string const& context)
-    {
-        check(got.size() == want.size(), what + ": wrong output size", context);
-        float scale = 1.0f, worst = 0.0f;
-        std::size_t worst_at = 0;
-        for (float w : want)
-            scale = std::max(scale, std::fabs(w));
-        for (std::size_t i = 0; i < got.size(); ++i)
-        {
-            check(std::isfinite(got[i]), what + ": non-finite output at element " + std::to_string(i), context);
-            float const diff = std::fabs(got[i] - want[i]);
-            if (diff > worst)
-            {
-                worst = diff;
-                worst_at = i;
-            }
-        }
-        if (worst > 1e-4f * scale)
-        {
-            std::ostringstream s;
-            s << what << ": max|got - oracle| = " << worst << " at element " << worst_at << " (got " << got[worst_at] << ", oracle "
-              << want[worst_at] << "), tolerance " << 1e-4f * scale;
-            fail(s.str(), context);
-        }
     }
 
     /// What the oracle says, computed once per input for every arch to meet.
@@ -184,48 +150,13 @@ namespace
         return o;
     }
 
-    /// One schedule step: a prefill chunk of `rows` positions, or a decode step.
-    struct step
-    {
-        bool decode;
-        std::size_t rows;
-    };
-
-    std::vector<step> decode_schedule(byte_reader& in, attention_case const& c)
-    {
-        std::vector<step> steps;
-        for (std::size_t p = 0; p < c.prompt;)
-        {
-            std::size_t const rows = std::min(in.pick(1, c.prompt), c.prompt - p);
-            steps.push_back({false, rows});
-            p += rows;
-        }
-        for (std::size_t p = c.prompt; p < c.positions;)
-        {
-            std::uint8_t const b = in.byte();
-            // Mostly decode steps; now and then a chunk arrives (chunks may follow decode steps).
-            if (b < 200)
-            {
-                steps.push_back({true, 1});
-                ++p;
-            }
-            else
-            {
-                std::size_t const rows = std::min<std::size_t>(1 + b % 4, c.positions - p);
-                steps.push_back({false, rows});
-                p += rows;
-            }
-        }
-        return steps;
-    }
-
     bool same_work(attention_work const& a, attention_work const& b)
     {
         return a.queries == b.queries && a.dense_macs == b.dense_macs && a.hybrid_macs == b.hybrid_macs;
     }
 
     template <class Arch>
-    void check_arch(attention_case const& c, std::vector<step> const& steps, oracle const& want)
+    void check_arch(attention_case const& c, std::vector<schedule_step> const& steps, oracle const& want)
     {
         std::string const context = std::string(arch_name<Arch>()) + " " + c.describe();
         std::size_t const n = c.positions, Hq = c.q_heads(), row = Hq * c.dim;
@@ -237,7 +168,7 @@ namespace
         attention_stats stats;
         attention_work want_prefill, want_decode;
         std::size_t p = 0;
-        for (step const& s : steps)
+        for (schedule_step const& s : steps)
         {
             auto const q = c.q_view(n).slice_positions(p, s.rows);
             auto const k = c.k_view(n).slice_positions(p, s.rows);
@@ -292,7 +223,7 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size
 {
     byte_reader in(data, size);
     attention_case const c = decode_case(in);
-    std::vector<step> const steps = decode_schedule(in, c);
+    std::vector<schedule_step> const steps = decode_schedule(in, c.prompt, c.positions);
     trace_case(c.describe() + " steps=" + std::to_string(steps.size()));
     oracle const want = consult_oracle(c);
     for_each_arch([&](auto* arch) { check_arch<std::remove_pointer_t<decltype(arch)>>(c, steps, want); });

@@ -79,62 +79,14 @@ namespace
         c.half = in.flag();
         c.prompt = in.pick(0, c.positions);
         c.skipped = in.pick(0, c.positions - 1);
-        auto const fill = [&](std::vector<float>& x, std::size_t heads) {
-            std::size_t const row = heads * c.dim;
-            x.assign((c.positions + 1) * row, 0.0f);
-            for (std::size_t p = 0; p < c.positions + 1; ++p)
-                for (std::size_t e = 0; e < row; ++e)
-                    x[p * row + e] = unit_float(in, p == 0 ? 0.0f : x[(p - 1) * row + e]);
-        };
-        fill(c.q, c.q_heads());
-        fill(c.k, c.kv_heads);
-        fill(c.v, c.kv_heads);
+        fill_unit_rows(in, c.q, c.positions, c.q_heads() * c.dim);
+        fill_unit_rows(in, c.k, c.positions, c.kv_heads * c.dim);
+        fill_unit_rows(in, c.v, c.positions, c.kv_heads * c.dim);
         return c;
     }
 
-    /// The SPEC.md §9 check: finite, and max|got - want| <= 1e-4 max(1, max|want|).
-    void check_close(std::vector<float> const& got, std::vector<float> const& want, std::string const& what, std::string const& context)
-    {
-        check(got.size() == want.size(), what + ": wrong output size", context);
-        float scale = 1.0f, worst = 0.0f;
-        for (float w : want)
-            scale = std::max(scale, std::fabs(w));
-        for (std::size_t i = 0; i < got.size(); ++i)
-        {
-            check(std::isfinite(got[i]), what + ": non-finite output at element " + std::to_string(i), context);
-            worst = std::max(worst, std::fabs(got[i] - want[i]));
-        }
-        if (worst > 1e-4f * scale)
-            fail(what + ": max|got - oracle| = " + std::to_string(worst) + ", tolerance " + std::to_string(1e-4f * scale), context);
-    }
-
-    struct step
-    {
-        bool decode;
-        std::size_t rows;
-    };
-
-    std::vector<step> decode_schedule(byte_reader& in, quant_case const& c)
-    {
-        std::vector<step> steps;
-        for (std::size_t p = 0; p < c.prompt;)
-        {
-            std::size_t const rows = std::min(in.pick(1, c.prompt), c.prompt - p);
-            steps.push_back({false, rows});
-            p += rows;
-        }
-        for (std::size_t p = c.prompt; p < c.positions;)
-        {
-            std::uint8_t const b = in.byte();
-            std::size_t const rows = b < 200 ? 1 : std::min<std::size_t>(1 + b % 4, c.positions - p);
-            steps.push_back({b < 200, rows});
-            p += rows;
-        }
-        return steps;
-    }
-
     template <class Arch, class T>
-    void check_arch(quant_case const& c, std::vector<step> const& steps, std::vector<float> const& want, std::vector<float> const& want_tail)
+    void check_arch(quant_case const& c, std::vector<schedule_step> const& steps, std::vector<float> const& want, std::vector<float> const& want_tail)
     {
         std::string const context = std::string(arch_name<Arch>()) + " " + c.describe();
         std::size_t const n = c.positions, Hq = c.q_heads(), row = Hq * c.dim;
@@ -142,7 +94,7 @@ namespace
         auto const out_view = make_token_major(out.data(), n, Hq, c.dim);
         basic_layer_quant_cache<T> cache(c.kv_heads, c.dim, c.capacity, c.options, c.keys, c.values);
         std::size_t p = 0;
-        for (step const& s : steps)
+        for (schedule_step const& s : steps)
         {
             auto const q = c.q_view(n).slice_positions(p, s.rows), k = c.k_view(n).slice_positions(p, s.rows), v = c.v_view(n).slice_positions(p, s.rows);
             if (s.decode)
@@ -184,7 +136,7 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size
 {
     byte_reader in(data, size);
     quant_case const c = decode_case(in);
-    std::vector<step> const steps = decode_schedule(in, c);
+    std::vector<schedule_step> const steps = decode_schedule(in, c.prompt, c.positions);
     trace_case(c.describe() + " steps=" + std::to_string(steps.size()));
     std::size_t const n = c.positions, tail = n - c.skipped, row = c.q_heads() * c.dim;
     std::vector<float> want(n * row, 0.0f), want_tail(tail * row, 0.0f);

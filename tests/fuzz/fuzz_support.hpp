@@ -13,6 +13,7 @@
 
 #include <deltaattn/deltaattn.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -20,10 +21,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 namespace deltaattn_fuzz
 {
@@ -146,6 +149,44 @@ namespace deltaattn_fuzz
         return from_bits((kind & 1u ? 0x80000000u : 0u) | std::max<std::uint32_t>(1u, in.word() & 0x007fffffu));
     }
 
+    /// `x` as (positions + 1) rows of `row` floats of unit scale, each mostly a repeat of
+    /// the row before (temporal structure): the attention harnesses' q, k and v.
+    inline void fill_unit_rows(byte_reader& in, std::vector<float>& x, std::size_t positions, std::size_t row)
+    {
+        x.assign((positions + 1) * row, 0.0f);
+        for (std::size_t p = 0; p < positions + 1; ++p)
+            for (std::size_t e = 0; e < row; ++e)
+                x[p * row + e] = unit_float(in, p == 0 ? 0.0f : x[(p - 1) * row + e]);
+    }
+
+    /// One step of an attention schedule: a prefill chunk of `rows` positions, or a decode step.
+    struct schedule_step
+    {
+        bool decode;
+        std::size_t rows;
+    };
+
+    /// The prompt [0, prompt) in chunks, then mostly decode steps with a chunk now and then
+    /// (chunks may follow decode steps), up to `positions`.
+    inline std::vector<schedule_step> decode_schedule(byte_reader& in, std::size_t prompt, std::size_t positions)
+    {
+        std::vector<schedule_step> steps;
+        for (std::size_t p = 0; p < prompt;)
+        {
+            std::size_t const rows = std::min(in.pick(1, prompt), prompt - p);
+            steps.push_back({false, rows});
+            p += rows;
+        }
+        for (std::size_t p = prompt; p < positions;)
+        {
+            std::uint8_t const b = in.byte();
+            std::size_t const rows = b < 200 ? 1 : std::min<std::size_t>(1 + b % 4, positions - p);
+            steps.push_back({b < 200, rows});
+            p += rows;
+        }
+        return steps;
+    }
+
     /// Every arch this binary's flags allow, the scalar path first. Built with
     /// -march=native on an AVX-512 machine, that is the scalar, SSE2, AVX2+FMA and
     /// AVX-512 kernels in one binary (the AVX-512 decode path is its own code).
@@ -183,6 +224,33 @@ namespace deltaattn_fuzz
     {
         if (!ok)
             fail(what, context);
+    }
+
+    /// The SPEC.md §9 check: finite, and max|got - want| <= 1e-4 max(1, max|want|).
+    inline void check_close(std::vector<float> const& got, std::vector<float> const& want, std::string const& what, std::string const& context)
+    {
+        check(got.size() == want.size(), what + ": wrong output size", context);
+        float scale = 1.0f, worst = 0.0f;
+        std::size_t worst_at = 0;
+        for (float w : want)
+            scale = std::max(scale, std::fabs(w));
+        for (std::size_t i = 0; i < got.size(); ++i)
+        {
+            check(std::isfinite(got[i]), what + ": non-finite output at element " + std::to_string(i), context);
+            float const diff = std::fabs(got[i] - want[i]);
+            if (diff > worst)
+            {
+                worst = diff;
+                worst_at = i;
+            }
+        }
+        if (worst > 1e-4f * scale)
+        {
+            std::ostringstream s;
+            s << what << ": max|got - oracle| = " << worst << " at element " << worst_at << " (got " << got[worst_at] << ", oracle "
+              << want[worst_at] << "), tolerance " << 1e-4f * scale;
+            fail(s.str(), context);
+        }
     }
 
     /// With DELTAATTN_FUZZ_VERBOSE set, prints each decoded case (to triage a corpus).

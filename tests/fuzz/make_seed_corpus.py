@@ -166,6 +166,22 @@ def write_delta_build_seeds(rng):
     delta_build_seed(rng, "group_does_not_divide", POLICY_BLOCK, 20, 3, 3, 1, 1, 0, False, [1, 2])
 
 
+def attention_inputs_and_schedule(s, rng, kv_heads, group, dim, positions, prompt, prompt_chunks, tail_ops, smooth):
+    """q, k, v (fill_unit_rows) then the schedule (decode_schedule), as both attention harnesses read them."""
+    for heads in (kv_heads * group, kv_heads, kv_heads):  # q, then k, then v
+        for p in range(positions + 1):
+            for _ in range(heads * dim):
+                if p == 0 or rng.random() > smooth:
+                    s.unit(rng.randint(-64, 64))
+                else:
+                    s.unit_repeat()
+    assert sum(prompt_chunks) == prompt
+    for rows in prompt_chunks:
+        s.pick(1, prompt, rows)
+    for op in tail_ops:  # < 200: a decode step; 200 + r: a chunk of 1 + r % 4 rows
+        s.byte(op)
+
+
 def hybrid_seed(rng, name, kv_heads, group, dim, positions, sinks, window, keyframes, slack, policy_kind, policy_parameter,
                 prompt, skipped, prompt_chunks, tail_ops, check_finite=False, scale_index=0, smooth=0.6):
     s = Seed()
@@ -188,18 +204,7 @@ def hybrid_seed(rng, name, kv_heads, group, dim, positions, sinks, window, keyfr
     s.byte(policy_parameter)
     s.pick(0, positions, prompt)
     s.pick(0, positions - 1, skipped)
-    for heads in (kv_heads * group, kv_heads, kv_heads):  # q, then k, then v
-        for p in range(positions + 1):
-            for _ in range(heads * dim):
-                if p == 0 or rng.random() > smooth:
-                    s.unit(rng.randint(-64, 64))
-                else:
-                    s.unit_repeat()
-    assert sum(prompt_chunks) == prompt
-    for rows in prompt_chunks:
-        s.pick(1, prompt, rows)
-    for op in tail_ops:  # < 200: a decode step; 200 + r: a chunk of 1 + r % 4 rows
-        s.byte(op)
+    attention_inputs_and_schedule(s, rng, kv_heads, group, dim, positions, prompt, prompt_chunks, tail_ops, smooth)
     s.write("hybrid_attention", name)
 
 
@@ -232,18 +237,7 @@ def quant_seed(rng, name, kv_heads, group, dim, positions, sinks, window, slack,
     s.flag(half)
     s.pick(0, positions, prompt)
     s.pick(0, positions - 1, skipped)
-    for heads in (kv_heads * group, kv_heads, kv_heads):  # q, then k, then v
-        for p in range(positions + 1):
-            for _ in range(heads * dim):
-                if p == 0 or rng.random() > smooth:
-                    s.unit(rng.randint(-64, 64))
-                else:
-                    s.unit_repeat()
-    assert sum(prompt_chunks) == prompt
-    for rows in prompt_chunks:
-        s.pick(1, prompt, rows)
-    for op in tail_ops:  # < 200: a decode step; 200 + r: a chunk of 1 + r % 4 rows
-        s.byte(op)
+    attention_inputs_and_schedule(s, rng, kv_heads, group, dim, positions, prompt, prompt_chunks, tail_ops, smooth)
     s.write("quant_attention", name)
 
 

@@ -182,22 +182,29 @@ namespace deltaattn
 
             /// Where a decode step of `heads` query heads over n keys works: scores
             /// [head][key] with rows of `stride` keys (rounded up to whole registers, so a
-            /// row's vector tail stays inside the buffer), outputs [head][channel], zeroed.
+            /// row's vector tail stays inside the buffer), outputs [head][channel], zeroed,
+            /// and the step's query rows.
             struct step_buffers
             {
                 float* scores;
                 float* out;
                 std::size_t stride;
+                float const* q[block_scratch::max_decode_heads];
             };
 
+            /// The buffers of a step of query heads [first_head, first_head + heads) of `q`
+            /// (one position) over n keys.
             template <class Arch>
-            step_buffers begin_step(block_scratch& ws, std::size_t heads, std::size_t n, std::size_t d)
+            step_buffers begin_step(block_scratch& ws, tensor_view<const float> q, std::size_t first_head, std::size_t heads, std::size_t n)
             {
                 constexpr std::size_t w = arch_traits<Arch>::width;
-                std::size_t const stride = (n + w - 1) / w * w;
+                std::size_t const stride = (n + w - 1) / w * w, d = q.dim;
                 ws.reserve_decode(heads, stride, d);
                 std::fill(ws.lane_acc.begin(), ws.lane_acc.begin() + static_cast<std::ptrdiff_t>(heads * d), 0.0f);
-                return {ws.decode_scores.data(), ws.lane_acc.data(), stride};
+                step_buffers b{ws.decode_scores.data(), ws.lane_acc.data(), stride, {}};
+                for (std::size_t h = 0; h < heads; ++h)
+                    b.q[h] = q.at(0, first_head + h);
+                return b;
             }
 
             /// out head (first + h) = o[h] / sums[h]: the softmax's normalization, at the end.
@@ -240,13 +247,11 @@ namespace deltaattn
         {
             constexpr std::size_t block = 64;  // a multiple of every register width
             std::size_t const group = q.heads / k.heads, heads = (kv1 - kv0) * group, d = q.dim, n = k.positions;
-            decode_detail::step_buffers const buffers = decode_detail::begin_step<Arch>(ws, heads, n, d);
+            decode_detail::step_buffers const buffers = decode_detail::begin_step<Arch>(ws, q, kv0 * group, heads, n);
             float* const s = buffers.scores;
             float* const o = buffers.out;
             std::size_t const stride = buffers.stride;
-            float const* qh[block_scratch::max_decode_heads];
-            for (std::size_t h = 0; h < heads; ++h)
-                qh[h] = q.at(0, kv0 * group + h);
+            float const* const* qh = buffers.q;
             for (std::size_t j0 = 0; j0 < n; j0 += block)
                 for (std::size_t kv = kv0; kv < kv1; ++kv)
                 {
@@ -289,13 +294,11 @@ namespace deltaattn
             // The delta region [S, last - W], if any (SPEC.md §3).
             bool const hybrid = Keys::has_deltas && split.window <= last && last - split.window >= split.sinks;
             std::size_t const delta_first = hybrid ? split.sinks : n, delta_end = hybrid ? last - split.window + 1 : n;
-            decode_detail::step_buffers const buffers = decode_detail::begin_step<Arch>(ws, heads, n, d);
+            decode_detail::step_buffers const buffers = decode_detail::begin_step<Arch>(ws, q, 0, heads, n);
             float* const s = buffers.scores;
             float* const o = buffers.out;
             std::size_t const stride = buffers.stride;
-            float const* qh[block_scratch::max_decode_heads];
-            for (std::size_t h = 0; h < heads; ++h)
-                qh[h] = q.at(0, h);
+            float const* const* qh = buffers.q;
 
             std::uint64_t exact_keys = n - (delta_end - delta_first), qk_macs = 0, pv_macs = 0;
             decode_detail::exact_dots<Arch>(keys, qh, heads, d, 0, delta_first, s, stride);

@@ -132,13 +132,11 @@ namespace deltaattn
             std::size_t const heads = q.heads, d = q.dim, n = last + 1;
             bool const far = split.window <= last && last - split.window >= split.sinks;
             std::size_t const far_first = far ? split.sinks : n, far_end = far ? last - split.window + 1 : n;
-            decode_detail::step_buffers const buffers = decode_detail::begin_step<Arch>(ws, heads, n, d);
+            decode_detail::step_buffers const buffers = decode_detail::begin_step<Arch>(ws, q, 0, heads, n);
             float* const s = buffers.scores;
             float* const o = buffers.out;
             std::size_t const stride = buffers.stride;
-            float const* qh[block_scratch::max_decode_heads];
-            for (std::size_t h = 0; h < heads; ++h)
-                qh[h] = q.at(0, h);
+            float const* const* qh = buffers.q;
 
             quant_exact_rows<T> const exact_keys{&keys, k_chunk, chunk_first}, exact_values{&values, v_chunk, chunk_first};
             decode_detail::exact_dots<Arch>(exact_keys, qh, heads, d, 0, far_first, s, stride);

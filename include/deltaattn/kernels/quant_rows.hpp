@@ -126,35 +126,35 @@ namespace deltaattn
             }
         }  // namespace quant_detail
 
-        /// qP[h][(sp * fields + f) * w + l] = q_h[(sp * w + l) * fields + f], 0 past d.
+        /// Calls f(channel, permuted index) for every slot of one head's permuted row:
+        /// slot (sp * fields + f) * w + l holds channel (sp * w + l) * fields + f.
+        template <class Arch, unsigned Bits, class F>
+        void for_each_slot(code_spans<Arch, Bits> const& layout, F&& f) noexcept
+        {
+            using spans = code_spans<Arch, Bits>;
+            for (std::size_t sp = 0; sp < layout.count; ++sp)
+                for (std::size_t k = 0; k < spans::fields; ++k)
+                    for (std::size_t l = 0; l < spans::w; ++l)
+                        f((sp * spans::w + l) * spans::fields + k, (sp * spans::fields + k) * spans::w + l);
+        }
+
+        /// qP[h] = q_h in the permuted order, 0 past d.
         template <class Arch, unsigned Bits>
         void permute_queries(code_spans<Arch, Bits> const& layout, float const* const* q, std::size_t heads, float* qP) noexcept
         {
-            using spans = code_spans<Arch, Bits>;
             for (std::size_t h = 0; h < heads; ++h)
-                for (std::size_t sp = 0; sp < layout.count; ++sp)
-                    for (std::size_t f = 0; f < spans::fields; ++f)
-                        for (std::size_t l = 0; l < spans::w; ++l)
-                        {
-                            std::size_t const c = (sp * spans::w + l) * spans::fields + f;
-                            qP[h * layout.padded + (sp * spans::fields + f) * spans::w + l] = c < layout.d ? q[h][c] : 0.0f;
-                        }
+                for_each_slot(layout, [&](std::size_t c, std::size_t slot) { qP[h * layout.padded + slot] = c < layout.d ? q[h][c] : 0.0f; });
         }
 
-        /// o_h[c] += oP[h][...] for c < d: permute_queries' inverse, accumulated.
+        /// o_h[c] += oP[h] in channel order: permute_queries' inverse, accumulated.
         template <class Arch, unsigned Bits>
         void add_unpermuted(code_spans<Arch, Bits> const& layout, float const* oP, std::size_t heads, float* o) noexcept
         {
-            using spans = code_spans<Arch, Bits>;
             for (std::size_t h = 0; h < heads; ++h)
-                for (std::size_t sp = 0; sp < layout.count; ++sp)
-                    for (std::size_t f = 0; f < spans::fields; ++f)
-                        for (std::size_t l = 0; l < spans::w; ++l)
-                        {
-                            std::size_t const c = (sp * spans::w + l) * spans::fields + f;
-                            if (c < layout.d)
-                                o[h * layout.d + c] += oP[h * layout.padded + (sp * spans::fields + f) * spans::w + l];
-                        }
+                for_each_slot(layout, [&](std::size_t c, std::size_t slot) {
+                    if (c < layout.d)
+                        o[h * layout.d + c] += oP[h * layout.padded + slot];
+                });
         }
 
         /**
