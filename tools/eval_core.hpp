@@ -253,7 +253,7 @@ namespace deltaattn_tools
         if (s.baseline)
             validate_codec(*s.baseline, d, "baseline", "baseline");
         r.prompt = std::min(s.prompt, n);
-        detail::require(!given || (given->prompt == r.prompt && given->scale == s.options.scale && given->out.size() == r.out.size()), "dense",
+        DELTAATTN_REQUIRE(!given || (given->prompt == r.prompt && given->scale == s.options.scale && given->out.size() == r.out.size()), "dense",
                         "the baseline was run with another prompt, scale or shape");
         dense_baseline const own = given ? dense_baseline{} : run_dense(in, r.prompt, s.options.scale, s.threads);
         std::vector<float> const& dense = given ? given->out : own.out;

@@ -124,7 +124,7 @@ namespace deltaattn
         {
             // Eigen's maps address rows forward from `data`; the library never makes a view
             // with a negative stride, so one here is a caller's bug, not a layout to support.
-            require(view.row_stride >= 0, "view.row_stride", "must be >= 0 to map into Eigen" + got(view.row_stride));
+            DELTAATTN_REQUIRE(view.row_stride >= 0, "view.row_stride", "must be >= 0 to map into Eigen" + got(view.row_stride));
         }
     }  // namespace detail
 

@@ -37,9 +37,9 @@ namespace deltaattn
 
     inline void validate_options(hybrid_options const& o)
     {
-        detail::require(o.sinks >= 1, "sinks", "must be >= 1" + detail::got(o.sinks));
-        detail::require(o.window >= 1, "window", "must be >= 1" + detail::got(o.window));
-        detail::require(std::isfinite(o.scale), "scale", "must be finite" + detail::got(o.scale));
+        DELTAATTN_REQUIRE(o.sinks >= 1, "sinks", "must be >= 1" + detail::got(o.sinks));
+        DELTAATTN_REQUIRE(o.window >= 1, "window", "must be >= 1" + detail::got(o.window));
+        DELTAATTN_REQUIRE(std::isfinite(o.scale), "scale", "must be finite" + detail::got(o.scale));
     }
 }  // namespace deltaattn
 

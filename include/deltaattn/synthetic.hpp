@@ -247,19 +247,19 @@ namespace deltaattn
 
         inline void validate_llm_like(workload_shape const& shape, llm_like_options const& o)
         {
-            require(shape.kv_heads >= 1, "shape.kv_heads", "must be >= 1");
-            require(shape.q_heads % shape.kv_heads == 0, "shape.q_heads",
+            DELTAATTN_REQUIRE(shape.kv_heads >= 1, "shape.kv_heads", "must be >= 1");
+            DELTAATTN_REQUIRE(shape.q_heads % shape.kv_heads == 0, "shape.q_heads",
                     "must be a multiple of kv_heads" + got(shape.q_heads));
-            require(!o.rope || shape.dim % 2 == 0, "shape.dim", "must be even when rope is on" + got(shape.dim));
-            require(std::isfinite(o.correlation) && o.correlation >= -1.0f && o.correlation <= 1.0f,
+            DELTAATTN_REQUIRE(!o.rope || shape.dim % 2 == 0, "shape.dim", "must be even when rope is on" + got(shape.dim));
+            DELTAATTN_REQUIRE(std::isfinite(o.correlation) && o.correlation >= -1.0f && o.correlation <= 1.0f,
                     "options.correlation", "must be in [-1, 1]" + got(o.correlation));
             require_non_negative(o.innovation, "options.innovation");
             require_non_negative(o.noise, "options.noise");
-            require(!o.rope || (std::isfinite(o.rope_base) && o.rope_base > 0.0f), "options.rope_base",
+            DELTAATTN_REQUIRE(!o.rope || (std::isfinite(o.rope_base) && o.rope_base > 0.0f), "options.rope_base",
                     "must be a finite number > 0" + got(o.rope_base));
-            require(std::isfinite(o.q_scale), "options.q_scale", "must be finite" + got(o.q_scale));
-            require(std::isfinite(o.k_scale), "options.k_scale", "must be finite" + got(o.k_scale));
-            require(std::isfinite(o.v_scale), "options.v_scale", "must be finite" + got(o.v_scale));
+            DELTAATTN_REQUIRE(std::isfinite(o.q_scale), "options.q_scale", "must be finite" + got(o.q_scale));
+            DELTAATTN_REQUIRE(std::isfinite(o.k_scale), "options.k_scale", "must be finite" + got(o.k_scale));
+            DELTAATTN_REQUIRE(std::isfinite(o.v_scale), "options.v_scale", "must be finite" + got(o.v_scale));
         }
 
         /// Key-like parameters: means of magnitude ~1 plus a few outlier pairs of
@@ -436,10 +436,10 @@ namespace deltaattn
      */
     inline qkv_data make_white_noise(workload_shape const& shape, std::uint64_t seed = 1, float scale = 1.0f)
     {
-        detail::require(shape.kv_heads >= 1, "shape.kv_heads", "must be >= 1");
-        detail::require(shape.q_heads % shape.kv_heads == 0, "shape.q_heads",
+        DELTAATTN_REQUIRE(shape.kv_heads >= 1, "shape.kv_heads", "must be >= 1");
+        DELTAATTN_REQUIRE(shape.q_heads % shape.kv_heads == 0, "shape.q_heads",
                         "must be a multiple of kv_heads" + detail::got(shape.q_heads));
-        detail::require(std::isfinite(scale), "scale", "must be finite" + detail::got(scale));
+        DELTAATTN_REQUIRE(std::isfinite(scale), "scale", "must be finite" + detail::got(scale));
         qkv_data out;
         out.shape = shape;
         auto fill = [&](std::vector<float>& x, std::size_t heads, std::uint64_t stream) {

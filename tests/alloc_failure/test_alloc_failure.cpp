@@ -84,7 +84,22 @@ namespace
         }
     };
 
-    using cache_kinds = std::tuple<layer_key_cache, layer_kv_cache>;
+    template <>
+    struct subject<layer_quant_cache>
+    {
+        static layer_quant_cache make(attention_case const& c)
+        {
+            return layer_quant_cache(c.kv_heads, c.dim, c.positions, c.options, quant_codec{4, 32, 16}, quant_codec{8, 32, 0});
+        }
+        template <class Arch>
+        static void step(layer_quant_cache& cache, qkv_data const& in, std::size_t first, std::size_t count, tensor_view<float> out)
+        {
+            cache.prefill<Arch>(in.q_view().slice_positions(first, count), in.k_view().slice_positions(first, count),
+                                in.v_view().slice_positions(first, count), out);
+        }
+    };
+
+    using cache_kinds = std::tuple<layer_key_cache, layer_kv_cache, layer_quant_cache>;
 }  // namespace
 
 TEMPLATE_LIST_TEST_CASE("a failed allocation while a cache grows leaves it unchanged and usable", "[alloc]", cache_kinds)
@@ -136,4 +151,38 @@ TEMPLATE_LIST_TEST_CASE("a failed allocation while a cache grows leaves it uncha
     CHECK(failures > 0);  // the cache did allocate, so the guarantee was exercised
     CHECK(cache.size() == c.positions);
     CHECK(std::memcmp(out.data(), want.data(), out.size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("decode steps on a quantized cache allocate only when the step's score buffer grows", "[alloc]")
+{
+    attention_case c;
+    c.positions = 200;
+    c.options.window = 16;
+    auto const in = c.inputs();
+    std::size_t const row = c.q_heads * c.dim;
+    layer_quant_cache cache = subject<layer_quant_cache>::make(c);
+    std::vector<float> out(row * c.positions, 0.0f);
+    subject<layer_quant_cache>::step<default_arch>(cache, in, 0, 150, make_token_major(out.data(), 150, c.q_heads, c.dim));
+    std::size_t allocating_steps = 0;
+    for (std::size_t p = 150; p < c.positions; ++p)
+    {
+        auto const step = [&] {
+            cache.decode(in.q_view().slice_positions(p, 1), in.k_view().slice_positions(p, 1), in.v_view().slice_positions(p, 1),
+                         make_token_major(out.data() + p * row, 1, c.q_heads, c.dim));
+        };
+        try
+        {
+            failure_injection const inject(0);  // any allocation throws
+            step();
+        }
+        catch (std::bad_alloc const&)
+        {
+            ++allocating_steps;  // the cache is unchanged (the test above): run the step for real
+            step();
+        }
+    }
+    // The per-step scratch grows geometrically (the scores of 150..200 keys: at most twice);
+    // nothing else allocates, step after step.
+    CHECK(allocating_steps <= 2);
+    CHECK(cache.size() == c.positions);
 }

@@ -91,13 +91,13 @@ namespace deltaattn
                       attention_workspace& workspace, attention_stats* stats = nullptr)
     {
         hybrid_options const &ko = keys.options(), &vo = values.options();
-        detail::require(keys.size() >= 1, "keys", "is empty: append the step's key and value before attending");
-        detail::require(values.dim() == keys.dim() && values.size() == keys.size() && ko.sinks == vo.sinks && ko.window == vo.window, "values",
+        DELTAATTN_REQUIRE(keys.size() >= 1, "keys", "is empty: append the step's key and value before attending");
+        DELTAATTN_REQUIRE(values.dim() == keys.dim() && values.size() == keys.size() && ko.sinks == vo.sinks && ko.window == vo.window, "values",
                         "the value cache must match the key cache (dim, size, sinks, window)");
-        detail::require(q.cols == keys.dim(), "q", "has head dim " + std::to_string(q.cols) + ", the cache " + std::to_string(keys.dim()));
-        detail::require(q.rows >= 1 && q.rows <= block_scratch::max_decode_heads, "q",
+        DELTAATTN_REQUIRE(q.cols == keys.dim(), "q", "has head dim " + std::to_string(q.cols) + ", the cache " + std::to_string(keys.dim()));
+        DELTAATTN_REQUIRE(q.rows >= 1 && q.rows <= block_scratch::max_decode_heads, "q",
                         "needs 1 to " + std::to_string(block_scratch::max_decode_heads) + " heads" + detail::got(q.rows));
-        detail::require(out.rows == q.rows && out.cols == q.cols, "out", "must have q's shape");
+        DELTAATTN_REQUIRE(out.rows == q.rows && out.cols == q.cols, "out", "must have q's shape");
         if (ko.check_finite)
             detail::require_finite_rows(q, "q");
         std::size_t const d = keys.dim(), last = keys.size() - 1;
@@ -129,7 +129,7 @@ namespace deltaattn
         basic_layer_quant_cache(std::size_t kv_heads, std::size_t dim, std::size_t capacity, hybrid_options const& options,
                                 quant_codec const& key_codec, std::optional<quant_codec> const& value_codec = std::nullopt)
         {
-            detail::require(kv_heads >= 1, "heads", "kv_heads must be >= 1" + detail::got(kv_heads));
+            DELTAATTN_REQUIRE(kv_heads >= 1, "heads", "kv_heads must be >= 1" + detail::got(kv_heads));
             validate_codec(key_codec, dim, "bits", "scale_group");
             if (value_codec)
                 validate_codec(*value_codec, dim, "value_bits", "value_scale_group");
@@ -172,7 +172,7 @@ namespace deltaattn
         void decode(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
                     attention_stats* stats = nullptr)
         {
-            detail::require(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
+            DELTAATTN_REQUIRE(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
             attention_work const work = attend_chunk<Arch>(q, k, v, out);
             if (stats)
             {
@@ -284,18 +284,14 @@ namespace deltaattn
         void code_chunk(tensor_view<const float> k, tensor_view<const float> v)
         {
             std::size_t const heads = kv_heads();
-            std::vector<typename basic_quant_cache<T>::checkpoint_state> saved_keys, saved_values;
-            saved_keys.reserve(heads);
-            saved_values.reserve(heads);
             for (std::size_t h = 0; h < heads; ++h)
             {
-                saved_keys.push_back(m_keys[h].checkpoint());
-                saved_values.push_back(m_values[h].checkpoint());
+                m_keys[h].checkpoint();
+                m_values[h].checkpoint();
             }
-            std::size_t h = 0;
             try
             {
-                for (; h < heads; ++h)
+                for (std::size_t h = 0; h < heads; ++h)
                     for (std::size_t r = 0; r < k.positions; ++r)
                     {
                         m_keys[h].append_coded(k.at(r, h));
@@ -304,10 +300,10 @@ namespace deltaattn
             }
             catch (...)
             {
-                for (std::size_t g = 0; g <= h && g < heads; ++g)
+                for (std::size_t h = 0; h < heads; ++h)
                 {
-                    m_keys[g].rollback(saved_keys[g]);
-                    m_values[g].rollback(saved_values[g]);
+                    m_keys[h].rollback();
+                    m_values[h].rollback();
                 }
                 throw;
             }
@@ -333,9 +329,9 @@ namespace deltaattn
             check_heads(k, v);
             detail::check_layer_queries(q, k, out, kv_heads(), dim());
             std::size_t const group = q.heads / kv_heads();
-            detail::require(group <= block_scratch::max_decode_heads, "heads",
+            DELTAATTN_REQUIRE(group <= block_scratch::max_decode_heads, "heads",
                             "at most " + std::to_string(block_scratch::max_decode_heads) + " query heads per kv head" + detail::got(group));
-            detail::require(q.positions >= 1, "q", "must hold at least one position");
+            DELTAATTN_REQUIRE(q.positions >= 1, "q", "must hold at least one position");
             if (options().check_finite)
                 detail::require_finite_tensor(q, "q");
         }

@@ -19,8 +19,8 @@
  * <= s/2 against the input.
  *
  * Appends are all or nothing: `checkpoint()` / `rollback()` let a layer cache undo a
- * chunk whose later row fails (a scale past binary16's range), and capacity is
- * allocated at construction, so appending never allocates.
+ * chunk whose later row fails (a scale past binary16's range). Capacity and the
+ * checkpoint are allocated at construction, so appending never allocates.
  */
 #ifndef DELTAATTN_CACHES_QUANT_CACHE_HPP
 #define DELTAATTN_CACHES_QUANT_CACHE_HPP
@@ -70,7 +70,7 @@ namespace deltaattn
             : m_options(options), m_codec(codec), m_dim(dim), m_capacity(capacity), m_name(rows_name)
         {
             validate_options(options);
-            detail::require(dim >= 1, "dim", "must be >= 1" + detail::got(dim));
+            DELTAATTN_REQUIRE(dim >= 1, "dim", "must be >= 1" + detail::got(dim));
             if (codec)
                 validate_codec(*codec, dim);
             m_sinks.resize(std::min(options.sinks, capacity) * dim);
@@ -83,6 +83,8 @@ namespace deltaattn
                 m_scales.assign(far * codec->scales(dim) + scale_padding, float16{});
                 m_base.assign(dim, 0.0f);
                 m_reference.assign(dim, 0.0f);
+                m_saved_base.assign(dim, 0.0f);
+                m_saved_reference.assign(dim, 0.0f);
                 m_scratch.assign(2 * dim, 0.0f);
                 m_row_codes.assign(codec->code_bytes(dim), 0);
                 m_row_scales.assign(codec->scales(dim), 0);
@@ -126,10 +128,14 @@ namespace deltaattn
                 float const* previous = j == sinks ? m_base.data() : out + (j - 1 - sinks) * d;
                 float* const ref = out + (j - sinks) * d;
                 bool const restart = m_codec->is_keyframe(j);
-                for (std::size_t c = 0; c < d; ++c)
+                for (std::size_t c0 = 0; c0 < d; c0 += g)
                 {
-                    float const step = to_float(row.scales[c / g]) * static_cast<float>(code_at(row.codes, m_codec->bits, c));
-                    ref[c] = restart ? step : previous[c] + step;
+                    float const scale = to_float(row.scales[c0 / g]);  // (widened once per group)
+                    for (std::size_t c = c0; c < c0 + g; ++c)
+                    {
+                        float const step = scale * static_cast<float>(code_at(row.codes, m_codec->bits, c));
+                        ref[c] = restart ? step : previous[c] + step;
+                    }
                 }
             }
         }
@@ -167,7 +173,7 @@ namespace deltaattn
         {
             check_rows(rows);
             std::size_t const first = m_size;
-            checkpoint_state const saved = checkpoint();
+            checkpoint();
             try
             {
                 for (std::size_t r = 0; r < rows.rows; ++r)
@@ -175,7 +181,7 @@ namespace deltaattn
             }
             catch (...)
             {
-                rollback(saved);
+                rollback();
                 throw;
             }
             for (std::size_t r = 0; r < rows.rows; ++r)
@@ -223,25 +229,26 @@ namespace deltaattn
             std::copy(row, row + m_dim, m_ring.begin() + static_cast<std::ptrdiff_t>((j % ring_rows()) * m_dim));
         }
 
-        /// What rollback() restores: the row count and the references.
-        struct checkpoint_state
+        /// Remembers the row count and the references, in storage the cache owns (no
+        /// allocation: a decode step calls it); rollback() returns to them.
+        void checkpoint() noexcept
         {
-            std::size_t size = 0;
-            std::vector<float> reference, base;
-        };
-        checkpoint_state checkpoint() const { return {m_size, m_reference, m_base}; }
-        void rollback(checkpoint_state const& state) noexcept
+            m_saved_size = m_size;
+            std::copy(m_reference.begin(), m_reference.end(), m_saved_reference.begin());
+            std::copy(m_base.begin(), m_base.end(), m_saved_base.begin());
+        }
+        void rollback() noexcept
         {
-            m_size = state.size;
-            std::copy(state.reference.begin(), state.reference.end(), m_reference.begin());
-            std::copy(state.base.begin(), state.base.end(), m_base.begin());
+            m_size = m_saved_size;
+            std::copy(m_saved_reference.begin(), m_saved_reference.end(), m_reference.begin());
+            std::copy(m_saved_base.begin(), m_saved_base.end(), m_base.begin());
         }
 
         /// Throws unless `rows` fits: right width, room left, finite if checking.
         void check_rows(matrix_view<const float> rows) const
         {
-            detail::require(rows.cols == m_dim, m_name, "has " + std::to_string(rows.cols) + " channels, the cache " + std::to_string(m_dim));
-            detail::require(m_size + rows.rows <= m_capacity, m_name,
+            DELTAATTN_REQUIRE(rows.cols == m_dim, m_name, "has " + std::to_string(rows.cols) + " channels, the cache " + std::to_string(m_dim));
+            DELTAATTN_REQUIRE(m_size + rows.rows <= m_capacity, m_name,
                             "appending " + std::to_string(rows.rows) + " positions overflows the cache (size " + std::to_string(m_size) +
                                 ", capacity " + std::to_string(m_capacity) + ")");
             if (m_options.check_finite)
@@ -264,6 +271,8 @@ namespace deltaattn
         std::vector<std::uint8_t> m_codes;  // rows >= sinks, then code_padding zeros
         std::vector<float16> m_scales;      // rows >= sinks, then scale_padding zeros
         std::vector<float> m_base, m_reference;
+        std::size_t m_saved_size = 0;
+        std::vector<float> m_saved_base, m_saved_reference;  // checkpoint()
         std::vector<float> m_scratch;  // append's residual, then the next reference
         std::vector<std::uint8_t> m_row_codes;
         std::vector<std::uint16_t> m_row_scales;

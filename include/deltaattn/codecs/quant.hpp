@@ -84,11 +84,11 @@ namespace deltaattn
      */
     inline void validate_codec(quant_codec const& codec, std::size_t dim, char const* bits_name = "bits", char const* group_name = "scale_group")
     {
-        detail::require(codec.bits == 4 || codec.bits == 8, bits_name, "must be 4 or 8" + detail::got(codec.bits));
-        detail::require(codec.scale_group == 0 || codec.scale_group == 32, group_name,
+        DELTAATTN_REQUIRE(codec.bits == 4 || codec.bits == 8, bits_name, "must be 4 or 8" + detail::got(codec.bits));
+        DELTAATTN_REQUIRE(codec.scale_group == 0 || codec.scale_group == 32, group_name,
                         "must be 32 or 0 (one scale per row)" + detail::got(codec.scale_group));
-        detail::require(dim % 8 == 0, "dim", "must be a multiple of 8 for quantized rows" + detail::got(dim));
-        detail::require(dim % codec.group(dim) == 0, group_name,
+        DELTAATTN_REQUIRE(dim % 8 == 0, "dim", "must be a multiple of 8 for quantized rows" + detail::got(dim));
+        DELTAATTN_REQUIRE(dim % codec.group(dim) == 0, group_name,
                         "must divide the head dim " + std::to_string(dim) + detail::got(codec.scale_group));
     }
 

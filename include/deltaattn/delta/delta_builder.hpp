@@ -35,7 +35,7 @@ namespace deltaattn
         delta_builder(delta_policy policy, std::size_t dim)
             : m_policy(policy), m_dim(dim), m_error(dim), m_order(dim)
         {
-            detail::require(dim >= 1, "dim", "must be >= 1" + detail::got(dim));
+            DELTAATTN_REQUIRE(dim >= 1, "dim", "must be >= 1" + detail::got(dim));
             validate_policy(policy, dim);
         }
 

@@ -282,8 +282,8 @@ namespace deltaattn
         /// Throws unless `keys` fits: right width, room left, finite if checking.
         void check_rows(matrix_view<const float> keys) const
         {
-            detail::require(keys.cols == dim(), m_name, "has " + std::to_string(keys.cols) + " channels, the cache " + std::to_string(dim()));
-            detail::require(size() + keys.rows <= m_capacity, m_name,
+            DELTAATTN_REQUIRE(keys.cols == dim(), m_name, "has " + std::to_string(keys.cols) + " channels, the cache " + std::to_string(dim()));
+            DELTAATTN_REQUIRE(size() + keys.rows <= m_capacity, m_name,
                             "appending " + std::to_string(keys.rows) + " positions overflows the cache (size " + std::to_string(size()) +
                                 ", capacity " + std::to_string(m_capacity) + ")");
             if (m_options.check_finite)

@@ -12,6 +12,11 @@
 #include <stdexcept>
 #include <string>
 
+/// `detail::require(ok, argument, problem)` with `problem` (a std::string expression) built
+/// only when `ok` is false: the checks run on every decode step, and a message built
+/// eagerly costs a heap allocation each time.
+#define DELTAATTN_REQUIRE(ok, argument, problem) ((ok) ? void(0) : ::deltaattn::detail::reject(argument, problem))
+
 namespace deltaattn
 {
     namespace detail
@@ -39,7 +44,7 @@ namespace deltaattn
         /// `x` is finite and >= 0 (rejects NaN, which every comparison lets through).
         inline void require_non_negative(float x, char const* argument)
         {
-            require(std::isfinite(x) && x >= 0.0f, argument, "must be a finite number >= 0" + got(x));
+            DELTAATTN_REQUIRE(std::isfinite(x) && x >= 0.0f, argument, "must be a finite number >= 0" + got(x));
         }
 
         /// Every `cols` element of every row is finite.

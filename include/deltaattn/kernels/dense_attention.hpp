@@ -120,7 +120,7 @@ namespace deltaattn
                                 attention_workspace& workspace, attention_work* work, parallel_executor const& executor)
         {
             check_attention_shapes_of<T>(q, k, v, out);
-            require(std::isfinite(scale), "scale", "must be finite" + got(scale));
+            DELTAATTN_REQUIRE(std::isfinite(scale), "scale", "must be finite" + got(scale));
             std::size_t const group = q.heads / k.heads, first = k.positions - q.positions;
             float const alpha = effective_scale(scale, q.dim);
             if (q.positions == 1 && k.positions > 0 && group <= block_scratch::max_decode_heads)
@@ -193,7 +193,7 @@ namespace deltaattn
     void dense_decode(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
                       float scale, attention_workspace& workspace, parallel_executor const& executor = {})
     {
-        detail::require(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
+        DELTAATTN_REQUIRE(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
         dense_attention<Arch>(q, k, v, out, scale, workspace, nullptr, executor);
     }
 
@@ -202,7 +202,7 @@ namespace deltaattn
     void dense_decode(tensor_view<const float> q, tensor_view<const float16> k, tensor_view<const float16> v, tensor_view<float> out,
                       float scale, attention_workspace& workspace, parallel_executor const& executor = {})
     {
-        detail::require(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
+        DELTAATTN_REQUIRE(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
         dense_attention<Arch>(q, k, v, out, scale, workspace, nullptr, executor);
     }
 }  // namespace deltaattn

@@ -44,12 +44,12 @@ namespace deltaattn
                          tensor_view<float> out)
         {
             cache.check_rows(keys);
-            require(q.dim == cache.dim(), "q", "has head dim " + std::to_string(q.dim) + ", the cache " + std::to_string(cache.dim()));
-            require(q.positions == keys.rows, "q", "has " + std::to_string(q.positions) + " positions, k has " + std::to_string(keys.rows));
-            require(q.heads >= 1, "heads", "q needs at least one head");
-            require(out.positions == q.positions && out.heads == q.heads && out.dim == q.dim, "out", "must have q's shape");
-            require(values.cols == cache.dim(), "v", "has head dim " + std::to_string(values.cols) + ", the cache " + std::to_string(cache.dim()));
-            require(values.rows >= cache.size() + keys.rows, "v",
+            DELTAATTN_REQUIRE(q.dim == cache.dim(), "q", "has head dim " + std::to_string(q.dim) + ", the cache " + std::to_string(cache.dim()));
+            DELTAATTN_REQUIRE(q.positions == keys.rows, "q", "has " + std::to_string(q.positions) + " positions, k has " + std::to_string(keys.rows));
+            DELTAATTN_REQUIRE(q.heads >= 1, "heads", "q needs at least one head");
+            DELTAATTN_REQUIRE(out.positions == q.positions && out.heads == q.heads && out.dim == q.dim, "out", "must have q's shape");
+            DELTAATTN_REQUIRE(values.cols == cache.dim(), "v", "has head dim " + std::to_string(values.cols) + ", the cache " + std::to_string(cache.dim()));
+            DELTAATTN_REQUIRE(values.rows >= cache.size() + keys.rows, "v",
                     "has " + std::to_string(values.rows) + " positions, the cache will hold " + std::to_string(cache.size() + keys.rows));
             if (cache.options().check_finite)
             {
@@ -94,10 +94,10 @@ namespace deltaattn
         template <class T>
         void check_step(basic_delta_cache<T> const& cache, matrix_view<const float> q, matrix_view<float> out)
         {
-            require(cache.size() >= 1, "cache", "is empty: append the step's key before attending");
-            require(q.cols == cache.dim(), "q", "has head dim " + std::to_string(q.cols) + ", the cache " + std::to_string(cache.dim()));
-            require(q.rows >= 1, "q", "needs at least one head");
-            require(out.rows == q.rows && out.cols == q.cols, "out", "must have q's shape");
+            DELTAATTN_REQUIRE(cache.size() >= 1, "cache", "is empty: append the step's key before attending");
+            DELTAATTN_REQUIRE(q.cols == cache.dim(), "q", "has head dim " + std::to_string(q.cols) + ", the cache " + std::to_string(cache.dim()));
+            DELTAATTN_REQUIRE(q.rows >= 1, "q", "needs at least one head");
+            DELTAATTN_REQUIRE(out.rows == q.rows && out.cols == q.cols, "out", "must have q's shape");
             if (cache.options().check_finite)
                 require_finite_rows(q, "q");
         }
@@ -146,8 +146,8 @@ namespace deltaattn
                        matrix_view<float> out, attention_workspace& workspace, attention_stats* stats = nullptr)
     {
         detail::check_step(cache, q, out);
-        detail::require(values.cols == cache.dim(), "v", "has head dim " + std::to_string(values.cols) + ", the cache " + std::to_string(cache.dim()));
-        detail::require(values.rows >= cache.size(), "v", "has " + std::to_string(values.rows) + " positions, the cache " + std::to_string(cache.size()));
+        DELTAATTN_REQUIRE(values.cols == cache.dim(), "v", "has head dim " + std::to_string(values.cols) + ", the cache " + std::to_string(cache.dim()));
+        DELTAATTN_REQUIRE(values.rows >= cache.size(), "v", "has " + std::to_string(values.rows) + " positions, the cache " + std::to_string(cache.size()));
         if constexpr (std::is_same<T, float>::value)
             if (cache.options().check_finite)
                 detail::require_finite_rows(values.slice_rows(0, cache.size()), "v");
@@ -165,11 +165,11 @@ namespace deltaattn
                        attention_workspace& workspace, attention_stats* stats = nullptr)
     {
         detail::check_step(keys, q, out);
-        detail::require(values.dim() == keys.dim() && values.size() == keys.size(), "values",
+        DELTAATTN_REQUIRE(values.dim() == keys.dim() && values.size() == keys.size(), "values",
                         "the value cache must match the key cache (dim " + std::to_string(values.dim()) + ", size " + std::to_string(values.size()) +
                             "; keys: dim " + std::to_string(keys.dim()) + ", size " + std::to_string(keys.size()) + ")");
         hybrid_options const &ko = keys.options(), &vo = values.options();
-        detail::require(ko.sinks == vo.sinks && ko.window == vo.window && ko.keyframe_interval == vo.keyframe_interval, "values",
+        DELTAATTN_REQUIRE(ko.sinks == vo.sinks && ko.window == vo.window && ko.keyframe_interval == vo.keyframe_interval, "values",
                         "the value cache must have the key cache's sinks, window and keyframe interval");
         detail::decode_step<Arch>(keys, q, kernels::cached_rows<T>{&values, {}, values.size()}, out, workspace, stats);
     }
@@ -190,7 +190,7 @@ namespace deltaattn
         basic_layer_key_cache(std::size_t kv_heads, std::size_t dim, std::size_t capacity, hybrid_options const& options,
                               delta_policy const& policy)
         {
-            detail::require(kv_heads >= 1, "heads", "kv_heads must be >= 1" + detail::got(kv_heads));
+            DELTAATTN_REQUIRE(kv_heads >= 1, "heads", "kv_heads must be >= 1" + detail::got(kv_heads));
             m_heads.reserve(kv_heads);
             for (std::size_t h = 0; h < kv_heads; ++h)
                 m_heads.emplace_back(dim, capacity, options, policy);
@@ -251,7 +251,7 @@ namespace deltaattn
         /// Appends keys (n x Hkv x d) with no query to attend (e.g. a cached prompt prefix).
         void append(tensor_view<const float> k)
         {
-            detail::require(k.heads == m_heads.size(), "k", "has " + std::to_string(k.heads) + " heads, the cache " + std::to_string(m_heads.size()));
+            DELTAATTN_REQUIRE(k.heads == m_heads.size(), "k", "has " + std::to_string(k.heads) + " heads, the cache " + std::to_string(m_heads.size()));
             for (std::size_t h = 0; h < m_heads.size(); ++h)
                 m_heads[h].check_rows(k.head(h));
             for (auto& cache : m_heads)
@@ -266,7 +266,7 @@ namespace deltaattn
         void decode(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const T> v, tensor_view<float> out,
                     attention_stats* stats = nullptr)
         {
-            detail::require(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
+            DELTAATTN_REQUIRE(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
             attention_stats local;
             prefill<Arch>(q, k, v, out, &local);
             if (stats)
@@ -297,12 +297,12 @@ namespace deltaattn
     private:
         void check_layer(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const T> v, tensor_view<float> out) const
         {
-            detail::require(k.heads == m_heads.size(), "k", "has " + std::to_string(k.heads) + " heads, the cache " + std::to_string(m_heads.size()));
-            detail::require(k.dim == dim(), "k", "has head dim " + std::to_string(k.dim) + ", the cache " + std::to_string(dim()));
-            detail::require(q.heads % k.heads == 0 && q.heads >= 1, "heads",
+            DELTAATTN_REQUIRE(k.heads == m_heads.size(), "k", "has " + std::to_string(k.heads) + " heads, the cache " + std::to_string(m_heads.size()));
+            DELTAATTN_REQUIRE(k.dim == dim(), "k", "has head dim " + std::to_string(k.dim) + ", the cache " + std::to_string(dim()));
+            DELTAATTN_REQUIRE(q.heads % k.heads == 0 && q.heads >= 1, "heads",
                             "query heads (" + std::to_string(q.heads) + ") must be a multiple of kv heads (" + std::to_string(k.heads) + ")");
-            detail::require(v.heads == k.heads, "v", "has " + std::to_string(v.heads) + " heads, k has " + std::to_string(k.heads));
-            detail::require(out.heads == q.heads, "out", "must have q's shape");
+            DELTAATTN_REQUIRE(v.heads == k.heads, "v", "has " + std::to_string(v.heads) + " heads, k has " + std::to_string(k.heads));
+            DELTAATTN_REQUIRE(out.heads == q.heads, "out", "must have q's shape");
         }
 
         void fill_cache_stats(attention_stats& s) const noexcept

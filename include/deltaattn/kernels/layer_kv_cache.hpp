@@ -41,7 +41,7 @@ namespace deltaattn
         basic_layer_kv_cache(std::size_t kv_heads, std::size_t dim, std::size_t capacity, hybrid_options const& options,
                              delta_policy const& key_policy, delta_policy const& value_policy)
         {
-            detail::require(kv_heads >= 1, "heads", "kv_heads must be >= 1" + detail::got(kv_heads));
+            DELTAATTN_REQUIRE(kv_heads >= 1, "heads", "kv_heads must be >= 1" + detail::got(kv_heads));
             m_keys.reserve(kv_heads);
             m_values.reserve(kv_heads);
             for (std::size_t h = 0; h < kv_heads; ++h)
@@ -83,7 +83,7 @@ namespace deltaattn
         void decode(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
                     attention_stats* stats = nullptr)
         {
-            detail::require(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
+            DELTAATTN_REQUIRE(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
             attention_work const work = attend_chunk<Arch>(q, k, v, out);
             if (stats)
             {

@@ -57,12 +57,12 @@ namespace deltaattn
             void operator()(relative_threshold const& p) const { detail::require_non_negative(p.ratio, "ratio"); }
             void operator()(target_sparsity const& p) const
             {
-                detail::require(p.sparsity >= 0.0f && p.sparsity < 1.0f, "sparsity", "must lie in [0, 1)" + detail::got(p.sparsity));
+                DELTAATTN_REQUIRE(p.sparsity >= 0.0f && p.sparsity < 1.0f, "sparsity", "must lie in [0, 1)" + detail::got(p.sparsity));
             }
             void operator()(block_threshold const& p) const
             {
-                detail::require(p.group == 4 || p.group == 8 || p.group == 16, "group", "must be 4, 8 or 16" + detail::got(p.group));
-                detail::require(dim % p.group == 0, "group", "must divide the head dimension " + std::to_string(dim) + detail::got(p.group));
+                DELTAATTN_REQUIRE(p.group == 4 || p.group == 8 || p.group == 16, "group", "must be 4, 8 or 16" + detail::got(p.group));
+                DELTAATTN_REQUIRE(dim % p.group == 0, "group", "must divide the head dimension " + std::to_string(dim) + detail::got(p.group));
                 detail::require_non_negative(p.theta, "theta");
             }
         };
@@ -101,7 +101,7 @@ namespace deltaattn
         if (name == "fixed") return fixed_threshold{p.theta};
         if (name == "relative") return relative_threshold{p.ratio};
         if (name == "target") return target_sparsity{p.sparsity};
-        detail::require(name == "block", "policy", "must be fixed, relative, target or block (got " + name + ")");
+        DELTAATTN_REQUIRE(name == "block", "policy", "must be fixed, relative, target or block (got " + name + ")");
         return block_threshold{p.group, p.theta};
     }
 

@@ -109,7 +109,7 @@ namespace deltaattn
         template <class T = float>
         delta_rows build_delta_rows(matrix_view<const float> keys, delta_policy const& policy)
         {
-            deltaattn::detail::require(keys.cols >= 1, "dim", "must be >= 1" + deltaattn::detail::got(keys.cols));
+            DELTAATTN_REQUIRE(keys.cols >= 1, "dim", "must be >= 1" + deltaattn::detail::got(keys.cols));
             validate_policy(policy, keys.cols);
             std::size_t const n = keys.rows, d = keys.cols;
             delta_rows r;
