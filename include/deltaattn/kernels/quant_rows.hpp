@@ -52,9 +52,6 @@ namespace deltaattn
                   group(codec.group(dim))
             {
             }
-
-            /// Floats of a permuted query (or output) of one head.
-            std::size_t head_floats() const noexcept { return padded; }
         };
 
         /// Floats of ws.quant a step of `heads` heads needs: permuted queries and outputs,
@@ -264,9 +261,6 @@ namespace deltaattn
                     ops::store(out + ((j - t0) * layout.count + sp) * w, lane_scale(scales + (j - t0) * layout.groups, sp));
             }
         }
-
-        /// Floats of the lane-scale tile tile_lane_scales writes.
-        inline std::size_t lane_scale_tile_floats(std::size_t padded_channels) noexcept { return 64 * padded_channels; }
 
         template <class Arch, unsigned Bits, std::size_t H, class T>
         void code_row_values(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, float const* m, std::size_t stride,
