@@ -48,6 +48,8 @@ namespace deltaattn
         using reg = xsimd::batch<float, Arch>;
         using mask = xsimd::batch_bool<float, Arch>;
         static constexpr std::size_t width = reg::size;
+        /// Architectural vector registers: what register-blocked loops size their tiles by.
+        static constexpr std::size_t registers = std::is_base_of<xsimd::avx512f, Arch>::value || std::is_base_of<xsimd::neon64, Arch>::value ? 32 : 16;
 
         static reg zero() noexcept { return reg(0.0f); }
         static reg broadcast(float x) noexcept { return reg(x); }
@@ -178,6 +180,7 @@ namespace deltaattn
         using reg = float;
         using mask = bool;
         static constexpr std::size_t width = 1;
+        static constexpr std::size_t registers = 16;
 
         static reg zero() noexcept { return 0.0f; }
         static reg broadcast(float x) noexcept { return x; }

@@ -81,6 +81,53 @@ namespace deltaattn
                 out[r] = ops::add(ops::add(acc[0][r], acc[1][r]), ops::add(acc[2][r], acc[3][r]));
         }
 
+        /// Keys per register block of the exact scores: K keys x R registers of query lanes
+        /// take about half the vector registers as accumulators (the rest hold queries and
+        /// broadcasts). A power of two, so it divides the tile.
+        template <class Arch, std::size_t R>
+        constexpr std::size_t score_keys() noexcept
+        {
+            std::size_t const budget = arch_traits<Arch>::registers / 2;
+            std::size_t k = 1;
+            while (k < block_scratch::max_score_keys && 2 * k * R <= budget)
+                k *= 2;
+            return k;
+        }
+
+        /**
+         * The micro-kernel of the exact scores: out[k][lanes of register r] =
+         * Σ_c qT[c][lanes] * rows[k][c] for K keys at once. Each query register loaded
+         * feeds K FMAs, each broadcast key value R: K * R independent accumulators, so
+         * the loop is bound by the FMA units, not by loads. Every (key, register) sum
+         * runs over c in order, one chain, so a key's score does not depend on the keys
+         * it is blocked with.
+         */
+        template <class Arch, std::size_t R, std::size_t K>
+        void transposed_dots(float const* qT, std::size_t lanes, float const* const* rows, std::size_t d, float* const* out) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            constexpr std::size_t w = ops::width;
+            typename ops::reg acc[K][R];
+            for (auto& key : acc)
+                for (auto& a : key)
+                    a = ops::zero();
+            for (std::size_t c = 0; c < d; ++c)
+            {
+                typename ops::reg q[R];
+                for (std::size_t r = 0; r < R; ++r)
+                    q[r] = ops::load(qT + c * lanes + r * w);
+                for (std::size_t k = 0; k < K; ++k)
+                {
+                    auto const kb = ops::broadcast(rows[k][c]);
+                    for (std::size_t r = 0; r < R; ++r)
+                        acc[k][r] = ops::fma(q[r], kb, acc[k][r]);
+                }
+            }
+            for (std::size_t k = 0; k < K; ++k)
+                for (std::size_t r = 0; r < R; ++r)
+                    ops::store(out[k] + r * w, acc[k][r]);
+        }
+
         /// Adds Σ_c qT[c] Δ[c] over the stored elements of a delta row, alternating two
         /// accumulator sets so consecutive FMAs do not wait on each other.
         template <class Arch, std::size_t R>
@@ -126,30 +173,55 @@ namespace deltaattn
             }
         }
 
+        /// accumulate_lanes on C registers of channels from c: G x C accumulators, so each
+        /// value register loaded feeds G FMAs and each broadcast probability C.
+        template <class Arch, std::size_t G, std::size_t C, class V>
+        void accumulate_channels(float* o, std::size_t lane0, float const* factor, float const* p, std::size_t lanes, V const* const* v,
+                                 std::uint16_t const* keys, std::size_t count, std::size_t d, std::size_t c) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            constexpr std::size_t w = ops::width;
+            typename ops::reg a[G][C];
+            for (std::size_t g = 0; g < G; ++g)
+            {
+                auto const f = ops::broadcast(factor[lane0 + g]);
+                for (std::size_t u = 0; u < C; ++u)
+                    a[g][u] = ops::mul(ops::load(o + (lane0 + g) * d + c + u * w), f);
+            }
+            for (std::size_t k = 0; k < count; ++k)
+            {
+                typename ops::reg vv[C];
+                for (std::size_t u = 0; u < C; ++u)
+                    vv[u] = ops::load(v[keys[k]] + c + u * w);
+                for (std::size_t g = 0; g < G; ++g)
+                {
+                    auto const pb = ops::broadcast(p[keys[k] * lanes + lane0 + g]);
+                    for (std::size_t u = 0; u < C; ++u)
+                        a[g][u] = ops::fma(pb, vv[u], a[g][u]);
+                }
+            }
+            for (std::size_t g = 0; g < G; ++g)
+                for (std::size_t u = 0; u < C; ++u)
+                    ops::store(o + (lane0 + g) * d + c + u * w, a[g][u]);
+        }
+
         /// o[lane] = o[lane] * factor[lane] + Σ_k p[key_k][lane] v_{key_k} over the tile
         /// keys listed in `keys`, for G lanes at once: each value row chunk is loaded (and
-        /// widened, for float16 rows) once for G accumulators.
+        /// widened, for float16 rows) once for G accumulators. Each output element is one
+        /// chain over the keys in order, however the channels are blocked.
         template <class Arch, std::size_t G, class V>
         void accumulate_lanes(float* o, std::size_t lane0, float const* factor, float const* p, std::size_t lanes, V const* const* v,
                               std::uint16_t const* keys, std::size_t count, std::size_t d) noexcept
         {
             using ops = arch_traits<Arch>;
             constexpr std::size_t w = ops::width;
+            // G x C accumulators in half the registers (the rest: C values, a broadcast).
+            constexpr std::size_t C = std::max<std::size_t>(1, ops::registers / 2 / G);
             std::size_t c = 0;
+            for (; c + C * w <= d; c += C * w)
+                accumulate_channels<Arch, G, C>(o, lane0, factor, p, lanes, v, keys, count, d, c);
             for (; c + w <= d; c += w)
-            {
-                typename ops::reg a[G];
-                for (std::size_t g = 0; g < G; ++g)
-                    a[g] = ops::mul(ops::load(o + (lane0 + g) * d + c), ops::broadcast(factor[lane0 + g]));
-                for (std::size_t k = 0; k < count; ++k)
-                {
-                    auto const vv = ops::load(v[keys[k]] + c);
-                    for (std::size_t g = 0; g < G; ++g)
-                        a[g] = ops::fma(ops::broadcast(p[keys[k] * lanes + lane0 + g]), vv, a[g]);
-                }
-                for (std::size_t g = 0; g < G; ++g)
-                    ops::store(o + (lane0 + g) * d + c, a[g]);
-            }
+                accumulate_channels<Arch, G, 1>(o, lane0, factor, p, lanes, v, keys, count, d, c);
             for (; c < d; ++c)
                 for (std::size_t g = 0; g < G; ++g)
                 {
@@ -243,14 +315,16 @@ namespace deltaattn
             std::fill(o, o + lanes * d, 0.0f);
             float* const s = ws.lane_scores.data();
 
-            reg lane_index[R], row_max[R], row_sum[R], first_dot[R], even[R], odd[R], exact[R];
+            reg lane_index[R], row_max[R], row_sum[R], first_dot[R], even[R], odd[R];
             reg const neg_inf = ops::broadcast(-std::numeric_limits<float>::infinity()), alpha = ops::broadcast(scale);
             for (std::size_t r = 0; r < R; ++r)
             {
                 lane_index[r] = ops::add(ops::iota(), ops::broadcast(static_cast<float>(r * w)));
                 row_max[r] = neg_inf;
-                row_sum[r] = first_dot[r] = even[r] = odd[r] = exact[r] = ops::zero();
+                row_sum[r] = first_dot[r] = even[r] = odd[r] = ops::zero();
             }
+            std::uint16_t* const listed = ws.value_keys.data();  // a tile's keys of one kind
+            alignas(64) float spare_dots[lanes];
             std::uint64_t macs = 0, exact_macs = 0, value_macs = 0;
             value_delta_sums<Arch, R> value_sums(ws.value_weighted.data(), ws.value_reference.data(), d);
             alignas(64) float unit_factor[lanes];
@@ -259,27 +333,51 @@ namespace deltaattn
             for (std::size_t t0 = 0; t0 <= last; t0 += tile)
             {
                 std::size_t const nt = std::min(tile, last + 1 - t0);
+                // Key j is masked for the block's positions below p_visible[jj], exact below
+                // p_delta[jj], delta from there on.
+                std::size_t p_visible[tile], p_delta[tile];
+                std::size_t exact_count = 0;
                 for (std::size_t jj = 0; jj < nt; ++jj)
                 {
                     std::size_t const j = t0 + jj;
-                    std::size_t const p_visible = j > first ? j - first : 0;
-                    std::size_t p_delta = positions;
+                    p_visible[jj] = j > first ? j - first : 0;
+                    p_delta[jj] = positions;
                     if (Keys::has_deltas && j >= split.sinks && split.window <= last - j)
-                        p_delta = std::max(p_visible, j + split.window > first ? j + split.window - first : 0);
-
-                    if (p_visible < p_delta)
+                        p_delta[jj] = std::max(p_visible[jj], j + split.window > first ? j + split.window - first : 0);
+                    if (p_visible[jj] < p_delta[jj])
                     {
-                        transposed_dot<Arch, R>(qT, lanes, as_floats<Arch>(keys.exact_row(j), d, ws.converted.data()), d, exact);
-                        if (j == 0)
-                            std::copy(exact, exact + R, first_dot);  // = q·k̂_0: the prefix base when sinks == 1
-                        exact_macs += (p_delta - p_visible) * heads * d;
+                        listed[exact_count++] = static_cast<std::uint16_t>(jj);
+                        exact_macs += (p_delta[jj] - p_visible[jj]) * heads * d;
                     }
+                }
+                // The exact dots q·k_j, K keys per register block, into the score rows (a
+                // short last block repeats its last key into a spare row).
+                constexpr std::size_t K = score_keys<Arch, R>();
+                for (std::size_t b = 0; b < exact_count; b += K)
+                {
+                    float const* rows[K];
+                    float* dots[K];
+                    for (std::size_t k = 0; k < K; ++k)
+                    {
+                        std::size_t const jj = listed[std::min(b + k, exact_count - 1)];
+                        rows[k] = as_floats<Arch>(keys.exact_row(t0 + jj), d, ws.converted_keys.data() + k * ws.converted_stride());
+                        dots[k] = b + k < exact_count ? s + jj * lanes : spare_dots;
+                    }
+                    transposed_dots<Arch, R, K>(qT, lanes, rows, d, dots);
+                }
+                if (t0 == 0)
+                    for (std::size_t r = 0; r < R; ++r)
+                        first_dot[r] = ops::load(s + r * w);  // = q·k̂_0: the prefix base when sinks == 1
+
+                for (std::size_t jj = 0; jj < nt; ++jj)
+                {
+                    std::size_t const j = t0 + jj;
                     if constexpr (Keys::has_deltas)
                     {
-                        if (p_delta < positions)
+                        if (p_delta[jj] < positions)
                         {
                             auto const& cache = *keys.cache;
-                            std::size_t const count = (positions - p_delta) * heads;
+                            std::size_t const count = (positions - p_delta[jj]) * heads;
                             if (j == split.sinks)
                             {
                                 if (split.sinks == 1)
@@ -305,12 +403,14 @@ namespace deltaattn
                         }
                     }
                     // Lanes below p_visible * heads are masked, below p_delta * heads exact, the rest delta.
-                    reg const masked_end = ops::broadcast(static_cast<float>(p_visible * heads));
-                    reg const exact_end = ops::broadcast(static_cast<float>(p_delta * heads));
+                    reg const masked_end = ops::broadcast(static_cast<float>(p_visible[jj] * heads));
+                    reg const exact_end = ops::broadcast(static_cast<float>(p_delta[jj] * heads));
+                    bool const has_exact = p_visible[jj] < p_delta[jj];
                     for (std::size_t r = 0; r < R; ++r)
                     {
                         reg const delta_score = ops::mul(alpha, ops::add(even[r], odd[r]));
-                        reg score = ops::select(ops::less(lane_index[r], exact_end), ops::mul(alpha, exact[r]), delta_score);
+                        reg const exact = has_exact ? ops::load(s + jj * lanes + r * w) : ops::zero();
+                        reg score = ops::select(ops::less(lane_index[r], exact_end), ops::mul(alpha, exact), delta_score);
                         score = ops::select(ops::less(lane_index[r], masked_end), neg_inf, score);
                         ops::store(s + jj * lanes + r * w, score);
                     }
@@ -390,7 +490,6 @@ namespace deltaattn
                     bool const block_reads = !Values::has_deltas || j < split.sinks || j + split.window > first;  // (dense far values: has_deltas false)
                     value_rows[jj] = block_reads ? values.exact_row(j) : nullptr;
                 }
-                std::uint16_t* const listed = ws.value_keys.data();
                 if constexpr (reads_dense_far_rows<Values>::value)
                 {
                     accumulate_dense_far_values<Arch, G>(values, t0, nt, first, heads, nq, split, factor, unit_factor, s, lanes, value_rows, listed, o, d);

@@ -38,6 +38,7 @@ namespace deltaattn
             value_weighted.assign(new_lanes * new_dim, 0.0f);
             value_reference.assign(new_dim, 0.0f);
             converted.assign(new_dim + converted_padding, 0.0f);
+            converted_keys.assign(max_score_keys * (new_dim + converted_padding), 0.0f);
             // Only now: if an assign above threw, the next call tries again.
             m_lanes = new_lanes;
             m_dim = new_dim;
@@ -71,6 +72,10 @@ namespace deltaattn
         std::vector<float> value_reference;        ///< delta values: the running reference v̂
         std::vector<float> decode_scores;  ///< decode: scores, then probabilities, [head][key]
         std::vector<float> converted;      ///< a float16 row widened to float (convert.hpp)
+        /// Keys one register block of the prefill's exact scores reads at most.
+        static constexpr std::size_t max_score_keys = 8;
+        std::vector<float> converted_keys;  ///< that block's float16 keys widened, a row per converted_stride()
+        std::size_t converted_stride() const noexcept { return m_dim + converted_padding; }
         std::vector<float> quant;          ///< code-row decode: permuted queries and outputs (quant_decode.hpp)
 
         /// Grows (never shrinks) `quant` to `floats`.
