@@ -335,6 +335,36 @@ namespace
         state.SetLabel(active_arch_name());
     }
 
+    /// The compute roofline: independent FMA chains on registers, per worker. Twelve
+    /// chains cover the FMA latency times the FMA units of every core seen here (4 x 2).
+    void compute_fma(benchmark::State& state)
+    {
+        using ops = arch_traits<default_arch>;
+        constexpr std::size_t chains = 12, steps = 1 << 16;
+        parallel_executor const pool = executor();
+        std::vector<float> sums(pool.workers);
+        for (auto _ : state)
+        {
+            pool(pool.workers, [&](std::size_t task, std::size_t) {
+                typename ops::reg acc[chains];
+                for (std::size_t c = 0; c < chains; ++c)
+                    acc[c] = ops::broadcast(static_cast<float>(c));
+                typename ops::reg const a = ops::broadcast(0.999f), b = ops::broadcast(1e-3f);
+                for (std::size_t i = 0; i < steps; ++i)
+                    for (std::size_t c = 0; c < chains; ++c)
+                        acc[c] = ops::fma(acc[c], a, b);
+                typename ops::reg total = ops::zero();
+                for (auto const& x : acc)
+                    total = ops::add(total, x);
+                sums[task] = ops::reduce_add(total);
+            });
+            benchmark::DoNotOptimize(sums.data());
+        }
+        double const flops = 2.0 * chains * steps * ops::width * pool.workers;
+        state.counters["flops_per_s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+        state.SetLabel(active_arch_name());
+    }
+
     std::string shape(std::size_t n, std::size_t d, bool f16 = false)
     {
         std::string const threads = bench_threads() > 1 ? "/t:" + std::to_string(bench_threads()) : "";
@@ -358,6 +388,7 @@ namespace
         auto const is_kv = [](level const& l) { return l.name.rfind("hybrid_kv", 0) == 0; };
         std::string const threads = bench_threads() > 1 ? "/t:" + std::to_string(bench_threads()) : "";
         benchmark::RegisterBenchmark(("memory/read" + threads).c_str(), memory_read)->Unit(benchmark::kMillisecond);
+        benchmark::RegisterBenchmark(("compute/fma" + threads).c_str(), compute_fma)->Unit(benchmark::kMicrosecond);
         for (std::size_t d : {64, 128})
         {
             for (std::size_t n : {256, 1024, 2048, 4096})

@@ -5,7 +5,9 @@
 
 Each hybrid case is paired with the dense case of the same stage and shape from the same
 run; speedup = dense median time / hybrid median time. Each step's GB/s (bytes it reads
-per second) is also printed as a share of memory/read, the roofline. The expand/ cases
+per second) is also printed as a share of memory/read, the roofline, and each prefill's
+GFLOP/s (the dense multiply-adds, x 2, per second of its own time) as a share of
+compute/fma, the FMA peak of the same threads. The expand/ cases
 and delta_rows/ cases (bench_expand.cpp) get a table of their own: ns per 16-lane register
 and the ratio to a plain load of the same bytes.
 --json writes every case with both times and the sparsity counters.
@@ -21,8 +23,8 @@ def run(binary, repetitions, bench_filter):
     cmd = [binary, "--benchmark_format=json", f"--benchmark_repetitions={repetitions}",
            "--benchmark_report_aggregates_only=true", "--benchmark_min_time=0.2",
            "--benchmark_enable_random_interleaving=true"]
-    if bench_filter:  # the roofline case always runs
-        cmd.append(f"--benchmark_filter=^memory/read|{bench_filter}")
+    if bench_filter:  # the roofline cases always run
+        cmd.append(f"--benchmark_filter=^memory/read|^compute/fma|{bench_filter}")
     print("running:", " ".join(cmd), file=sys.stderr)
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out)
@@ -98,6 +100,24 @@ def expand_rows(table):
     return rows
 
 
+def prefill_rows(table, rows):
+    """Each prefill case: its time, and the dense case's multiply-adds x 2 per second of
+    that time (the work a dense prefill of that shape does)."""
+    out = []
+    for name, case in sorted(table.items()):
+        m = re.match(r"prefill/(.+?)(/n:\d+/d:\d+(?:/t:\d+)?)$", name)
+        if not m:
+            continue
+        variant, shape = m.groups()
+        dense = table.get(f"prefill/dense{shape}")
+        if dense is None or not dense.get("macs_per_s"):
+            continue
+        dense_flops = 2 * dense["macs_per_s"] * dense["time_ns"] / 1e9
+        out.append({"variant": variant, "shape": shape.strip("/"), "ms": case["time_ns"] / 1e6,
+                    "gflops": dense_flops / case["time_ns"]})
+    return out
+
+
 def pct(gbs, read_gbs):
     return f"{100 * gbs / read_gbs:.0f}%" if read_gbs else "-"
 
@@ -132,6 +152,15 @@ def main():
               f"{100 * (r['value_sparsity'] or 0):8.1f}% {100 * (r['total_sparsity'] or 0):8.1f}% {bratio:5.2f}x "
               f"{r['gbytes_per_s_dense']:10.1f} {pct(r['gbytes_per_s_dense'], read_gbs):>6} "
               f"{r['gbytes_per_s_hybrid']:11.1f} {pct(r['gbytes_per_s_hybrid'], read_gbs):>6}")
+    fma = next((v for k, v in table.items() if k.startswith("compute/fma")), None)
+    peak = (fma or {}).get("flops_per_s", 0) / 1e9
+    prefills = prefill_rows(table, rows)
+    if prefills:
+        print(f"\nprefill against the FMA peak: compute/fma {peak:.0f} GFLOP/s; GFLOP/s = the dense case's "
+              f"multiply-adds x 2 per second (for hybrid cases: dense-equivalent)")
+        print(f"{'variant':21} {'shape':14} {'time':>10} {'GFLOP/s':>8} {'% peak':>6}")
+        for p in prefills:
+            print(f"{p['variant']:21} {p['shape']:14} {p['ms']:8.2f}ms {p['gflops']:8.1f} {pct(p['gflops'], peak):>6}")
     expands = expand_rows(table)
     if expands:
         print(f"\nexpansion of one register of a delta row ({expands[0]['label']}): ns per group, and x a plain load")
@@ -141,7 +170,8 @@ def main():
             print(f"{e['form']:22} {e['type']:4} {e['kept']:4}% {e['ns_per_group']:9.2f} {ratio:>7}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"context": results["context"], "read_gbytes_per_s": read_gbs, "cases": rows, "expand": expands}, f, indent=1)
+            json.dump({"context": results["context"], "read_gbytes_per_s": read_gbs, "fma_gflops_per_s": peak, "cases": rows,
+                       "prefill": prefills, "expand": expands}, f, indent=1)
         print(f"wrote {args.json}", file=sys.stderr)
 
 

@@ -41,6 +41,7 @@
 #include "arch/expand.hpp"
 #include "convert.hpp"
 #include "key_sources.hpp"
+#include "row_ops.hpp"
 #include "value_deltas.hpp"
 #include "workspace.hpp"
 
@@ -171,6 +172,20 @@ namespace deltaattn
                 even_out[r] = even[r];
                 odd_out[r] = odd[r];
             }
+        }
+
+        /// Copies (widens) a row of d values to `dst` and returns `dst`.
+        template <class Arch, class T>
+        float const* pack_row(T const* row, std::size_t d, float* dst) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            constexpr std::size_t w = ops::width;
+            std::size_t c = 0;
+            for (; c + w <= d; c += w)
+                ops::store(dst + c, ops::load(row + c));
+            for (; c < d; ++c)
+                dst[c] = to_float(row[c]);
+            return dst;
         }
 
         /// accumulate_lanes on C registers of channels from c: G x C accumulators, so each
@@ -372,6 +387,16 @@ namespace deltaattn
                 for (std::size_t jj = 0; jj < nt; ++jj)
                 {
                     std::size_t const j = t0 + jj;
+                    // The next tile's exact rows, which sit a page apart in a token-major
+                    // cache: the hardware prefetchers stop at page boundaries.
+                    std::size_t const ahead = j + tile;
+                    if (ahead <= last && (ahead < split.sinks || ahead + split.window > first))
+                    {
+                        prefetch(keys.exact_row(ahead), d * sizeof(*keys.exact_row(ahead)));
+                        prefetch(values.exact_row(ahead), d * sizeof(*values.exact_row(ahead)));
+                    }
+                    else if (ahead <= last && !Keys::has_deltas)
+                        prefetch(keys.exact_row(ahead), d * sizeof(*keys.exact_row(ahead)));
                     if constexpr (Keys::has_deltas)
                     {
                         if (p_delta[jj] < positions)
@@ -483,12 +508,15 @@ namespace deltaattn
 
                 // Exact values: per group of G lanes, the tile keys some lane of the group
                 // reads v_j for (all visible keys, unless values are deltas).
-                decltype(values.exact_row(0)) value_rows[tile];
+                // Copied (widened) into a contiguous tile first: every lane group reads each
+                // row, and rows of a token-major cache sit a few KiB apart, so a tile of them
+                // maps to a few L1 sets and was read from L2 by every group.
+                float const* value_rows[tile];
                 for (std::size_t jj = 0; jj < nt; ++jj)
                 {
                     std::size_t const j = t0 + jj;
                     bool const block_reads = !Values::has_deltas || j < split.sinks || j + split.window > first;  // (dense far values: has_deltas false)
-                    value_rows[jj] = block_reads ? values.exact_row(j) : nullptr;
+                    value_rows[jj] = block_reads ? pack_row<Arch>(values.exact_row(j), d, ws.value_tile.data() + jj * d) : nullptr;
                 }
                 if constexpr (reads_dense_far_rows<Values>::value)
                 {
