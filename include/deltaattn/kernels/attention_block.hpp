@@ -49,6 +49,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 namespace deltaattn
 {
@@ -174,18 +175,15 @@ namespace deltaattn
             }
         }
 
-        /// Copies (widens) a row of d values to `dst` and returns `dst`.
+        /// Copies (widens) a row of d values to `dst`, which holds d + expand_padding
+        /// floats, and returns `dst`.
         template <class Arch, class T>
         float const* pack_row(T const* row, std::size_t d, float* dst) noexcept
         {
-            using ops = arch_traits<Arch>;
-            constexpr std::size_t w = ops::width;
-            std::size_t c = 0;
-            for (; c + w <= d; c += w)
-                ops::store(dst + c, ops::load(row + c));
-            for (; c < d; ++c)
-                dst[c] = to_float(row[c]);
-            return dst;
+            if constexpr (std::is_same<T, float>::value)
+                return std::copy_n(row, d, dst) - d;
+            else
+                return as_floats<Arch>(row, d, dst);
         }
 
         /// accumulate_lanes on C registers of channels from c: G x C accumulators, so each

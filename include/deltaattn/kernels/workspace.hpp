@@ -35,7 +35,7 @@ namespace deltaattn
             lane_factor.assign(new_lanes, 0.0f);
             lane_sum.assign(new_lanes, 0.0f);
             value_keys.assign(tile, 0);
-            value_tile.assign(tile * new_dim, 0.0f);
+            value_tile.assign(tile * new_dim + converted_padding, 0.0f);
             value_weighted.assign(new_lanes * new_dim, 0.0f);
             value_reference.assign(new_dim, 0.0f);
             converted.assign(new_dim + converted_padding, 0.0f);
