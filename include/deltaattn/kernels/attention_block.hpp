@@ -390,11 +390,11 @@ namespace deltaattn
                     std::size_t const ahead = j + tile;
                     if (ahead <= last && (ahead < split.sinks || ahead + split.window > first))
                     {
-                        prefetch(keys.exact_row(ahead), d * sizeof(*keys.exact_row(ahead)));
-                        prefetch(values.exact_row(ahead), d * sizeof(*values.exact_row(ahead)));
+                        prefetch_far(keys.exact_row(ahead), d * sizeof(*keys.exact_row(ahead)));
+                        prefetch_far(values.exact_row(ahead), d * sizeof(*values.exact_row(ahead)));
                     }
                     else if (ahead <= last && !Keys::has_deltas)
-                        prefetch(keys.exact_row(ahead), d * sizeof(*keys.exact_row(ahead)));
+                        prefetch_far(keys.exact_row(ahead), d * sizeof(*keys.exact_row(ahead)));
                     if constexpr (Keys::has_deltas)
                     {
                         if (p_delta[jj] < positions)

@@ -31,6 +31,21 @@ namespace deltaattn
 #endif
         }
 
+        /// As prefetch, into the outer cache levels only (L2 on the CPUs seen here): many
+        /// more lines can be in flight there than L1 tracks, for data used a while later.
+        template <class T>
+        void prefetch_far(T const* p, std::size_t bytes) noexcept
+        {
+#if defined(__GNUC__)
+            char const* const c = reinterpret_cast<char const*>(p);
+            for (std::size_t offset = 0; offset < bytes; offset += 64)
+                __builtin_prefetch(c + offset, 0, 1);
+#else
+            (void)p;
+            (void)bytes;
+#endif
+        }
+
         /// a · b along channels.
         template <class Arch>
         float row_dot(float const* a, float const* b, std::size_t d) noexcept
