@@ -21,12 +21,16 @@
  *    reduction at all (zeros cost nothing; this is where sparsity becomes time);
  *  - an exact key costs d broadcast-FMAs for all lanes (a small transposed GEMM);
  *  - the online softmax (running max and sum) runs across lanes, a tile at a time;
- *  - p·V is a register-blocked outer product, vectorized over channels.
+ *  - p·V is a register-blocked outer product, vectorized over channels, on the
+ *    tile's value rows copied contiguously.
  * The three classes of a key are contiguous lane ranges, so two comparisons against
  * the lane index pick each lane's score.
  *
- * With delta values (SPEC.md §6.1) the delta region's p·V goes through
- * value_deltas.hpp.
+ * With delta values (SPEC.md §6.1) the block rebuilds each far row v̂_j once, in
+ * position order from the delta rows (a sparse add per row), and the p·V of far keys
+ * runs on those rows like any other. (A decode step, where a row serves one position,
+ * uses §6.1's suffix sums instead: decode_step.hpp.) The work counters keep §6.1's
+ * accounting either way.
  *
  * Invariant: lanes past the block's query count ("padding") carry a copy of lane 0's
  * query; their results are computed and discarded, never written.
@@ -42,7 +46,6 @@
 #include "convert.hpp"
 #include "key_sources.hpp"
 #include "row_ops.hpp"
-#include "value_deltas.hpp"
 #include "workspace.hpp"
 
 #include <algorithm>
@@ -175,6 +178,26 @@ namespace deltaattn
             }
         }
 
+        /// reference += the stored elements of `row` (padded storage: expand_padding),
+        /// each at its channel: a register at a time where the arch expands registers.
+        template <class Arch>
+        void add_stored(delta_row const& row, float* reference, std::size_t d) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            constexpr std::size_t w = ops::width;
+            float const* value = row.values;
+            std::size_t c = 0;
+            if constexpr (expand_is_vectorized<Arch>())
+                for (; c + w <= d; c += w)
+                {
+                    auto const bits = static_cast<std::uint32_t>(row.mask[c / 64] >> (c % 64));
+                    ops::store(reference + c, ops::add(ops::load(reference + c), expand_group<Arch>(bits, value)));
+                }
+            for (; c < d; ++c)
+                if (row.mask[c / 64] >> (c % 64) & 1)
+                    reference[c] += *value++;
+        }
+
         /// Copies (widens) a row of d values to `dst`, which holds d + expand_padding
         /// floats, and returns `dst`.
         template <class Arch, class T>
@@ -246,22 +269,18 @@ namespace deltaattn
         }
 
         /**
-         * The tile's p·V when the far region's values are dense reconstructed rows v̂_j
-         * (a quantized cache's prefill): per group of G lanes, the keys exact for it
+         * The tile's p·V when the far region's values are dense rows v̂_j (`far_rows`,
+         * set for the keys the block's last position reads as far): per group of G lanes, the keys exact for it
          * through `exact_rows`, then the far keys through v̂ (with no second rescale).
          * A group whose lanes disagree on a key's class (lanes of two positions either
          * side of the window's edge) is done lane by lane.
          */
-        template <class Arch, std::size_t G, class Values, class ExactRow>
-        void accumulate_dense_far_values(Values const& values, std::size_t t0, std::size_t nt, std::size_t first, std::size_t heads, std::size_t nq,
-                                         hybrid_split split, float const* factor, float const* unit, float const* p, std::size_t lanes,
-                                         ExactRow const* exact_rows, std::uint16_t* listed, float* o, std::size_t d) noexcept
+        template <class Arch, std::size_t G>
+        void accumulate_dense_far_values(float const* const* far_rows, std::size_t t0, std::size_t nt, std::size_t first, std::size_t heads,
+                                         std::size_t nq, hybrid_split split, float const* factor, float const* unit, float const* p,
+                                         std::size_t lanes, float const* const* exact_rows, std::uint16_t* listed, float* o, std::size_t d) noexcept
         {
             auto const is_far = [&](std::size_t j, std::size_t i) { return j >= split.sinks && j + split.window <= i; };
-            std::size_t const last = first + (nq - 1) / heads;
-            float const* far_rows[block_scratch::tile];
-            for (std::size_t jj = 0; jj < nt; ++jj)  // (only rows some lane reads far exist)
-                far_rows[jj] = is_far(t0 + jj, last) ? values.far_row(t0 + jj) : nullptr;
             // Lists the tile's visible keys of class `far` for position i, returns the count.
             auto const list = [&](std::size_t i, bool far) {
                 std::size_t count = 0;
@@ -301,7 +320,7 @@ namespace deltaattn
          * Attention of one query block: `q` and `out` are P positions x g heads x d with
          * P * g <= R * width, the first at absolute position `first`. `keys` and `values`
          * are dense_rows or cached_rows; with cached values (SPEC.md §6.1) the delta
-         * region's values come from their delta rows (value_deltas.hpp). Adds the block's
+         * region's values come from their delta rows, rebuilt per tile. Adds the block's
          * work (SPEC.md §4) to `work`.
          */
         template <class Arch, std::size_t R, class Keys, class Values>
@@ -339,7 +358,6 @@ namespace deltaattn
             std::uint16_t* const listed = ws.value_keys.data();  // a tile's keys of one kind
             alignas(64) float spare_dots[lanes];
             std::uint64_t macs = 0, exact_macs = 0, value_macs = 0;
-            value_delta_sums<Arch, R> value_sums(ws.value_weighted.data(), ws.value_reference.data(), d);
             alignas(64) float unit_factor[lanes];
             std::fill(unit_factor, unit_factor + lanes, 1.0f);
 
@@ -463,62 +481,65 @@ namespace deltaattn
                 }
 
                 float const* factor = ws.lane_factor.data();
+                // Far values (the keys some lane reads in its delta region) as dense rows v̂_j:
+                // rebuilt here from the delta rows, in position order (SPEC.md §6.1:
+                // v̂_S = v̂_{S-1} + Δv_S, ..., restarted at keyframes), or a quantized cache's
+                // reconstructed rows. Then the p·V of every key is the dense micro-kernel's.
+                constexpr bool far_values = Values::has_deltas || reads_dense_far_rows<Values>::value;
+                float const* far_rows[tile] = {};
                 if constexpr (Values::has_deltas)
                 {
-                    // The delta region's values (value_deltas.hpp). Its segments close into o,
-                    // so o takes this tile's rescale now, not fused below.
-                    for (std::size_t lane = 0; lane < nq; ++lane)
-                        for (std::size_t c = 0; c < d; ++c)
-                            o[lane * d + c] *= factor[lane];
-                    value_sums.rescale(factor);
-                    factor = unit_factor;
+                    auto const& cache = *values.cache;
+                    float* const reference = ws.value_reference.data();
                     for (std::size_t jj = 0; jj < nt; ++jj)
                     {
                         std::size_t const j = t0 + jj;
+                        if (j < split.sinks || split.window > last - j)
+                            continue;  // no lane reads v̂_j
                         // Lanes [delta_from, nq) have key j in their delta region.
-                        std::size_t delta_from = nq;
-                        if (j >= split.sinks && split.window <= last - j)
-                            delta_from = std::min(nq, (j + split.window > first ? j + split.window - first : 0) * heads);
-                        value_macs += value_sums.close(std::min(delta_from, nq), o) * d;
-                        if (delta_from >= nq)
-                            continue;
-                        auto const& cache = *values.cache;
+                        std::size_t const delta_from = std::min(nq, (j + split.window > first ? j + split.window - first : 0) * heads);
                         std::size_t const count = nq - delta_from;
                         if (j == split.sinks)
-                            value_sums.open(cache.base_row(), delta_from);
+                        {
+                            std::copy_n(cache.base_row(), d, reference);
+                            value_macs += count * d;  // each lane's first segment starts at v̂_{S-1}
+                        }
                         if (float const* keyframe = cache.keyframe_row(j))
                         {
-                            value_macs += value_sums.close(nq, o) * d;
-                            value_sums.open(keyframe, delta_from);
+                            std::copy_n(keyframe, d, reference);
+                            value_macs += count * d;
                         }
                         else
                         {
                             delta_row const row = as_float_row<Arch>(cache.delta(j), ws.converted.data());
-                            // At the region's first row every C is 0: only v̂ moves. Counted
-                            // all the same, as SPEC.md §6.1's P(S) Δv_S (and a decode step's
-                            // suffix sums) spend it.
-                            value_sums.add_row(row, j != split.sinks);
+                            add_stored<Arch>(row, reference, d);
                             value_macs += count * row.nnz;
                         }
-                        value_sums.take_mass(s + jj * lanes, delta_from);
+                        far_rows[jj] = std::copy_n(reference, d, ws.far_tile.data() + jj * d) - d;
                     }
                 }
+                else if constexpr (reads_dense_far_rows<Values>::value)
+                {
+                    for (std::size_t jj = 0; jj < nt; ++jj)
+                        if (t0 + jj >= split.sinks && split.window <= last - (t0 + jj))
+                            far_rows[jj] = values.far_row(t0 + jj);
+                }
 
-                // Exact values: per group of G lanes, the tile keys some lane of the group
-                // reads v_j for (all visible keys, unless values are deltas).
-                // Copied (widened) into a contiguous tile first: every lane group reads each
-                // row, and rows of a token-major cache sit a few KiB apart, so a tile of them
-                // maps to a few L1 sets and was read from L2 by every group.
+                // Exact values: the tile keys some lane of the block reads v_j for (all
+                // visible keys, unless the far values are rows of their own). Copied
+                // (widened) into a contiguous tile first: every lane group reads each row,
+                // and rows of a token-major cache sit a few KiB apart, so a tile of them maps
+                // to a few L1 sets and was read from L2 by every group.
                 float const* value_rows[tile];
                 for (std::size_t jj = 0; jj < nt; ++jj)
                 {
                     std::size_t const j = t0 + jj;
-                    bool const block_reads = !Values::has_deltas || j < split.sinks || j + split.window > first;  // (dense far values: has_deltas false)
+                    bool const block_reads = !far_values || j < split.sinks || j + split.window > first;
                     value_rows[jj] = block_reads ? pack_row<Arch>(values.exact_row(j), d, ws.value_tile.data() + jj * d) : nullptr;
                 }
-                if constexpr (reads_dense_far_rows<Values>::value)
+                if constexpr (far_values)
                 {
-                    accumulate_dense_far_values<Arch, G>(values, t0, nt, first, heads, nq, split, factor, unit_factor, s, lanes, value_rows, listed, o, d);
+                    accumulate_dense_far_values<Arch, G>(far_rows, t0, nt, first, heads, nq, split, factor, unit_factor, s, lanes, value_rows, listed, o, d);
                     continue;
                 }
                 for (std::size_t lane0 = 0; lane0 < nq; lane0 += G)

@@ -36,6 +36,7 @@ namespace deltaattn
             lane_sum.assign(new_lanes, 0.0f);
             value_keys.assign(tile, 0);
             value_tile.assign(tile * new_dim + converted_padding, 0.0f);
+            far_tile.assign(tile * new_dim, 0.0f);
             value_weighted.assign(new_lanes * new_dim, 0.0f);
             value_reference.assign(new_dim, 0.0f);
             converted.assign(new_dim + converted_padding, 0.0f);
@@ -70,8 +71,9 @@ namespace deltaattn
         static constexpr std::size_t converted_padding = kernels::expand_padding;
         std::vector<std::uint16_t> value_keys;     ///< tile keys one lane group reads exact values of
         std::vector<float> value_tile;             ///< a tile's exact value rows, contiguous and widened, [key][dim]
-        std::vector<float> value_weighted;         ///< delta values: Σ C Δv per lane, [dim][lane]
-        std::vector<float> value_reference;        ///< delta values: the running reference v̂
+        std::vector<float> far_tile;               ///< a tile's rebuilt far value rows v̂_j, [key][dim]
+        std::vector<float> value_weighted;         ///< decode, delta values: Σ C Δv per head, [dim][head]
+        std::vector<float> value_reference;        ///< prefill, delta values: the running reference v̂
         std::vector<float> decode_scores;  ///< decode: scores, then probabilities, [head][key]
         std::vector<float> converted;      ///< a float16 row widened to float (convert.hpp)
         /// Keys one register block of the prefill's exact scores reads at most.

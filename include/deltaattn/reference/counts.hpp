@@ -10,8 +10,8 @@
  * The last term is the base row k̂_{sinks-1}, dotted once per query; with one sink it is
  * k_0, whose exact score is reused. With D_i empty, hybrid = dense = (i + 1) d.
  *
- * Probability-value work with delta values (SPEC.md §6.1, computed as in
- * kernels/value_deltas.hpp): the delta region splits into segments, starting at the
+ * Probability-value work with delta values (SPEC.md §6.1's suffix sums, as a decode
+ * step computes them): the delta region splits into segments, starting at the
  * base row and at each keyframe in D_i; each segment costs d (closing it: C v̂ − A)
  * and each of its delta rows nnz(Δv_m):
  *   hybrid_pv = d |E_i| + d (1 + #{keyframes in D_i}) + Σ_{m ∈ D_i, m not a keyframe} nnz(Δv_m)
