@@ -241,13 +241,15 @@ namespace
         {
             std::size_t const c = step++ % copies;
             std::fill(per_worker.begin(), per_worker.end(), attention_stats{});
+            if (!delta_values)  // the layer's step: values position-major, as the dense step reads them
+            {
+                hybrid_decode(key_copies[c], q, token_major(in, dense_values[c]), make_token_major(out.data(), 1, q_heads, d), ws[0], &per_worker[0], pool);
+                continue;
+            }
             pool(kv_heads, [&](std::size_t h, std::size_t worker) {
                 matrix_view<const float> const qh{q.at(0, h * group), group, d, q.head_stride};
                 auto const oh = make_matrix_view(out.data() + h * group * d, group, d);
-                if (delta_values)
-                    hybrid_decode(key_copies[c][h], value_copies[c][h], qh, oh, ws[worker], &per_worker[worker]);
-                else
-                    hybrid_decode(key_copies[c][h], qh, token_major(in, dense_values[c]).head(h), oh, ws[worker], &per_worker[worker]);
+                hybrid_decode(key_copies[c][h], value_copies[c][h], qh, oh, ws[worker], &per_worker[worker]);
             });
             benchmark::DoNotOptimize(out.data());
         }

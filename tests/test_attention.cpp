@@ -324,6 +324,61 @@ TEMPLATE_LIST_TEST_CASE("per-head append + hybrid_decode matches the oracle and 
     CHECK(stats.decode.hybrid_macs == analytic_work(in, c, 0, c.positions - 1).hybrid_macs);
 }
 
+TEMPLATE_LIST_TEST_CASE("a layer's decode step over per-head key caches equals the per-head steps, for any thread count", "[hybrid][decode][threads]",
+                        tested_archs)
+{
+    attention_case c;
+    c.positions = 90;
+    c.q_heads = 8;
+    c.kv_heads = 4;
+    c.options.sinks = 2;
+    c.options.window = 9;
+    c.options.keyframe_interval = 16;
+    c.policy = relative_threshold{0.3f};
+    auto const in = c.inputs();
+    std::size_t const group = c.q_heads / c.kv_heads;
+    std::vector<delta_key_cache> caches;
+    for (std::size_t h = 0; h < c.kv_heads; ++h)
+        caches.emplace_back(c.dim, c.positions + 1, c.options, c.policy);  // (room for one more: the uneven case below)
+    std::vector<float> per_head(c.q_heads * c.dim), layer(per_head.size());
+    attention_workspace ws;
+    thread_pool two(2), three(3);
+    parallel_executor const executors[] = {{}, two.executor(), three.executor()};
+    for (std::size_t i = 0; i < c.positions; ++i)
+    {
+        for (std::size_t h = 0; h < c.kv_heads; ++h)
+        {
+            caches[h].append(in.k_view().at(i, h));
+            hybrid_decode<TestType>(caches[h], matrix_view<const float>{in.q_view().at(i, h * group), group, c.dim, in.q_view().head_stride},
+                                    in.v_view().head(h).slice_rows(0, i + 1), make_matrix_view(per_head.data() + h * group * c.dim, group, c.dim), ws);
+        }
+        auto const q = in.q_view().slice_positions(i, 1);
+        auto const out = make_token_major(layer.data(), 1, c.q_heads, c.dim);
+        for (auto const& executor : executors)
+        {
+            INFO(arch_name<TestType>() << " position " << i << ", " << executor.workers << " threads");
+            std::fill(layer.begin(), layer.end(), 0.0f);
+            attention_stats stats;
+            hybrid_decode<TestType>(caches, q, in.v_view().slice_positions(0, i + 1), out, ws, &stats, executor);
+            CHECK(max_abs_diff(layer, per_head) == 0.0f);
+            CHECK(stats.decode.hybrid_macs == analytic_work(in, c, i, i).hybrid_macs);
+        }
+    }
+
+    // Bad input: named, nothing written.
+    std::fill(layer.begin(), layer.end(), -1.0f);
+    auto const q = in.q_view().slice_positions(c.positions - 1, 1);
+    auto const out = make_token_major(layer.data(), 1, c.q_heads, c.dim);
+    auto const v = in.v_view();
+    CHECK_THROWS_WITH(hybrid_decode<TestType>(std::vector<delta_key_cache>{}, q, v, out, ws), Catch::Contains("caches"));
+    CHECK_THROWS_WITH(hybrid_decode<TestType>(caches, q, v.slice_positions(0, 5), out, ws), Catch::Contains("v:"));
+    CHECK_THROWS_WITH(hybrid_decode<TestType>(caches, in.q_view().slice_positions(0, 2), v, out, ws), Catch::Contains("q:"));
+    std::vector<delta_key_cache> uneven = caches;
+    uneven.back().append(in.k_view().at(0, 0));
+    CHECK_THROWS_WITH(hybrid_decode<TestType>(uneven, q, v, out, ws), Catch::Contains("caches"));
+    CHECK(std::all_of(layer.begin(), layer.end(), [](float x) { return x == -1.0f; }));
+}
+
 TEST_CASE("attention_stats += adds every field, so stats of layers sum to the stats of the model", "[counters]")
 {
     // Two layers' caches on different data: the sum of their stats, field by field.

@@ -79,7 +79,7 @@ namespace
 
     struct run_totals
     {
-        double bits = 0, attention_seconds = 0, seconds = 0;
+        double bits = 0, attention_seconds = 0, seconds = 0, prefill_seconds = 0;
         attention_stats stats;
     };
 
@@ -90,6 +90,7 @@ namespace
         auto const started = std::chrono::steady_clock::now();
         tinylm::session s(w, attention);
         tinylm::row_matrix const logits = s.forward(window, prompt);
+        t.prefill_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();  // the first token's wait
         for (std::size_t i = 0; i < prompt; ++i)
             t.bits += tinylm::bits_of(logits.row(static_cast<Eigen::Index>(i)), window[i + 1]);
         for (std::size_t i = prompt; i < n; ++i)
@@ -197,6 +198,8 @@ namespace
                     1e3 * h.attention_seconds, d.attention_seconds / h.attention_seconds);
         std::printf("  whole model time     dense %.2f s   hybrid %.2f s   (attention is %.0f%% of the dense run)\n", d.seconds, h.seconds,
                     percent(d.attention_seconds / d.seconds));
+        std::printf("  time to first token  dense %.2f ms   hybrid %.2f ms   (the %zu-byte prefill, whole model, mean of %zu windows)\n",
+                    1e3 * d.prefill_seconds / static_cast<double>(windows), 1e3 * h.prefill_seconds / static_cast<double>(windows), s.prompt, windows);
         return 0;
     }
 

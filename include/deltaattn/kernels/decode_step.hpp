@@ -220,6 +220,24 @@ namespace deltaattn
                 }
             }
 
+            /// o += p·V for the query heads of KV heads [kv0, kv1) (`group` each, rows of
+            /// `stride` probabilities in p) over positions [0, n) of the dense V cache `v`,
+            /// position-major: blocks of 64 positions with every KV head of the range inside
+            /// each. In a token-major cache the heads of a position are adjacent, so this
+            /// streams through memory instead of jumping a page per head row.
+            template <class Arch, class T>
+            void position_major_values(tensor_view<const T> v, float const* p, std::size_t stride, std::size_t group, std::size_t kv0,
+                                       std::size_t kv1, std::size_t d, std::size_t n, float* o) noexcept
+            {
+                constexpr std::size_t block = 64;  // a multiple of every register width
+                for (std::size_t j0 = 0; j0 < n; j0 += block)
+                    for (std::size_t kv = kv0; kv < kv1; ++kv)
+                    {
+                        std::size_t const h0 = (kv - kv0) * group;
+                        exact_values<Arch>(dense_rows<T>{v.head(kv)}, p + h0 * stride, stride, group, d, j0, std::min(n, j0 + block), o + h0 * d);
+                    }
+            }
+
             /// acc[c] += m * row[c] for every channel: a segment's dense start row.
             template <class Arch>
             void add_scaled_row(float* accT, typename arch_traits<Arch>::reg m, float const* row, std::size_t d) noexcept
@@ -261,13 +279,7 @@ namespace deltaattn
             alignas(64) float sums[block_scratch::max_decode_heads];
             for (std::size_t h = 0; h < heads; ++h)
                 sums[h] = decode_detail::softmax_row<Arch>(s + h * stride, n, scale);
-            for (std::size_t j0 = 0; j0 < n; j0 += block)
-                for (std::size_t kv = kv0; kv < kv1; ++kv)
-                {
-                    std::size_t const h0 = (kv - kv0) * group;
-                    decode_detail::exact_values<Arch>(dense_rows<T>{v.head(kv)}, s + h0 * stride, stride, group, d, j0, std::min(n, j0 + block),
-                                                      o + h0 * d);
-                }
+            decode_detail::position_major_values<Arch>(v, s, stride, group, kv0, kv1, d, n, o);
             decode_detail::write_outputs(o, sums, heads, d, out, kv0 * group);
             std::uint64_t const macs = std::uint64_t(n) * heads * d;
             work.queries += heads;
@@ -277,30 +289,39 @@ namespace deltaattn
             work.hybrid_pv_macs += macs;
         }
 
-        /**
-         * One decode step: q and out hold one position (`last`) and the g query heads of
-         * one KV head; keys and values are dense_rows or cached_rows. Adds the step's
-         * work to `work`.
-         */
-        template <class Arch, class Keys, class Values>
-        void decode_block(Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t last, Values const& values, float scale,
-                          hybrid_split split, block_scratch& ws, attention_work& work)
+        /// Where a decode step's delta region lies (SPEC.md §3): [first, end), empty (both
+        /// n) when the step has none.
+        struct delta_region
         {
-            static_assert(Keys::has_deltas || !Values::has_deltas, "delta values come with delta keys");
+            bool hybrid;
+            std::size_t first, end;
+
+            delta_region(bool has_deltas, std::size_t last, hybrid_split split) noexcept
+                : hybrid(has_deltas && split.window <= last && last - split.window >= split.sinks),
+                  first(hybrid ? split.sinks : last + 1),
+                  end(hybrid ? last - split.window + 1 : last + 1)
+            {
+            }
+            std::size_t exact_keys(std::size_t n) const noexcept { return n - (end - first); }
+        };
+
+        /**
+         * Step 1 of a decode step for `heads` query heads (rows `qh`) of one KV head: raw
+         * scores of keys [0, last] into rows of `stride` in `s`. Returns the multiply-adds
+         * of the delta keys (base row, keyframes, stored elements; SPEC.md §4).
+         */
+        template <class Arch, class Keys>
+        std::uint64_t decode_scores(Keys const& keys, float const* const* qh, std::size_t heads, std::size_t d, std::size_t last, hybrid_split split,
+                                    float* s, std::size_t stride, block_scratch& ws) noexcept
+        {
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
             constexpr std::size_t w = ops::width;
-            std::size_t const heads = q.heads, d = q.dim, n = last + 1;
-            // The delta region [S, last - W], if any (SPEC.md §3).
-            bool const hybrid = Keys::has_deltas && split.window <= last && last - split.window >= split.sinks;
-            std::size_t const delta_first = hybrid ? split.sinks : n, delta_end = hybrid ? last - split.window + 1 : n;
-            decode_detail::step_buffers const buffers = decode_detail::begin_step<Arch>(ws, q, 0, heads, n);
-            float* const s = buffers.scores;
-            float* const o = buffers.out;
-            std::size_t const stride = buffers.stride;
-            float const* const* qh = buffers.q;
-
-            std::uint64_t exact_keys = n - (delta_end - delta_first), qk_macs = 0, pv_macs = 0;
+            std::size_t const n = last + 1;
+            delta_region const region(Keys::has_deltas, last, split);
+            bool const hybrid = region.hybrid;
+            std::size_t const delta_first = region.first, delta_end = region.end;
+            std::uint64_t qk_macs = 0;
             decode_detail::exact_dots<Arch>(keys, qh, heads, d, 0, delta_first, s, stride);
             decode_detail::exact_dots<Arch>(keys, qh, heads, d, delta_end, n, s, stride);
 
@@ -362,6 +383,35 @@ namespace deltaattn
                         qk_macs += hn * d;
                 }
             }
+
+            return qk_macs;
+        }
+
+        /**
+         * One decode step: q and out hold one position (`last`) and the g query heads of
+         * one KV head; keys and values are dense_rows or cached_rows. Adds the step's
+         * work to `work`.
+         */
+        template <class Arch, class Keys, class Values>
+        void decode_block(Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t last, Values const& values, float scale,
+                          hybrid_split split, block_scratch& ws, attention_work& work)
+        {
+            static_assert(Keys::has_deltas || !Values::has_deltas, "delta values come with delta keys");
+            using ops = arch_traits<Arch>;
+            using reg = typename ops::reg;
+            constexpr std::size_t w = ops::width;
+            std::size_t const heads = q.heads, d = q.dim, n = last + 1;
+            delta_region const region(Keys::has_deltas, last, split);
+            bool const hybrid = region.hybrid;
+            std::size_t const delta_first = region.first, delta_end = region.end;
+            decode_detail::step_buffers const buffers = decode_detail::begin_step<Arch>(ws, q, 0, heads, n);
+            float* const s = buffers.scores;
+            float* const o = buffers.out;
+            std::size_t const stride = buffers.stride;
+            std::uint64_t const exact_keys = region.exact_keys(n), qk_macs = decode_scores<Arch>(keys, buffers.q, heads, d, last, split, s, stride, ws);
+            std::uint64_t pv_macs = 0;
+            alignas(64) float lanes[w];
+            bool const by_channel = has_fast_expand<Arch>() && heads <= block_scratch::max_channel_heads;
 
             alignas(64) float sums[block_scratch::max_decode_heads];
             for (std::size_t h = 0; h < heads; ++h)
@@ -454,6 +504,42 @@ namespace deltaattn
             work.hybrid_macs += exact_keys * heads * d + qk_macs;
             work.dense_pv_macs += n * heads * d;
             work.hybrid_pv_macs += pv_macs;
+        }
+
+        /**
+         * A hybrid decode step with delta keys and dense values for the query heads of KV
+         * heads [kv0, kv1): each head's scores as decode_block computes them, then p·V
+         * position-major over the dense V cache `v`, as dense_decode_heads reads it
+         * (decode_block, one KV head at a time, would jump a page per value row of a
+         * token-major cache). `caches[kv]` holds KV head kv's keys up to the step's
+         * position, which is the last. At most `block_scratch::max_decode_heads` query
+         * heads in the range.
+         */
+        template <class Arch, class T>
+        void hybrid_decode_heads(basic_delta_cache<T> const* caches, tensor_view<const T> v, tensor_view<const float> q, tensor_view<float> out,
+                                 std::size_t kv0, std::size_t kv1, float scale, hybrid_split split, block_scratch& ws, attention_work& work)
+        {
+            std::size_t const group = q.heads / v.heads, heads = (kv1 - kv0) * group, d = q.dim, n = caches[kv0].size(), last = n - 1;
+            decode_detail::step_buffers const buffers = decode_detail::begin_step<Arch>(ws, q, kv0 * group, heads, n);
+            float* const s = buffers.scores;
+            std::size_t const stride = buffers.stride;
+            std::uint64_t qk_macs = 0;
+            for (std::size_t kv = kv0; kv < kv1; ++kv)
+            {
+                std::size_t const h0 = (kv - kv0) * group;
+                qk_macs += decode_scores<Arch>(cached_rows<T>{&caches[kv], {}, n}, buffers.q + h0, group, d, last, split, s + h0 * stride, stride, ws);
+            }
+            alignas(64) float sums[block_scratch::max_decode_heads];
+            for (std::size_t h = 0; h < heads; ++h)
+                sums[h] = decode_detail::softmax_row<Arch>(s + h * stride, n, scale);
+            decode_detail::position_major_values<Arch>(v, s, stride, group, kv0, kv1, d, n, buffers.out);
+            decode_detail::write_outputs(buffers.out, sums, heads, d, out, kv0 * group);
+            std::uint64_t const dense = std::uint64_t(n) * heads * d;
+            work.queries += heads;
+            work.dense_macs += dense;
+            work.hybrid_macs += delta_region(true, last, split).exact_keys(n) * heads * d + qk_macs;
+            work.dense_pv_macs += dense;
+            work.hybrid_pv_macs += dense;
         }
     }  // namespace kernels
 }  // namespace deltaattn

@@ -114,6 +114,50 @@ namespace deltaattn
             if (stats)
                 stats->decode += work;
         }
+
+        /// How a layer's decode step splits into tasks: ranges of `per_task` KV heads.
+        struct decode_split
+        {
+            std::size_t per_task, tasks;
+
+            decode_split(std::size_t kv_heads, std::size_t group, std::size_t workers) noexcept
+                : per_task(std::max<std::size_t>(1, std::min(block_scratch::max_decode_heads / group, (kv_heads + workers - 1) / workers))),
+                  tasks((kv_heads + per_task - 1) / per_task)
+            {
+            }
+        };
+
+        /// Sizes `workspace` for decode_layer_unchecked, so the step itself allocates nothing.
+        template <class Arch>
+        void reserve_layer_decode(attention_workspace& workspace, parallel_executor const& executor, std::size_t kv_heads, std::size_t group,
+                                  std::size_t keys, std::size_t dim)
+        {
+            constexpr std::size_t w = arch_traits<Arch>::width;
+            workspace.reserve_workers(executor.workers);
+            std::size_t const heads = decode_split(kv_heads, group, executor.workers).per_task * group;
+            for (std::size_t worker = 0; worker < executor.workers; ++worker)
+                workspace.slot(worker).reserve_decode(heads, (keys + w - 1) / w * w, dim);
+        }
+
+        /// A decode step of a layer whose key caches (`caches[0..kv_heads)`) already hold
+        /// the step's key: tasks over ranges of KV heads (kernels::hybrid_decode_heads).
+        template <class Arch, class T>
+        attention_work decode_layer_unchecked(basic_delta_cache<T> const* caches, std::size_t kv_heads, tensor_view<const float> q,
+                                              tensor_view<const T> v, tensor_view<float> out, attention_workspace& workspace,
+                                              parallel_executor const& executor)
+        {
+            hybrid_options const& o = caches[0].options();
+            float const alpha = effective_scale(o.scale, caches[0].dim());
+            decode_split const split(kv_heads, q.heads / kv_heads, executor.workers);
+            workspace.reserve_workers(executor.workers);
+            workspace.take_work();
+            executor(split.tasks, [&](std::size_t task, std::size_t worker) {
+                block_scratch& ws = workspace.slot(worker);
+                kernels::hybrid_decode_heads<Arch, T>(caches, v, q, out, task * split.per_task, std::min(kv_heads, (task + 1) * split.per_task), alpha,
+                                                      kernels::hybrid_split{o.sinks, o.window}, ws, ws.work);
+            });
+            return workspace.take_work();
+        }
     }  // namespace detail
 
     /**
@@ -172,6 +216,47 @@ namespace deltaattn
         DELTAATTN_REQUIRE(ko.sinks == vo.sinks && ko.window == vo.window && ko.keyframe_interval == vo.keyframe_interval, "values",
                         "the value cache must have the key cache's sinks, window and keyframe interval");
         detail::decode_step<Arch>(keys, q, kernels::cached_rows<T>{&values, {}, values.size()}, out, workspace, stats);
+    }
+
+    /**
+     * One decode step for a whole layer with delta keys and dense values: the KV heads'
+     * key caches `caches` (one per KV head, same options, the step's key appended to
+     * each), q and out 1 x Hq x d, `v` the layer's dense V cache (n x Hkv x d, element
+     * T, at least as many positions as the caches). Values are read position-major over
+     * the KV heads, as the dense step reads them; `executor` spreads ranges of KV heads
+     * over threads, with outputs that do not depend on it.
+     */
+    template <class Arch = default_arch, class T>
+    void hybrid_decode(std::vector<basic_delta_cache<T>> const& caches, tensor_view<const float> q, tensor_view<const T> v, tensor_view<float> out,
+                       attention_workspace& workspace, attention_stats* stats = nullptr, parallel_executor const& executor = {})
+    {
+        DELTAATTN_REQUIRE(!caches.empty(), "caches", "needs one cache per KV head");
+        basic_delta_cache<T> const& first = caches.front();
+        for (auto const& cache : caches)
+        {
+            DELTAATTN_REQUIRE(cache.size() == first.size() && cache.dim() == first.dim(), "caches", "must all hold the same positions of the same dim");
+            hybrid_options const &a = cache.options(), &b = first.options();
+            DELTAATTN_REQUIRE(a.sinks == b.sinks && a.window == b.window && a.scale == b.scale, "caches", "must all have the same sinks, window and scale");
+        }
+        DELTAATTN_REQUIRE(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
+        DELTAATTN_REQUIRE(q.heads % caches.size() == 0 && q.heads / caches.size() <= block_scratch::max_decode_heads, "heads",
+                          "query heads (" + std::to_string(q.heads) + ") must be a multiple of the caches (" + std::to_string(caches.size()) +
+                              "), at most " + std::to_string(block_scratch::max_decode_heads) + " per cache");
+        DELTAATTN_REQUIRE(v.heads == caches.size(), "v", "has " + std::to_string(v.heads) + " heads, one per cache expected (" + std::to_string(caches.size()) + ")");
+        DELTAATTN_REQUIRE(v.positions >= first.size(), "v", "has " + std::to_string(v.positions) + " positions, the caches " + std::to_string(first.size()));
+        DELTAATTN_REQUIRE(first.size() >= 1, "caches", "are empty: append the step's key before attending");
+        DELTAATTN_REQUIRE(q.dim == first.dim(), "q", "has head dim " + std::to_string(q.dim) + ", the caches " + std::to_string(first.dim()));
+        DELTAATTN_REQUIRE(v.dim == first.dim(), "v", "has head dim " + std::to_string(v.dim) + ", the caches " + std::to_string(first.dim()));
+        DELTAATTN_REQUIRE(out.positions == 1 && out.heads == q.heads && out.dim == q.dim, "out", "must have q's shape");
+        if (first.options().check_finite)
+        {
+            detail::require_finite_tensor(q, "q");
+            if constexpr (std::is_same<T, float>::value)
+                detail::require_finite_tensor(v.slice_positions(0, first.size()), "v");
+        }
+        attention_work const work = detail::decode_layer_unchecked<Arch>(caches.data(), caches.size(), q, v, out, workspace, executor);
+        if (stats)
+            stats->decode += work;
     }
 
     /**
@@ -267,11 +352,30 @@ namespace deltaattn
                     attention_stats* stats = nullptr)
         {
             DELTAATTN_REQUIRE(q.positions == 1, "q", "a decode step takes one position" + detail::got(q.positions));
-            attention_stats local;
-            prefill<Arch>(q, k, v, out, &local);
+            check_layer(q, k, v, out);
+            std::size_t const group = q.heads / k.heads;
+            if (group > block_scratch::max_decode_heads)  // (beyond the step kernel's heads: as a one-position prefill)
+            {
+                attention_stats local;
+                prefill<Arch>(q, k, v, out, &local);
+                if (stats)
+                {
+                    stats->decode += local.prefill + local.decode;
+                    fill_cache_stats(*stats);
+                }
+                return;
+            }
+            for (std::size_t h = 0; h < m_heads.size(); ++h)
+                detail::check_chunk(m_heads[h], k.head(h), kernels::group_heads(q, h, group), v.head(h), kernels::group_heads(out, h, group));
+            detail::reserve_layer_decode<Arch>(m_workspace, m_executor, m_heads.size(), group, size() + 1, dim());
+            for (auto& cache : m_heads)
+                cache.reserve_values(1);  // the last step that may throw
+            for (std::size_t h = 0; h < m_heads.size(); ++h)
+                m_heads[h].append(k.at(0, h));
+            attention_work const work = detail::decode_layer_unchecked<Arch>(m_heads.data(), m_heads.size(), q, v, out, m_workspace, m_executor);
             if (stats)
             {
-                stats->decode += local.prefill + local.decode;
+                stats->decode += work;
                 fill_cache_stats(*stats);
             }
         }
