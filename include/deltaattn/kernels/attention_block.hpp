@@ -198,6 +198,44 @@ namespace deltaattn
                     reference[c] += *value++;
         }
 
+        /// What SPEC.md §6.1 counts per lane for far row j: d for the base row v̂_{S-1}
+        /// that starts the region (at j = S), then d for a keyframe, else nnz(Δv_j).
+        template <class T>
+        std::size_t reference_macs(basic_delta_cache<T> const& cache, std::size_t j, std::size_t sinks) noexcept
+        {
+            std::size_t const start = j == sinks ? cache.dim() : 0;
+            return start + (cache.keyframe_row(j) ? cache.dim() : cache.delta(j).nnz);
+        }
+
+        /// reference = v̂_j, from v̂_{j-1} (or from nothing at j = sinks), in position
+        /// order: the base row first at j = sinks, then keyframe j's row or the stored
+        /// delta Δv_j. Returns reference_macs. `converted`: scratch for a float16 row.
+        template <class Arch, class T>
+        std::size_t advance_reference(basic_delta_cache<T> const& cache, std::size_t j, std::size_t sinks, float* reference, float* converted) noexcept
+        {
+            std::size_t const d = cache.dim();
+            if (j == sinks)
+                std::copy_n(cache.base_row(), d, reference);
+            if (float const* keyframe = cache.keyframe_row(j))
+                std::copy_n(keyframe, d, reference);
+            else
+                add_stored<Arch>(as_float_row<Arch>(cache.delta(j), converted), reference, d);
+            return reference_macs(cache, j, sinks);
+        }
+
+        /// The far rows v̂_j of positions [sinks, end), each d floats, into `dst`, once for
+        /// every query block of a prefill chunk. `reference`: d floats of scratch.
+        template <class Arch, class T>
+        void rebuild_far_values(basic_delta_cache<T> const& cache, std::size_t end, float* dst, float* reference, float* converted) noexcept
+        {
+            std::size_t const sinks = cache.options().sinks, d = cache.dim();
+            for (std::size_t j = sinks; j < end; ++j)
+            {
+                advance_reference<Arch>(cache, j, sinks, reference, converted);
+                std::copy_n(reference, d, dst + (j - sinks) * d);
+            }
+        }
+
         /// Copies (widens) a row of d values to `dst`, which holds d + expand_padding
         /// floats, and returns `dst`.
         template <class Arch, class T>
@@ -490,7 +528,6 @@ namespace deltaattn
                 if constexpr (Values::has_deltas)
                 {
                     auto const& cache = *values.cache;
-                    float* const reference = ws.value_reference.data();
                     for (std::size_t jj = 0; jj < nt; ++jj)
                     {
                         std::size_t const j = t0 + jj;
@@ -499,22 +536,14 @@ namespace deltaattn
                         // Lanes [delta_from, nq) have key j in their delta region.
                         std::size_t const delta_from = std::min(nq, (j + split.window > first ? j + split.window - first : 0) * heads);
                         std::size_t const count = nq - delta_from;
-                        if (j == split.sinks)
+                        if (values.far)  // rebuilt for the whole chunk already (rebuild_far_values)
                         {
-                            std::copy_n(cache.base_row(), d, reference);
-                            value_macs += count * d;  // each lane's first segment starts at v̂_{S-1}
+                            value_macs += count * reference_macs(cache, j, split.sinks);
+                            far_rows[jj] = values.far + (j - split.sinks) * d;
+                            continue;
                         }
-                        if (float const* keyframe = cache.keyframe_row(j))
-                        {
-                            std::copy_n(keyframe, d, reference);
-                            value_macs += count * d;
-                        }
-                        else
-                        {
-                            delta_row const row = as_float_row<Arch>(cache.delta(j), ws.converted.data());
-                            add_stored<Arch>(row, reference, d);
-                            value_macs += count * row.nnz;
-                        }
+                        float* const reference = ws.value_reference.data();
+                        value_macs += count * advance_reference<Arch>(cache, j, split.sinks, reference, ws.converted.data());
                         far_rows[jj] = std::copy_n(reference, d, ws.far_tile.data() + jj * d) - d;
                     }
                 }

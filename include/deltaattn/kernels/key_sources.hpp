@@ -37,6 +37,10 @@ namespace deltaattn
             basic_delta_cache<T> const* cache;
             matrix_view<const T> chunk;
             std::size_t chunk_first;
+            /// Values only, optional: the far rows v̂_j of positions [sinks, ...) rebuilt
+            /// once for a whole prefill chunk (d floats each); else the prefill kernel
+            /// rebuilds them block by block.
+            float const* far = nullptr;
 
             static constexpr bool has_deltas = true;
             T const* exact_row(std::size_t j) const noexcept
