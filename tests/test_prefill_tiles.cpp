@@ -11,6 +11,15 @@ using namespace deltaattn_test;
 
 namespace
 {
+#if defined(DELTAATTN_TEST_EMULATED)
+    // Under qemu: the NEON path, at a sample of the sizes (tests/CMakeLists.txt).
+    using tile_archs = std::tuple<default_arch>;
+    constexpr bool sampled = true;
+#else
+    using tile_archs = tested_archs;
+    constexpr bool sampled = false;
+#endif
+
     attention_case tile_case(std::size_t positions, std::size_t dim, std::size_t group)
     {
         attention_case c;
@@ -32,7 +41,7 @@ namespace
     }
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("dense prefill matches the oracle at every length up to 70", "[dense][tiles]", tested_archs)
+TEMPLATE_LIST_TEST_CASE("dense prefill matches the oracle at every length up to 70", "[dense][tiles]", tile_archs)
 {
     std::size_t const group = GENERATE(1, 4);
     for (std::size_t positions = 1; positions <= 70; ++positions)
@@ -45,10 +54,12 @@ TEMPLATE_LIST_TEST_CASE("dense prefill matches the oracle at every length up to 
     }
 }
 
-TEMPLATE_LIST_TEST_CASE("dense prefill matches the oracle around the tile edges at 128 and 256", "[dense][tiles]", tested_archs)
+TEMPLATE_LIST_TEST_CASE("dense prefill matches the oracle around the tile edges at 128 and 256", "[dense][tiles]", tile_archs)
 {
     std::size_t const positions = GENERATE(127, 128, 129, 255, 256, 257);
     std::size_t const dim = GENERATE(32, 64, 80, 96, 128, 256);
+    if (sampled && (positions % 2 == 0 || dim % 32 != 0 || dim > 128))
+        return;
     // Every GQA ratio meets every length and every dim, though not every pair of them
     // (all 144 cases would cost this suite a minute under qemu).
     std::size_t const groups[] = {1, 2, 4, 8};
@@ -72,12 +83,14 @@ TEMPLATE_LIST_TEST_CASE("dense prefill matches the oracle around the tile edges 
     CHECK(max_abs_diff(out, expected_half) <= tolerance(expected_half));
 }
 
-TEMPLATE_LIST_TEST_CASE("hybrid prefill with delta keys and values matches the oracle around the tile edges", "[hybrid][tiles]", tested_archs)
+TEMPLATE_LIST_TEST_CASE("hybrid prefill with delta keys and values matches the oracle around the tile edges", "[hybrid][tiles]", tile_archs)
 {
     std::size_t const positions = GENERATE(31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257);
     std::size_t const dim = GENERATE(32, 80, 128);
     std::size_t const group = GENERATE(1, 4);
     std::size_t const window = GENERATE(1, 40);
+    if (sampled && (positions % 2 == 0 || window == 1 || dim == 128))
+        return;
     auto c = tile_case(positions, dim, group);
     c.options.sinks = 4;
     c.options.window = window;
