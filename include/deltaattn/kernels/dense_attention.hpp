@@ -114,6 +114,19 @@ namespace deltaattn
 
     namespace detail
     {
+        /// How a layer's decode step (dense or hybrid) splits into tasks: ranges of
+        /// `per_task` KV heads, position-major inside each, a range per worker.
+        struct decode_split
+        {
+            std::size_t per_task, tasks;
+
+            decode_split(std::size_t kv_heads, std::size_t group, std::size_t workers) noexcept
+                : per_task(std::max<std::size_t>(1, std::min(block_scratch::max_decode_heads / group, (kv_heads + workers - 1) / workers))),
+                  tasks((kv_heads + per_task - 1) / per_task)
+            {
+            }
+        };
+
         /// dense_attention for K/V elements T (float or float16).
         template <class Arch, class T>
         void dense_attention_of(tensor_view<const float> q, tensor_view<const T> k, tensor_view<const T> v, tensor_view<float> out, float scale,
@@ -127,13 +140,13 @@ namespace deltaattn
             {
                 // A decode step: position-major over ranges of KV heads, a range per worker
                 // (kernels::dense_decode_heads).
-                std::size_t const per_task = std::min(block_scratch::max_decode_heads / group, (k.heads + executor.workers - 1) / executor.workers);
-                std::size_t const tasks = (k.heads + per_task - 1) / per_task;
+                decode_split const split(k.heads, group, executor.workers);
                 workspace.reserve_workers(executor.workers);
                 workspace.take_work();
-                executor(tasks, [&](std::size_t task, std::size_t worker) {
+                executor(split.tasks, [&](std::size_t task, std::size_t worker) {
                     block_scratch& ws = workspace.slot(worker);
-                    kernels::dense_decode_heads<Arch, T>(k, v, q, out, task * per_task, std::min(k.heads, (task + 1) * per_task), alpha, ws, ws.work);
+                    kernels::dense_decode_heads<Arch, T>(k, v, q, out, task * split.per_task, std::min(k.heads, (task + 1) * split.per_task), alpha, ws,
+                                                         ws.work);
                 });
                 if (work)
                     *work += workspace.take_work();

@@ -115,18 +115,6 @@ namespace deltaattn
                 stats->decode += work;
         }
 
-        /// How a layer's decode step splits into tasks: ranges of `per_task` KV heads.
-        struct decode_split
-        {
-            std::size_t per_task, tasks;
-
-            decode_split(std::size_t kv_heads, std::size_t group, std::size_t workers) noexcept
-                : per_task(std::max<std::size_t>(1, std::min(block_scratch::max_decode_heads / group, (kv_heads + workers - 1) / workers))),
-                  tasks((kv_heads + per_task - 1) / per_task)
-            {
-            }
-        };
-
         /// Sizes `workspace` for decode_layer_unchecked, so the step itself allocates nothing.
         template <class Arch>
         void reserve_layer_decode(attention_workspace& workspace, parallel_executor const& executor, std::size_t kv_heads, std::size_t group,
