@@ -7,13 +7,6 @@ using namespace deltaattn_test;
 
 namespace
 {
-    template <class Arch>
-    std::vector<float> run_dense(qkv_data const& in)
-    {
-        std::vector<float> out;
-        dense_attention<Arch>(in.q_view(), in.k_view(), in.v_view(), in.make_output(out));
-        return out;
-    }
 
     template <class Arch>
     std::vector<float> run_hybrid(qkv_data const& in, attention_case const& c, attention_stats* stats = nullptr)

@@ -44,13 +44,6 @@ namespace
         return out;
     }
 
-    template <class Arch>
-    std::vector<float> run_dense(qkv_data const& in)
-    {
-        std::vector<float> out;
-        dense_attention<Arch>(in.q_view(), in.k_view(), in.v_view(), in.make_output(out));
-        return out;
-    }
 
     std::vector<float> oracle_hybrid(qkv_data const& in, hybrid_options const& options, delta_policy const& policy)
     {

@@ -121,6 +121,15 @@ namespace deltaattn_test
     }
 
     /// The analytic QK work of a stage (query rows at positions [first, last]), all heads.
+    /// dense_attention of the whole sequence `in` on `Arch`.
+    template <class Arch>
+    std::vector<float> run_dense(qkv_data const& in)
+    {
+        std::vector<float> out;
+        dense_attention<Arch>(in.q_view(), in.k_view(), in.v_view(), in.make_output(out));
+        return out;
+    }
+
     inline attention_work analytic_work(qkv_data const& in, attention_case const& c, std::size_t first, std::size_t last)
     {
         attention_work w;
