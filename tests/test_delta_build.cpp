@@ -2,7 +2,10 @@
 #include "catch.hpp"
 #include "tester.hpp"
 
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <random>
 
 using namespace deltaattn_test;
 
@@ -87,6 +90,47 @@ TEST_CASE("target sparsity gives exactly the requested delta sparsity", "[delta]
     for (std::size_t j = 1; j < c.positions; ++j)
         REQUIRE(cache.delta(j).nnz == keep);
     CHECK(cache.stats().updated == keep * (c.positions - 1));
+}
+
+TEST_CASE("target sparsity ranks ties and NaNs as the oracle does", "[delta]")
+{
+    // Keys from a handful of magnitudes, so most rows' cut falls inside a run of equal
+    // |e| (ties go to the lower channel), plus NaNs of several payloads and signs (all
+    // rank equal, above every number) and infinities. The builder, driven directly (a
+    // cache refuses NaN keys), must pick the oracle's channels and deltas bit for bit.
+    std::size_t const dim = GENERATE(1, 5, 64, 80, 128);
+    float const rho = GENERATE(0.0f, 0.3f, 0.5f, 0.6f, 0.99f);
+    std::size_t const n = 40;
+    float const quiet = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    float const values[] = {0.0f, -0.0f, 0.5f, -0.5f, 1.0f, -1.0f, 2.0f, quiet, -quiet, std::nanf("7"), inf, -inf};
+    std::mt19937 rng(static_cast<unsigned>(dim * 100 + rho * 10));
+    std::vector<float> keys(n * dim);
+    for (auto& x : keys)
+    {
+        bool const special = rng() % 8 == 0;  // then NaN or inf in 5 of 12 draws
+        x = values[rng() % (special ? 12 : 7)];
+    }
+    matrix_view<const float> const view{keys.data(), n, dim, static_cast<std::ptrdiff_t>(dim)};
+    auto const want = reference::build_delta_rows(view, target_sparsity{rho});
+
+    delta_builder builder(target_sparsity{rho}, dim);
+    std::vector<float> reference(dim), packed(dim);
+    std::vector<std::uint64_t> mask(detail::mask_words(dim));
+    bool exact = true;
+    for (std::size_t j = 0; j < n; ++j)
+    {
+        std::size_t const nnz = j == 0 ? builder.build_first(view.row(j), reference.data(), mask.data(), packed.data())
+                                       : builder.build(view.row(j), reference.data(), mask.data(), packed.data());
+        exact = exact && nnz == want.updated_count(j);
+        for (std::size_t c = 0, k = 0; c < dim; ++c)
+        {
+            bool const updated = mask[c / 64] >> (c % 64) & 1u;
+            exact = exact && updated == (want.updated_row(j)[c] == 1);
+            if (updated)
+                exact = exact && same_bits(packed[k++], want.delta_row(j)[c]);
+        }
+    }
+    CHECK(exact);
 }
 
 TEST_CASE("block policy updates whole groups only", "[delta]")

@@ -21,8 +21,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <functional>
 #include <limits>
-#include <numeric>
 #include <vector>
 
 namespace deltaattn
@@ -33,7 +34,7 @@ namespace deltaattn
     {
     public:
         delta_builder(delta_policy policy, std::size_t dim)
-            : m_policy(policy), m_dim(dim), m_error(dim), m_order(dim)
+            : m_policy(policy), m_dim(dim), m_error(dim), m_rank(dim), m_order(dim)
         {
             DELTAATTN_REQUIRE(dim >= 1, "dim", "must be >= 1" + detail::got(dim));
             validate_policy(policy, dim);
@@ -131,30 +132,42 @@ namespace deltaattn
             }
         }
 
+        /// |x| as its bit pattern, every NaN the same one above +inf: on these, integer
+        /// order is the order of |x| with NaN above every number (SPEC.md §5's ranking).
+        static std::uint32_t magnitude_rank(float x) noexcept
+        {
+            std::uint32_t bits;
+            std::memcpy(&bits, &x, sizeof bits);
+            bits &= 0x7fffffffu;
+            return bits > 0x7f800000u ? 0x7f800001u : bits;
+        }
+
+        /// The `keep` largest |e| (NaN above every number, ties to the lower channel).
+        /// The keep-th largest rank by nth_element on plain integers, then one pass in
+        /// channel order: every rank above it, and its ties while places remain. (An
+        /// nth_element over channel indices with that comparison was a fifth of a hybrid
+        /// prefill's time.)
         void select(target_sparsity const& p, float const*, std::uint64_t* mask)
         {
             auto const keep = static_cast<std::size_t>(std::llround((1.0 - static_cast<double>(p.sparsity)) * static_cast<double>(m_dim)));
-            std::iota(m_order.begin(), m_order.end(), std::uint32_t(0));
-            // A strict total order: larger |e| first, NaN above every number, then lower channel.
-            auto const before = [this](std::uint32_t a, std::uint32_t b) {
-                float const ea = std::fabs(m_error[a]), eb = std::fabs(m_error[b]);
-                bool const na = std::isnan(ea), nb = std::isnan(eb);
-                if (na != nb)
-                    return na;
-                if (!na && ea != eb)
-                    return ea > eb;
-                return a < b;
-            };
-            if (keep < m_dim)
-                std::nth_element(m_order.begin(), m_order.begin() + static_cast<std::ptrdiff_t>(keep), m_order.end(), before);
-            for (std::size_t r = 0; r < keep; ++r)
-                set(mask, m_order[r]);
+            if (keep == 0)
+                return;
+            for (std::size_t c = 0; c < m_dim; ++c)
+                m_rank[c] = magnitude_rank(m_error[c]);
+            std::copy(m_rank.begin(), m_rank.end(), m_order.begin());
+            auto const kth = m_order.begin() + static_cast<std::ptrdiff_t>(keep - 1);
+            std::nth_element(m_order.begin(), kth, m_order.end(), std::greater<std::uint32_t>());
+            std::uint32_t const cut = *kth;
+            std::size_t ties = keep - static_cast<std::size_t>(std::count_if(m_rank.begin(), m_rank.end(), [cut](std::uint32_t r) { return r > cut; }));
+            for (std::size_t c = 0; c < m_dim; ++c)
+                if (m_rank[c] > cut || (m_rank[c] == cut && ties > 0 && ties--))
+                    set(mask, c);
         }
 
         delta_policy m_policy;
         std::size_t m_dim;
         std::vector<float> m_error;
-        std::vector<std::uint32_t> m_order;
+        std::vector<std::uint32_t> m_rank, m_order;  // target_sparsity's scratch
     };
 }  // namespace deltaattn
 
