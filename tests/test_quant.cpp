@@ -201,7 +201,8 @@ TEMPLATE_LIST_TEST_CASE("quant decode steps agree with the oracle across shapes 
         std::size_t n, hq, hkv, d, sinks, window;
     };
     for (shape const s : {shape{70, 1, 1, 32, 1, 1}, shape{129, 8, 1, 64, 4, 16}, shape{257, 4, 2, 128, 4, 64}, shape{90, 8, 4, 96, 3, 7},
-                          shape{40, 2, 1, 256, 1, 50}, shape{66, 16, 2, 80, 2, 5}})
+                          shape{40, 2, 1, 256, 1, 50}, shape{66, 16, 2, 80, 2, 5},
+                          shape{40, 12, 1, 32, 2, 6}})  // (12 heads: more than 2 registers of lanes on SSE/NEON)
         for (unsigned bits : {4u, 8u})
             for (std::size_t r : {std::size_t(1), std::size_t(7), std::size_t(0)})
             {

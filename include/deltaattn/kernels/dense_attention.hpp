@@ -25,7 +25,10 @@ namespace deltaattn
             return {t.at(0, kv * group), t.positions, group, t.dim, t.pos_stride, t.head_stride};
         }
 
-        /// attend_block with R chosen at run time (R registers of lanes, R <= 4).
+        /// attend_block with R chosen at run time. A block of more than two registers of
+        /// lanes (a KV group of more than 2 * width heads) runs as sub-blocks of its heads:
+        /// blocks of one and two registers are all the kernel is instantiated for (each
+        /// R is a copy of the whole prefill kernel, per key and value type).
         template <class Arch, class Keys, class Values>
         void attend_block_any(std::size_t registers, Keys const& keys, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
                               Values const& values, float scale, hybrid_split split, block_scratch& ws, attention_work& work)
@@ -33,12 +36,18 @@ namespace deltaattn
             if constexpr (!reads_dense_far_rows<Keys>::value)  // (decode_block reads delta rows)
                 if (q.positions == 1)                              // a decode step
                     return decode_block<Arch>(keys, q, out, first, values, scale, split, ws, work);
-            switch (registers)
+            if (registers == 1)
+                return attend_block<Arch, 1>(keys, q, out, first, values, scale, split, ws, work);
+            if (registers == 2)
+                return attend_block<Arch, 2>(keys, q, out, first, values, scale, split, ws, work);
+            constexpr std::size_t w = arch_traits<Arch>::width;
+            std::size_t const per = std::max<std::size_t>(1, 2 * w / q.positions);  // heads per sub-block
+            for (std::size_t h0 = 0; h0 < q.heads; h0 += per)
             {
-            case 1: return attend_block<Arch, 1>(keys, q, out, first, values, scale, split, ws, work);
-            case 2: return attend_block<Arch, 2>(keys, q, out, first, values, scale, split, ws, work);
-            case 3: return attend_block<Arch, 3>(keys, q, out, first, values, scale, split, ws, work);
-            default: return attend_block<Arch, 4>(keys, q, out, first, values, scale, split, ws, work);
+                std::size_t const hn = std::min(per, q.heads - h0);
+                tensor_view<const float> qs{q.at(0, h0), q.positions, hn, q.dim, q.pos_stride, q.head_stride};
+                tensor_view<float> os{out.at(0, h0), out.positions, hn, out.dim, out.pos_stride, out.head_stride};
+                attend_block_any<Arch>((q.positions * hn + w - 1) / w, keys, qs, os, first, values, scale, split, ws, work);
             }
         }
 
@@ -86,7 +95,7 @@ namespace deltaattn
             for (std::size_t worker = 0; worker < executor.workers; ++worker)
             {
                 // Any block of one position (a decode step, or a prefill's last block) runs
-                // decode_block; the others attend_block, with R <= 4 registers of lanes.
+                // decode_block; the others attend_block, with up to 4 registers of lanes.
                 workspace.slot(worker).reserve_decode(plan.block_heads, (keys + w - 1) / w * w, dim);
                 if (positions > 1)
                     workspace.slot(worker).reserve(4 * w, dim);
