@@ -14,11 +14,10 @@ namespace
 #if defined(DELTAATTN_TEST_EMULATED)
     // Under qemu: the NEON path, at a sample of the sizes (tests/CMakeLists.txt).
     using tile_archs = std::tuple<default_arch>;
-    constexpr bool sampled = true;
 #else
     using tile_archs = tested_archs;
-    constexpr bool sampled = false;
 #endif
+    constexpr bool sampled = emulated_build;
 
     attention_case tile_case(std::size_t positions, std::size_t dim, std::size_t group)
     {

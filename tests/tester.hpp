@@ -20,6 +20,14 @@
 
 namespace deltaattn_test
 {
+#if defined(DELTAATTN_TEST_EMULATED)
+    /// Built to run under an emulator (qemu, 20-50x slower): the heaviest sweeps run a
+    /// sample (tests/CMakeLists.txt); natively they run whole.
+    constexpr bool emulated_build = true;
+#else
+    constexpr bool emulated_build = false;
+#endif
+
     using namespace deltaattn;
 
     /// Every path this binary is built for: the scalar fallback and the flags' default.
@@ -32,10 +40,20 @@ namespace deltaattn_test
     };
 
     /// One attention problem: shapes, hybrid options, policy, inputs.
+    /// hybrid_options whose decode steps always take the delta path: the tests' contexts
+    /// are short, and by default would read a short context's reference rows instead
+    /// (hybrid_options::short_context_bytes; that path has tests of its own).
+    inline hybrid_options delta_path_options()
+    {
+        hybrid_options o;
+        o.short_context_bytes = 0;
+        return o;
+    }
+
     struct attention_case
     {
         std::size_t positions = 64, q_heads = 4, kv_heads = 2, dim = 64;
-        hybrid_options options{};
+        hybrid_options options = delta_path_options();
         delta_policy policy = fixed_threshold{0.1f};
         input_kind kind = input_kind::llm_like;
         std::uint64_t seed = 1;
