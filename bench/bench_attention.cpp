@@ -391,6 +391,14 @@ namespace
         std::string const threads = bench_threads() > 1 ? "/t:" + std::to_string(bench_threads()) : "";
         benchmark::RegisterBenchmark(("memory/read" + threads).c_str(), memory_read)->Unit(benchmark::kMillisecond);
         benchmark::RegisterBenchmark(("compute/fma" + threads).c_str(), compute_fma)->Unit(benchmark::kMicrosecond);
+        // Short contexts: where the K-only step at 60% crosses the dense step (n 128 to 2048).
+        for (std::size_t d : {64, 128})
+            for (std::size_t n : {128, 256, 512, 1024, 2048})
+            {
+                benchmark::RegisterBenchmark(("crossover/dense" + shape(n, d)).c_str(), dense_decode_step<float>, n, d)->Unit(benchmark::kMicrosecond);
+                benchmark::RegisterBenchmark(("crossover/hybrid_k/rho:60" + shape(n, d)).c_str(), hybrid_decode_step<float>, n, d, target_sparsity{0.6f}, false)
+                    ->Unit(benchmark::kMicrosecond);
+            }
         for (std::size_t d : {64, 128})
         {
             for (std::size_t n : {256, 1024, 2048, 4096})

@@ -207,36 +207,6 @@ TEMPLATE_LIST_TEST_CASE("prefill then decode equals one prefill", "[hybrid][deco
     CHECK(split_stats.both().hybrid_macs == one_stats.prefill.hybrid_macs);
 }
 
-TEMPLATE_LIST_TEST_CASE("decode steps on a short context's reference rows agree with the oracle and count the delta path's work", "[hybrid][decode][short]",
-                        tested_archs)
-{
-    // Rows kept for 1 position (never used: the far region starts later), up to the
-    // middle of the decode steps, or the whole run.
-    std::size_t const kept = GENERATE(1, 45, 200);
-    std::size_t const group = GENERATE(1, 4);
-    attention_case c;
-    c.positions = 80;
-    c.q_heads = 2 * group;
-    c.options.sinks = 2;
-    c.options.window = 12;
-    c.options.keyframe_interval = 20;
-    c.options.short_context_bytes = kept * c.dim * sizeof(float);
-    c.policy = relative_threshold{0.3f};
-    INFO(arch_name<TestType>() << " kept " << kept << " " << c.describe());
-    auto const in = c.inputs();
-    attention_stats stats, delta_stats;
-    auto const got = run_prefill_then_decode<TestType>(in, c, 20, stats);
-    auto const expected = oracle_hybrid(in, c);
-    CHECK(max_abs_diff(got, expected) <= tolerance(expected));
-    CHECK(stats.decode.hybrid_macs == analytic_work(in, c, 20, c.positions - 1).hybrid_macs);
-
-    attention_case delta = c;
-    delta.options.short_context_bytes = 0;
-    auto const by_deltas = run_prefill_then_decode<TestType>(in, delta, 20, delta_stats);
-    CHECK(max_abs_diff(got, by_deltas) <= tolerance(expected));
-    CHECK(stats.decode.hybrid_macs == delta_stats.decode.hybrid_macs);
-}
-
 TEMPLATE_LIST_TEST_CASE("chunked prefill equals one prefill", "[hybrid][decode]", tested_archs)
 {
     std::size_t const chunk = GENERATE(1, 3, 12, 13, 31);

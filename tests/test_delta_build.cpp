@@ -161,7 +161,6 @@ TEST_CASE("the delta K cache keeps what SPEC section 7 says, and no dense key ol
     o.sinks = 4;
     o.window = 16;
     o.keyframe_interval = 64;
-    o.short_context_bytes = 0;  // (the reference rows of a short context: tested below)
     attention_case c;
     c.positions = n;
     c.dim = dim;
@@ -198,45 +197,6 @@ TEST_CASE("the delta K cache keeps what SPEC section 7 says, and no dense key ol
     CHECK(cache.bytes() == expected);
     // At 75% delta sparsity the cache is well under half of a dense fp32 cache.
     CHECK(cache.bytes_per_token() < 0.5 * 4 * dim);
-}
-
-TEMPLATE_TEST_CASE("a short context's reference rows are the oracle's, counted in bytes, and freed once outgrown", "[cache][short]", float, float16)
-{
-    // Kept for up to 40 positions of 64 channels; appended one at a time to 70.
-    std::size_t const dim = 64, n = 70, kept = 40;
-    hybrid_options o;
-    o.sinks = 3;
-    o.window = 8;
-    o.keyframe_interval = 16;
-    o.short_context_bytes = kept * dim * sizeof(float);
-    hybrid_options never = o;
-    never.short_context_bytes = 0;
-    attention_case c;
-    c.positions = n;
-    c.dim = dim;
-    c.kv_heads = 1;
-    auto const in = c.inputs();
-    auto const keys = in.k_view().head(0);
-    auto const want = reference::build_delta_rows<TestType>(keys, relative_threshold{0.3f});
-    basic_delta_cache<TestType> cache(dim, n, o, relative_threshold{0.3f}), twin(dim, n, never, relative_threshold{0.3f});
-    for (std::size_t j = 0; j < n; ++j)
-    {
-        INFO("size " << j + 1);
-        cache.append(keys.row(j));
-        twin.append(keys.row(j));
-        std::size_t const size = j + 1;
-        REQUIRE(cache.keeps_reconstructed() == (size <= kept));
-        REQUIRE_FALSE(twin.keeps_reconstructed());
-        // The rows cost 4 d bytes per position while kept, nothing after.
-        CHECK(cache.bytes() == twin.bytes() + (size <= kept ? size * dim * sizeof(float) : 0));
-        if (size <= kept)
-        {
-            bool exact = true;
-            for (std::size_t i = 0; i < size; ++i)
-                exact = exact && std::memcmp(cache.reconstructed_row(i), want.reference_row(i), dim * sizeof(float)) == 0;
-            CHECK(exact);
-        }
-    }
 }
 
 TEST_CASE("a full cache refuses a step and stays unchanged", "[cache]")

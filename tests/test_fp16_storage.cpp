@@ -170,13 +170,10 @@ TEMPLATE_LIST_TEST_CASE("layer_kv_cache_f16 equals the oracle of fp16 storage", 
 
     // Bytes, analytically: binary16 dense rows (sinks, ring) and packed deltas (the first
     // row's d plus every later update, then the expansion kernels' padding), fp32
-    // keyframes and running reference, a mask word per 64 channels and an offset per row;
-    // and a short context's fp32 reference rows (hybrid_options::short_context_bytes).
+    // keyframes and running reference, a mask word per 64 channels and an offset per row.
     std::size_t const n = c.positions, d = c.dim, r = c.options.keyframe_interval, s = c.options.sinks;
     std::size_t const keyframe_rows = 1 + (r == 0 ? 0 : (n - s) / r);
-    std::size_t const short_rows = 4 * d * n <= c.options.short_context_bytes ? n : 0;
-    std::size_t const fixed = 2 * d * (s + c.options.window) + 4 * d * (keyframe_rows + 1 + short_rows) + 8 * ((d + 63) / 64) * n +
-                              sizeof(std::size_t) * (n + 1);
+    std::size_t const fixed = 2 * d * (s + c.options.window) + 4 * d * (keyframe_rows + 1) + 8 * ((d + 63) / 64) * n + sizeof(std::size_t) * (n + 1);
     for (std::size_t h = 0; h < c.kv_heads; ++h)
     {
         CHECK(cache.keys(h).bytes() == fixed + 2 * (d + cache.keys(h).stats().updated + deltaattn::kernels::expand_padding));

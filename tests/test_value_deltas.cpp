@@ -219,31 +219,6 @@ TEMPLATE_LIST_TEST_CASE("delta values: chunked prefill and decode steps equal th
         CHECK(stats.decode.hybrid_pv_macs == analytic_kv_work(in, k, prompt, k.c.positions - 1).hybrid_pv_macs);
 }
 
-TEMPLATE_LIST_TEST_CASE("delta values: decode steps on a short context's reference rows agree with the oracle and count §6.1's work",
-                        "[values][decode][short]", tested_archs)
-{
-    std::size_t const kept = GENERATE(45, 200);  // positions the rows are kept for: to mid-run, or all
-    std::size_t const group = GENERATE(1, 4);
-    kv_case k;
-    k.c.positions = 80;
-    k.c.q_heads = 2 * group;
-    k.c.options.sinks = 2;
-    k.c.options.window = 12;
-    k.c.options.keyframe_interval = 20;
-    k.c.options.short_context_bytes = kept * k.c.dim * sizeof(float);
-    k.c.policy = relative_threshold{0.3f};
-    k.value_policy = relative_threshold{0.25f};
-    INFO(arch_name<TestType>() << " kept " << kept << " " << k.c.describe());
-    auto const in = k.c.inputs();
-    attention_stats stats;
-    auto const got = run_kv_steps<TestType>(in, k, 20, 7, stats);
-    auto const expected = oracle_kv(in, k);
-    CHECK(max_abs_diff(got, expected) <= tolerance(expected));
-    attention_work const decode = analytic_kv_work(in, k, 20, k.c.positions - 1);
-    CHECK(stats.decode.hybrid_macs == decode.hybrid_macs);
-    CHECK(stats.decode.hybrid_pv_macs == decode.hybrid_pv_macs);
-}
-
 TEMPLATE_LIST_TEST_CASE("a layer_kv_cache rejects bad input by name and changes nothing", "[values][validation]", tested_archs)
 {
     kv_case k;

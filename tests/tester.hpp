@@ -40,20 +40,10 @@ namespace deltaattn_test
     };
 
     /// One attention problem: shapes, hybrid options, policy, inputs.
-    /// hybrid_options whose decode steps always take the delta path: the tests' contexts
-    /// are short, and by default would read a short context's reference rows instead
-    /// (hybrid_options::short_context_bytes; that path has tests of its own).
-    inline hybrid_options delta_path_options()
-    {
-        hybrid_options o;
-        o.short_context_bytes = 0;
-        return o;
-    }
-
     struct attention_case
     {
         std::size_t positions = 64, q_heads = 4, kv_heads = 2, dim = 64;
-        hybrid_options options = delta_path_options();
+        hybrid_options options{};
         delta_policy policy = fixed_threshold{0.1f};
         input_kind kind = input_kind::llm_like;
         std::uint64_t seed = 1;

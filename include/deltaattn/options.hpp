@@ -25,14 +25,6 @@ namespace deltaattn
         /// sinks, so prefix sums restart there: rounding stays bounded on long contexts.
         /// 0 keeps only the base row at `sinks - 1`. Changes cost, never the result.
         std::size_t keyframe_interval = 256;
-        /// Short contexts: while a cache's reconstructed rows (k̂_j, fp32) take at most
-        /// this many bytes per KV head, the cache keeps them dense beside its deltas and
-        /// the decode step reads them like exact rows. A cache that small sits in L1/L2,
-        /// where a dense dot costs less per key than a sparse delta row; past it the
-        /// deltas' fewer bytes win (docs/benchmarks.md: the crossover). Once the context
-        /// outgrows it, the rows are freed. 0 never keeps them. Changes cost and memory,
-        /// not the result (beyond rounding: a dot instead of a prefix sum) nor the counters.
-        std::size_t short_context_bytes = 128 * 1024;
         /// Reject NaN/Inf in q, k and v (one extra read of the inputs).
         bool check_finite = false;
     };

@@ -55,7 +55,7 @@ namespace
             std::ostringstream s;
             s << "dim=" << dim << " positions=" << positions << " capacity=" << capacity << " sinks=" << options.sinks
               << " window=" << options.window << " keyframes=" << options.keyframe_interval << " scale=" << options.scale
-              << " check_finite=" << options.check_finite << " short_context_bytes=" << options.short_context_bytes << " " << deltaattn::describe(policy);
+              << " check_finite=" << options.check_finite << " " << deltaattn::describe(policy);
             return s.str();
         }
     };
@@ -122,8 +122,6 @@ namespace
         c.options.window = in.pick(1, 16);
         c.options.keyframe_interval = in.pick(0, 9);
         c.options.check_finite = in.flag();
-        // Reference rows for a short context: never, for up to 0..64 positions, or the default.
-        c.options.short_context_bytes = in.flag() ? c.options.short_context_bytes : sizeof(float) * c.dim * in.pick(0, 64);
 
         switch (kind)
         {
@@ -192,11 +190,9 @@ namespace
         std::size_t size, bytes;
         delta_stats stats;
         std::vector<float> reference;
-        bool keeps_reconstructed;
 
         explicit cache_snapshot(delta_key_cache const& cache)
-            : size(cache.size()), bytes(cache.bytes()), stats(cache.stats()), reference(cache.reference_row(), cache.reference_row() + cache.dim()),
-              keeps_reconstructed(cache.keeps_reconstructed())
+            : size(cache.size()), bytes(cache.bytes()), stats(cache.stats()), reference(cache.reference_row(), cache.reference_row() + cache.dim())
         {
         }
 
@@ -264,11 +260,7 @@ namespace
                 check(names(e, named), std::string("the rejection does not name '") + named + "': " + e.what(), context);
                 check(cache_snapshot(cache).same_as(before), "a rejected append changed the cache", context);
             }
-            // (Except where a short context's reference rows are freed: the context outgrew them.)
-            bool const freed = before.keeps_reconstructed && !cache.keeps_reconstructed();
-            check(cache.bytes() >= last_bytes || freed, "bytes() shrank after an append", context);
-            check(cache.keeps_reconstructed() == (cache.size() > 0 && cache.size() * d * sizeof(float) <= c.options.short_context_bytes),
-                  "the cache keeps reference rows beyond (or not up to) short_context_bytes", context);
+            check(cache.bytes() >= last_bytes, "bytes() shrank after an append", context);
             last_bytes = cache.bytes();
             next += rows;
         }
@@ -326,21 +318,6 @@ namespace
         if (n >= 1)
             for (std::size_t ch = 0; ch < d; ++ch)
                 check(same_bits(cache.reference_row()[ch], want.reference_row(n - 1)[ch]), "running reference differs from the oracle", context);
-        // A short context's reference rows, and the §4 count over every range of rows.
-        if (cache.keeps_reconstructed())
-            for (std::size_t j = 0; j < n; ++j)
-                for (std::size_t ch = 0; ch < d; ++ch)
-                    check(same_bits(cache.reconstructed_row(j)[ch], want.reference_row(j)[ch]), "a short context's reference row differs from the oracle", context);
-        for (std::size_t first = 0; first <= n; ++first)
-        {
-            std::size_t macs = 0;
-            for (std::size_t end = first; end <= n; ++end)
-            {
-                check(cache.stored_macs(first, end) == macs, "stored_macs differs from the count over the rows", context);
-                if (end < n)
-                    macs += cache.keyframe_row(end) ? d : want.updated_count(end);
-            }
-        }
         if (n >= c.options.sinks)
             for (std::size_t ch = 0; ch < d; ++ch)
                 check(same_bits(cache.base_row()[ch], want.reference_row(c.options.sinks - 1)[ch]), "base row differs from the oracle", context);

@@ -49,8 +49,7 @@ namespace
             std::ostringstream s;
             s << "Hkv=" << kv_heads << " Hq=" << q_heads() << " d=" << dim << " n=" << positions << " capacity=" << capacity
               << " prompt=" << prompt << " skipped=" << skipped << " sinks=" << options.sinks << " window=" << options.window
-              << " keyframes=" << options.keyframe_interval << " scale=" << options.scale << " short_context_bytes=" << options.short_context_bytes
-              << " " << deltaattn::describe(policy);
+              << " keyframes=" << options.keyframe_interval << " scale=" << options.scale << " " << deltaattn::describe(policy);
             return s.str();
         }
     };
@@ -109,9 +108,6 @@ namespace
         c.policy = decode_policy(in, c.dim);
         c.prompt = in.pick(0, c.positions);
         c.skipped = in.pick(0, c.positions - 1);
-        // Decode steps on a short context's reference rows (for up to 0..n + 1 positions,
-        // so the rows may be freed mid-run), or on the deltas.
-        c.options.short_context_bytes = in.flag() ? 0 : sizeof(float) * c.dim * in.pick(0, c.positions + 1);
 
         fill_unit_rows(in, c.q, c.positions, c.q_heads() * c.dim);
         fill_unit_rows(in, c.k, c.positions, c.kv_heads * c.dim);

@@ -56,13 +56,17 @@ namespace deltaattn
             std::fill(mask, mask + detail::mask_words(m_dim), std::uint64_t(0));
             std::visit([&](auto const& p) { select(p, key, mask); }, m_policy);
 
+            // Branch-free: a row's updates fall at random channels, and a branch per channel
+            // mispredicted about as often as it was taken. (packed[nnz] is written for every
+            // channel and kept by the ones updated; nnz <= c keeps it inside `dim`.)
             std::size_t nnz = 0;
             for (std::size_t c = 0; c < m_dim; ++c)
-                if (mask[c / 64] >> (c % 64) & 1u)
-                {
-                    packed[nnz++] = m_error[c];
-                    reference[c] = key[c];
-                }
+            {
+                bool const updated = mask[c / 64] >> (c % 64) & 1u;
+                packed[nnz] = m_error[c];
+                nnz += updated;
+                reference[c] = updated ? key[c] : reference[c];
+            }
             return nnz;
         }
 
@@ -108,8 +112,7 @@ namespace deltaattn
         void select_above(float theta, std::uint64_t* mask) const noexcept
         {
             for (std::size_t c = 0; c < m_dim; ++c)
-                if (std::fabs(m_error[c]) > theta)
-                    set(mask, c);
+                mask[c / 64] |= std::uint64_t(std::fabs(m_error[c]) > theta) << (c % 64);  // (branch-free, as in build)
         }
 
         void select(fixed_threshold const& p, float const*, std::uint64_t* mask) const noexcept { select_above(p.theta, mask); }

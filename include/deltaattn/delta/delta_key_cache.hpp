@@ -7,10 +7,7 @@
  *  - a ring of the dense keys of the last `window` positions;
  *  - the compressed delta row of every position (bitmask + packed values);
  *  - the running reference row, and dense reference rows ("keyframes") at positions
- *    `sinks - 1 + t * keyframe_interval` where prefix sums start or restart;
- *  - while the context is short (`hybrid_options::short_context_bytes`), every
- *    position's reference row k̂_j too, which the decode step reads instead of
- *    summing deltas.
+ *    `sinks - 1 + t * keyframe_interval` where prefix sums start or restart.
  * Dense keys older than the window are not kept: that is the memory saving.
  *
  * Storage is `float` or `float16` (`delta_key_cache_f16`). A float16 cache rounds each
@@ -102,8 +99,6 @@ namespace deltaattn
             m_offsets.reserve(capacity + 1);
             m_offsets.push_back(0);
             m_keyframes.reserve(keyframe_count(capacity) * dim);
-            m_short_rows = std::min(capacity, options.short_context_bytes / (sizeof(float) * dim));
-            m_reconstructed.reserve(m_short_rows * dim);
         }
 
         std::size_t dim() const noexcept { return m_builder.dim(); }
@@ -187,26 +182,6 @@ namespace deltaattn
         /// next_keyframe / previous_keyframe: there is none.
         static constexpr std::size_t no_keyframe = static_cast<std::size_t>(-1);
 
-        /// Whether the cache holds every position's reference row k̂_j (a short context:
-        /// `hybrid_options::short_context_bytes`).
-        bool keeps_reconstructed() const noexcept { return size() > 0 && size() <= m_short_rows; }
-
-        /// k̂_j, the reference row of position `j` (valid while keeps_reconstructed()).
-        float const* reconstructed_row(std::size_t j) const noexcept { return m_reconstructed.data() + j * dim(); }
-
-        /// Σ over rows j in [first, end) of what SPEC.md §4 counts for a delta row per
-        /// query: d at a keyframe, else the row's stored elements (nnz). Walks the
-        /// keyframes only, not the rows.
-        std::size_t stored_macs(std::size_t first, std::size_t end) const noexcept
-        {
-            if (first >= end)
-                return 0;
-            std::size_t macs = m_offsets[end] - m_offsets[first];
-            for (std::size_t k = next_keyframe(first); k < end; k += m_options.keyframe_interval)
-                macs += dim() - delta(k).nnz;
-            return macs;
-        }
-
         /// The running reference row k̂ of the last position.
         float const* reference_row() const noexcept { return m_reference.data(); }
 
@@ -224,15 +199,14 @@ namespace deltaattn
         }
 
         /// Bytes held for the positions appended so far (sinks, ring, keyframes, masks,
-        /// row offsets, packed values and their padding, running reference, and the
-        /// reconstructed rows of a short context).
+        /// row offsets, packed values and their padding, running reference).
         std::size_t bytes() const noexcept
         {
             std::size_t const d = dim();
             std::size_t const kept_sinks = std::min(size(), m_options.sinks);
             std::size_t const kept_ring = std::min(size(), ring_rows());
             std::size_t const keyframes = size() >= m_options.sinks ? keyframe_count(size()) : 0;
-            return sizeof(T) * (d * (kept_sinks + kept_ring) + m_values.size()) + sizeof(float) * (d * (keyframes + 1) + m_reconstructed.size()) +
+            return sizeof(T) * (d * (kept_sinks + kept_ring) + m_values.size()) + sizeof(float) * d * (keyframes + 1) +
                    sizeof(std::uint64_t) * m_words * size() + sizeof(std::size_t) * m_offsets.size();
         }
 
@@ -283,10 +257,6 @@ namespace deltaattn
             m_reference.swap(m_scratch_reference);
             if (keyframe)
                 m_keyframes.insert(m_keyframes.end(), m_reference.begin(), m_reference.end());
-            if (j < m_short_rows)  // (reserved at construction)
-                m_reconstructed.insert(m_reconstructed.end(), m_reference.begin(), m_reference.end());
-            else if (m_reconstructed.capacity() != 0)
-                std::vector<float>().swap(m_reconstructed);  // the context outgrew it: free the rows
         }
 
         /// Copies the dense key of position `j` (already delta-appended), as stored (for a
@@ -381,8 +351,6 @@ namespace deltaattn
         std::vector<std::uint64_t> m_masks;
         std::vector<std::size_t> m_offsets;  // m_offsets[j] = first packed value of row j
         std::vector<T> m_values;             // packed values of every row, then `padding` zeros
-        std::size_t m_short_rows = 0;        // positions k̂_j is kept for (a short context)
-        std::vector<float> m_reconstructed;  // k̂_j of positions [0, size()) while size() <= m_short_rows
 
         std::vector<float> m_scratch_reference, m_scratch_values, m_scratch_key;
         std::vector<T> m_scratch_row;

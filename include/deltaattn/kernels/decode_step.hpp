@@ -333,12 +333,6 @@ namespace deltaattn
             if constexpr (Keys::has_deltas)
             {
                 auto const& cache = *keys.cache;
-                if (hybrid && cache.keeps_reconstructed())  // a short context: dots with the rows k̂_j
-                {
-                    decode_detail::exact_dots<Arch>(short_context_rows<typename Keys::element_type>{&cache}, qh, heads, d, delta_first, delta_end, s,
-                                                    stride);
-                    return heads * ((split.sinks > 1 ? d : 0) + cache.stored_macs(delta_first, delta_end));
-                }
                 float* const converted = ws.converted.data();
                 if (by_channel && hybrid)
                 {
@@ -432,13 +426,7 @@ namespace deltaattn
                 auto const& cache = *values.cache;
                 float* const converted = ws.converted.data();
                 bool const by_words = by_channel && d % 64 == 0;
-                if (hybrid && cache.keeps_reconstructed())  // a short context: p·V on the rows v̂_j
-                {
-                    decode_detail::exact_values<Arch>(short_context_rows<typename Values::element_type>{&cache}, s, stride, heads, d, delta_first,
-                                                      delta_end, o);
-                    pv_macs += heads * (d + cache.stored_macs(delta_first, delta_end));
-                }
-                else if (by_words && hybrid)
+                if (by_words && hybrid)
                     pv_macs += with_expand_form<Arch>([&](auto form) {
                         return channel_delta_values<Arch, decltype(form)::value>(cache, s, stride, heads, delta_first, delta_end, o, converted);
                     });
@@ -467,7 +455,7 @@ namespace deltaattn
                     add_start_row(cache.base_row());  // P(S) v̂_{S-1}
                 }
                 float* const accT = ws.value_weighted.data();
-                for (std::size_t h0 = 0; h0 < heads && hybrid && !by_channel && !cache.keeps_reconstructed(); h0 += w)
+                for (std::size_t h0 = 0; h0 < heads && hybrid && !by_channel; h0 += w)
                 {
                     std::size_t const hn = std::min(w, heads - h0);
                     std::fill(accT, accT + d * w, 0.0f);

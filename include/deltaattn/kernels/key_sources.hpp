@@ -42,7 +42,6 @@ namespace deltaattn
             /// rebuilds them block by block.
             float const* far = nullptr;
 
-            using element_type = T;
             static constexpr bool has_deltas = true;
             T const* exact_row(std::size_t j) const noexcept
             {
@@ -51,17 +50,6 @@ namespace deltaattn
                     return chunk.row(j - chunk_first);
                 return j < cache->options().sinks ? cache->sink_row(j) : cache->window_row(j);
             }
-        };
-
-        /// The reference rows k̂_j a delta cache keeps for a short context
-        /// (`keeps_reconstructed()`), read as dense rows: the decode step's far region there.
-        template <class T>
-        struct short_context_rows
-        {
-            basic_delta_cache<T> const* cache;
-
-            static constexpr bool has_deltas = false;
-            float const* exact_row(std::size_t j) const noexcept { return cache->reconstructed_row(j); }
         };
 
         /// Rows whose far region (SPEC.md §3's delta region) is read as dense reconstructed
