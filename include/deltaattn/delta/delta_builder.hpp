@@ -170,8 +170,8 @@ namespace deltaattn
         /// The `keep` largest |e| (NaN above every number, ties to the lower channel).
         /// The keep-th largest rank is found bit by bit from the top (31 counting passes,
         /// no data-dependent branch), then one pass in channel order takes every rank above
-        /// it and its ties while places remain. (A comparison-based nth_element spent ~2 µs
-        /// per 128-channel row in mispredicted branches: a third of a hybrid prefill.)
+        /// it and its ties while places remain. (A comparison-based nth_element spent 2-3 µs
+        /// per 128-channel row in mispredicted branches: a sixth of a hybrid prefill.)
         void select(target_sparsity const& p, float const*, std::uint64_t* mask)
         {
             auto const keep = static_cast<std::size_t>(std::llround((1.0 - static_cast<double>(p.sparsity)) * static_cast<double>(m_dim)));
