@@ -48,7 +48,7 @@ def pair(table):
     dense case (variant dense_f16) with the fp32 dense case of its stage and shape."""
     rows = []
     for name, hybrid in sorted(table.items()):
-        m = re.match(r"(prefill|decode)/(hybrid[^/]*(?:/rho:\d+)?|quant_kv?/bits:\d+|dense)(/n:\d+/d:\d+)(/kv:f16)?(/t:\d+)?$", name)
+        m = re.match(r"(prefill|decode|crossover)/(hybrid[^/]*(?:/rho:\d+)?|quant_kv?/bits:\d+|dense)(/n:\d+/d:\d+)(/kv:f16)?(/t:\d+)?$", name)
         if not m:
             continue
         stage, variant, shape, f16, threads = m.groups()
@@ -140,14 +140,14 @@ def main():
           f"({results['context'].get('num_cpus')} cpus, {results['context'].get('host_name')})")
     if read_gbs:
         print(f"roofline: a plain read of 512 MiB streams {read_gbs:.1f} GB/s ('% read' below: a case's GB/s as a share of it)")
-    print(f"{'stage':8} {'variant':21} {'shape':14} {'dense':>11} {'hybrid':>11} {'speedup':>8} "
+    print(f"{'stage':9} {'variant':21} {'shape':14} {'dense':>11} {'hybrid':>11} {'speedup':>8} "
           f"{'attn sp.':>8} {'value sp.':>9} {'total sp.':>9} {'bytes':>6} {'dense GB/s':>10} {'% read':>6} "
           f"{'hybrid GB/s':>11} {'% read':>6}")
     for r in rows:
         unit = 1e6 if r["stage"] == "prefill" else 1e3
         suffix = "ms" if r["stage"] == "prefill" else "us"
         bratio = (r["cache_bytes_hybrid"] or 0) / (r["cache_bytes_dense"] or 1)
-        print(f"{r['stage']:8} {r['variant']:21} {r['shape']:14} {r['dense_ns'] / unit:9.2f}{suffix} "
+        print(f"{r['stage']:9} {r['variant']:21} {r['shape']:14} {r['dense_ns'] / unit:9.2f}{suffix} "
               f"{r['hybrid_ns'] / unit:9.2f}{suffix} {r['speedup']:7.2f}x {100 * (r['attention_sparsity'] or 0):7.1f}% "
               f"{100 * (r['value_sparsity'] or 0):8.1f}% {100 * (r['total_sparsity'] or 0):8.1f}% {bratio:5.2f}x "
               f"{r['gbytes_per_s_dense']:10.1f} {pct(r['gbytes_per_s_dense'], read_gbs):>6} "
