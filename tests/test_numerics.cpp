@@ -44,7 +44,6 @@ namespace
         return out;
     }
 
-
     std::vector<float> oracle_hybrid(qkv_data const& in, hybrid_options const& options, delta_policy const& policy)
     {
         std::vector<float> out;

@@ -111,7 +111,8 @@ namespace deltaattn
             return out;
         }
 
-        static void set(std::uint64_t* mask, std::size_t c) noexcept { mask[c / 64] |= std::uint64_t(1) << (c % 64); }
+        /// Sets channel c's bit when `on`, without a branch (updates fall at random channels).
+        static void set(std::uint64_t* mask, std::size_t c, bool on) noexcept { mask[c / 64] |= std::uint64_t(on) << (c % 64); }
 
         // rms summed in double, θ rounded to fp32 (SPEC.md §5).
         static float relative_theta(float ratio, float const* key, std::size_t dim)
@@ -125,7 +126,7 @@ namespace deltaattn
         void select_above(float theta, std::uint64_t* mask) const noexcept
         {
             for (std::size_t c = 0; c < m_dim; ++c)
-                mask[c / 64] |= std::uint64_t(std::fabs(m_error[c]) > theta) << (c % 64);  // (branch-free, as in build)
+                set(mask, c, std::fabs(m_error[c]) > theta);
         }
 
         void select(fixed_threshold const& p, float const*, std::uint64_t* mask) const noexcept { select_above(p.theta, mask); }
@@ -142,9 +143,8 @@ namespace deltaattn
                 bool any = false;
                 for (std::size_t c = g0; c < g0 + p.group; ++c)
                     any = any || std::fabs(m_error[c]) > p.theta;
-                if (any)
-                    for (std::size_t c = g0; c < g0 + p.group; ++c)
-                        set(mask, c);
+                for (std::size_t c = g0; c < g0 + p.group; ++c)
+                    set(mask, c, any);
             }
         }
 
@@ -191,7 +191,7 @@ namespace deltaattn
             {
                 bool const tie = m_rank[c] == cut && ties > 0;
                 ties -= tie;
-                mask[c / 64] |= std::uint64_t(m_rank[c] > cut || tie) << (c % 64);
+                set(mask, c, m_rank[c] > cut || tie);
             }
         }
 
