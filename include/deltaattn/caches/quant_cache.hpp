@@ -26,6 +26,7 @@
 #define DELTAATTN_CACHES_QUANT_CACHE_HPP
 
 #include "../codecs/quant.hpp"
+#include "../detail/exact_rows.hpp"
 #include "../detail/validate.hpp"
 #include "../fp16.hpp"
 #include "../options.hpp"
@@ -105,6 +106,13 @@ namespace deltaattn
         T const* exact_row(std::size_t j) const noexcept
         {
             return j < m_options.sinks ? m_sinks.data() + j * m_dim : m_ring.data() + (j % ring_rows()) * m_dim;
+        }
+
+        /// The exact rows of positions [j0, j0 + count), into `out`: one ring division for
+        /// the run, not one per row.
+        void exact_rows(std::size_t j0, std::size_t count, T const** out) const noexcept
+        {
+            detail::sink_ring_rows<T>{m_sinks.data(), m_ring.data(), m_options.sinks, ring_rows(), m_dim}.rows(j0, count, out);
         }
 
         /// The code row of position j >= sinks.

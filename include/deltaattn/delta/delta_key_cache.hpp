@@ -28,6 +28,7 @@
 
 #include "../counters.hpp"
 #include "../detail/bits.hpp"
+#include "../detail/exact_rows.hpp"
 #include "../fp16.hpp"
 #include "../options.hpp"
 #include "../kernels/arch/expand_kernel.hpp"
@@ -141,6 +142,13 @@ namespace deltaattn
 
         /// The dense key of `j` from wherever it is kept (a sink or the ring).
         T const* exact_row(std::size_t j) const noexcept { return j < m_options.sinks ? sink_row(j) : window_row(j); }
+
+        /// The dense keys of positions [j0, j0 + count) (each a sink or in the ring), into
+        /// `out`: one ring division for the run, not one per row.
+        void exact_rows(std::size_t j0, std::size_t count, T const** out) const noexcept
+        {
+            detail::sink_ring_rows<T>{m_sinks.data(), m_ring.data(), m_options.sinks, ring_rows(), dim()}.rows(j0, count, out);
+        }
 
         basic_delta_row<T> delta(std::size_t j) const noexcept
         {

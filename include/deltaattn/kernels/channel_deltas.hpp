@@ -216,6 +216,42 @@ namespace deltaattn
             return macs;
         }
 
+        /**
+         * x[i] = base + x[0] + ... + x[i] for i < n, and base becomes the last sum. As four
+         * interleaved chains over the quarters, joined by a second pass: one serial chain
+         * waits an add's latency per row, which was a tenth of a d-64 step's delta scores.
+         */
+        inline void add_prefix_sums(float* x, std::size_t n, float& base) noexcept
+        {
+            std::size_t const quarter = n / 4;
+            if (quarter < 8)
+            {
+                for (std::size_t i = 0; i < n; ++i)
+                    x[i] = base += x[i];
+                return;
+            }
+            float* const part[4] = {x, x + quarter, x + 2 * quarter, x + 3 * quarter};
+            float sum[4] = {base, 0.0f, 0.0f, 0.0f};
+            for (std::size_t i = 0; i < quarter; ++i)
+            {
+                part[0][i] = sum[0] += part[0][i];
+                part[1][i] = sum[1] += part[1][i];
+                part[2][i] = sum[2] += part[2][i];
+                part[3][i] = sum[3] += part[3][i];
+            }
+            for (std::size_t i = quarter; i < n - 3 * quarter; ++i)
+                part[3][i] = sum[3] += part[3][i];
+            float carry = sum[0];
+            for (std::size_t k = 1; k < 4; ++k)
+            {
+                std::size_t const length = k < 3 ? quarter : n - 3 * quarter;
+                for (std::size_t i = 0; i < length; ++i)
+                    part[k][i] += carry;
+                carry += sum[k];
+            }
+            base = carry;
+        }
+
         /// The first packed value of a row's mask word `word`: past the values of the
         /// words before it.
         template <class T>
@@ -311,18 +347,15 @@ namespace deltaattn
                 {
                     float running = start[h0 + h];
                     float* row_scores = scores + (h0 + h) * stride;
-                    std::size_t keyframe_at = cache.next_keyframe(first);
-                    for (std::size_t j = first; j < end; ++j)
+                    for (std::size_t j = first; j < end;)
                     {
-                        if (j == keyframe_at)
-                        {
-                            running = row_dot<Arch>(qh[h], cache.keyframe_row(j), d);
-                            macs += d;
-                            keyframe_at = cache.next_keyframe(j + 1);
-                        }
-                        else
-                            running += row_scores[j];
-                        row_scores[j] = running;
+                        std::size_t const keyframe_at = cache.next_keyframe(j), segment_end = std::min(end, keyframe_at);
+                        add_prefix_sums(row_scores + j, segment_end - j, running);
+                        if (segment_end == end)
+                            break;
+                        running = row_scores[keyframe_at] = row_dot<Arch>(qh[h], cache.keyframe_row(keyframe_at), d);
+                        macs += d;
+                        j = keyframe_at + 1;
                     }
                 }
             }

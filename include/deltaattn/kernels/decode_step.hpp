@@ -25,6 +25,7 @@
 #include "../arch.hpp"
 #include "../counters.hpp"
 #include "../detail/bits.hpp"
+#include "../detail/exact_rows.hpp"
 #include "../views.hpp"
 #include "attention_block.hpp"
 #include "channel_deltas.hpp"
@@ -55,14 +56,23 @@ namespace deltaattn
                 using reg = typename ops::reg;
                 constexpr std::size_t w = ops::width;
                 std::size_t const full = d / w * w;
+                using row_pointer = decltype(keys.exact_row(0));  // float or float16 rows, widened as loaded
+                row_pointer next[w];  // the next batch's rows, prefetched a batch ahead
+                if (first < end)
+                    detail::exact_rows_of(keys, first, std::min(w, end - first), next);
                 for (std::size_t j0 = first; j0 < end; j0 += w)
                 {
                     std::size_t const nb = std::min(w, end - j0);
-                    for (std::size_t j = j0 + w; j < std::min(end, j0 + 2 * w); ++j)  // the next batch
-                        prefetch(keys.exact_row(j), d * sizeof(*keys.exact_row(j)));
-                    decltype(keys.exact_row(0)) k[w];  // float or float16 rows, widened as loaded
+                    row_pointer k[w];
                     for (std::size_t kk = 0; kk < w; ++kk)
-                        k[kk] = keys.exact_row(j0 + (kk < nb ? kk : 0));
+                        k[kk] = next[kk < nb ? kk : 0];
+                    if (j0 + w < end)
+                    {
+                        std::size_t const next_nb = std::min(w, end - j0 - w);
+                        detail::exact_rows_of(keys, j0 + w, next_nb, next);
+                        for (std::size_t kk = 0; kk < next_nb; ++kk)
+                            prefetch(next[kk], d * sizeof(*next[kk]));
+                    }
                     for (std::size_t h = 0; h < heads; ++h)
                     {
                         reg acc[w];
@@ -136,9 +146,12 @@ namespace deltaattn
                 // block maps to the same few L1 sets (12 ways): 8 rows of 8 lines fit, 64 thrashed
                 // them (K-only decode 5x slower, measured).
                 constexpr std::size_t w = ops::width, H = 4, ahead = 8, block = 8;  // rows prefetched ahead; rows per block
+                using row_pointer = decltype(values.exact_row(0));
+                row_pointer rows[block + ahead];  // the block's rows, then those prefetched ahead
                 for (std::size_t b0 = first; b0 < end; b0 += block)
                 {
-                    std::size_t const b1 = std::min(end, b0 + block);
+                    std::size_t const b1 = std::min(end, b0 + block), fetched = std::min(end, b1 + ahead) - b0;
+                    detail::exact_rows_of(values, b0, fetched, rows);
                     std::size_t c0 = 0;
                     for (; c0 + 2 * w <= d; c0 += 2 * w)
                         for (std::size_t h0 = 0; h0 < heads; h0 += H)
@@ -152,9 +165,9 @@ namespace deltaattn
                                 ph[h] = p + (h0 + (h < hn ? h : 0)) * stride;
                             for (std::size_t j = b0; j < b1; ++j)
                             {
-                                auto const* v = values.exact_row(j) + c0;
+                                auto const* v = rows[j - b0] + c0;
                                 if (c0 == 0 && h0 == 0 && j + ahead < end)  // the first pass over the block fetches it
-                                    prefetch(values.exact_row(j + ahead), d * sizeof(*v));
+                                    prefetch(rows[j - b0 + ahead], d * sizeof(*v));
                                 reg const v0 = ops::load(v), v1 = ops::load(v + w);
                                 for (std::size_t h = 0; h < H; ++h)
                                 {
@@ -173,7 +186,7 @@ namespace deltaattn
                     for (std::size_t h = 0; h < heads && c0 < d; ++h)  // channels past the last chunk
                         for (std::size_t j = b0; j < b1; ++j)
                         {
-                            auto const* v = values.exact_row(j);
+                            auto const* v = rows[j - b0];
                             for (std::size_t c = c0; c < d; ++c)
                                 o[h * d + c] += p[h * stride + j] * to_float(v[c]);
                         }

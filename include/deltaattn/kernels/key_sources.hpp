@@ -7,6 +7,7 @@
 #define DELTAATTN_KERNELS_KEY_SOURCES_HPP
 
 #include "../delta/delta_key_cache.hpp"
+#include "../detail/exact_rows.hpp"
 #include "../views.hpp"
 
 #include <cstddef>
@@ -49,6 +50,11 @@ namespace deltaattn
                 if (j >= chunk_first)
                     return chunk.row(j - chunk_first);
                 return j < cache->options().sinks ? cache->sink_row(j) : cache->window_row(j);
+            }
+            /// exact_row of positions [j0, j0 + count) into `out`, dividing once for the ring.
+            void exact_rows(std::size_t j0, std::size_t count, T const** out) const noexcept
+            {
+                detail::cache_then_chunk_rows(*cache, chunk, chunk_first, j0, count, out);
             }
         };
 

@@ -19,6 +19,7 @@
 
 #include "../caches/quant_cache.hpp"
 #include "../counters.hpp"
+#include "../detail/exact_rows.hpp"
 #include "../views.hpp"
 #include "decode_step.hpp"
 #include "key_sources.hpp"
@@ -44,6 +45,11 @@ namespace deltaattn
 
             static constexpr bool has_deltas = false;
             T const* exact_row(std::size_t j) const noexcept { return j >= chunk_first ? chunk.row(j - chunk_first) : cache->exact_row(j); }
+            /// exact_row of positions [j0, j0 + count) into `out`, dividing once for the ring.
+            void exact_rows(std::size_t j0, std::size_t count, T const** out) const noexcept
+            {
+                detail::cache_then_chunk_rows(*cache, chunk, chunk_first, j0, count, out);
+            }
         };
 
         namespace quant_detail
