@@ -292,7 +292,9 @@ namespace deltaattn
                 {
                     std::size_t const c0 = word * 64;
                     reg qw[H][groups];
+                    DELTAATTN_UNROLL
                     for (std::size_t h = 0; h < H; ++h)
+                        DELTAATTN_UNROLL
                         for (std::size_t g = 0; g < groups; ++g)
                             qw[h][g] = ops::load(qh[h] + c0 + g * w);
                     reg products[H][w];
@@ -315,6 +317,7 @@ namespace deltaattn
                     for (std::size_t j = first; j < end; ++j)
                     {
                         reg acc[H];
+                        DELTAATTN_UNROLL
                         for (auto& a : acc)
                             a = ops::zero();
                         if (j == keyframe_at)  // restarts the prefix below: no delta to add
@@ -325,16 +328,19 @@ namespace deltaattn
                             macs += word == 0 ? hn * row.nnz : 0;
                             std::uint64_t const bits = row.mask[word];
                             auto const* value = word_values(row, word);
+                            DELTAATTN_UNROLL
                             for (std::size_t g = 0; g < groups; ++g)
                             {
                                 auto const group_bits = static_cast<std::uint32_t>(bits >> (g * w)) & ((1u << w) - 1u);
                                 if (group_bits == 0)
                                     continue;
                                 reg const delta = expand_lanes<Arch, Form>(group_bits, value);
+                                DELTAATTN_UNROLL
                                 for (std::size_t h = 0; h < H; ++h)
                                     acc[h] = ops::fma(qw[h][g], delta, acc[h]);
                             }
                         }
+                        DELTAATTN_UNROLL
                         for (std::size_t h = 0; h < H; ++h)
                             products[h][pending] = acc[h];
                         if (++pending == w)

@@ -76,11 +76,13 @@ namespace deltaattn
                     for (std::size_t h = 0; h < heads; ++h)
                     {
                         reg acc[w];
+                        DELTAATTN_UNROLL
                         for (auto& a : acc)
                             a = ops::zero();
                         for (std::size_t c = 0; c < full; c += w)
                         {
                             reg const qc = ops::load(q[h] + c);
+                            DELTAATTN_UNROLL
                             for (std::size_t kk = 0; kk < w; ++kk)
                                 acc[kk] = ops::fma(qc, ops::load(k[kk] + c), acc[kk]);
                         }
@@ -133,19 +135,19 @@ namespace deltaattn
             }
 
             /// o[h] += Σ_{j in [first, end)} p[h][j] v_j: channel chunks of two registers,
-            /// four heads sharing each value load, in blocks of `block` rows so that a
+            /// H heads sharing each value load, in blocks of `block` rows so that a
             /// block's rows stay in L1 while every chunk reads them (a head's values
             /// stream from memory once, not once per chunk).
-            template <class Arch, class Values>
-            void exact_values(Values const& values, float const* p, std::size_t stride, std::size_t heads, std::size_t d, std::size_t first,
-                              std::size_t end, float* o) noexcept
+            template <class Arch, std::size_t H, class Values>
+            void exact_values_by(Values const& values, float const* p, std::size_t stride, std::size_t heads, std::size_t d, std::size_t first,
+                                 std::size_t end, float* o) noexcept
             {
                 using ops = arch_traits<Arch>;
                 using reg = typename ops::reg;
                 // 8 rows: a head row of a token-major fp32 cache sits 4 KiB after the last, so a
                 // block maps to the same few L1 sets (12 ways): 8 rows of 8 lines fit, 64 thrashed
                 // them (K-only decode 5x slower, measured).
-                constexpr std::size_t w = ops::width, H = 4, ahead = 8, block = 8;  // rows prefetched ahead; rows per block
+                constexpr std::size_t w = ops::width, ahead = 8, block = 8;  // rows prefetched ahead; rows per block
                 using row_pointer = decltype(values.exact_row(0));
                 row_pointer rows[block + ahead];  // the block's rows, then those prefetched ahead
                 for (std::size_t b0 = first; b0 < end; b0 += block)
@@ -158,6 +160,7 @@ namespace deltaattn
                         {
                             std::size_t const hn = std::min(H, heads - h0);
                             reg acc[H][2];
+                            DELTAATTN_UNROLL
                             for (auto& a : acc)
                                 a[0] = a[1] = ops::zero();
                             float const* ph[H];
@@ -169,6 +172,7 @@ namespace deltaattn
                                 if (c0 == 0 && h0 == 0 && j + ahead < end)  // the first pass over the block fetches it
                                     prefetch(rows[j - b0 + ahead], d * sizeof(*v));
                                 reg const v0 = ops::load(v), v1 = ops::load(v + w);
+                                DELTAATTN_UNROLL
                                 for (std::size_t h = 0; h < H; ++h)
                                 {
                                     reg const pj = ops::broadcast(ph[h][j]);
@@ -191,6 +195,18 @@ namespace deltaattn
                                 o[h * d + c] += p[h * stride + j] * to_float(v[c]);
                         }
                 }
+            }
+
+            /// As exact_values_by, up to four heads per value load; two where the KV head has
+            /// no more (GQA 2 would spend half of a four-head pass's FMAs on padding).
+            template <class Arch, class Values>
+            void exact_values(Values const& values, float const* p, std::size_t stride, std::size_t heads, std::size_t d, std::size_t first,
+                              std::size_t end, float* o) noexcept
+            {
+                if (heads <= 2)
+                    exact_values_by<Arch, 2>(values, p, stride, heads, d, first, end, o);
+                else
+                    exact_values_by<Arch, 4>(values, p, stride, heads, d, first, end, o);
             }
 
             /// Where a decode step of `heads` query heads over n keys works: scores
