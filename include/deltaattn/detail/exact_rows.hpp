@@ -11,6 +11,8 @@
 #define DELTAATTN_DETAIL_EXACT_ROWS_HPP
 
 #include <cstddef>
+#include <type_traits>
+#include <utility>
 
 namespace deltaattn
 {
@@ -54,24 +56,26 @@ namespace deltaattn
                 out[i] = chunk.row(j0 + i - chunk_first);
         }
 
+        /// Does `Source` list a run of rows at once (`exact_rows`: a cache with a ring)?
+        template <class Source, class = void>
+        struct lists_exact_rows : std::false_type
+        {
+        };
+        template <class Source>
+        struct lists_exact_rows<Source, std::void_t<decltype(std::declval<Source const&>().exact_rows(0, 0, nullptr))>> : std::true_type
+        {
+        };
+
         /// out[i] = source.exact_row(j0 + i) for i < count, through `source.exact_rows`
         /// where the source has it (one ring division per run).
         template <class Source, class Row>
-        auto exact_rows_of(Source const& source, std::size_t j0, std::size_t count, Row* out, int) noexcept
-            -> decltype(source.exact_rows(j0, count, out), void())
-        {
-            source.exact_rows(j0, count, out);
-        }
-        template <class Source, class Row>
-        void exact_rows_of(Source const& source, std::size_t j0, std::size_t count, Row* out, long) noexcept
-        {
-            for (std::size_t i = 0; i < count; ++i)
-                out[i] = source.exact_row(j0 + i);
-        }
-        template <class Source, class Row>
         void exact_rows_of(Source const& source, std::size_t j0, std::size_t count, Row* out) noexcept
         {
-            exact_rows_of(source, j0, count, out, 0);
+            if constexpr (lists_exact_rows<Source>::value)
+                source.exact_rows(j0, count, out);
+            else
+                for (std::size_t i = 0; i < count; ++i)
+                    out[i] = source.exact_row(j0 + i);
         }
     }  // namespace detail
 }  // namespace deltaattn
