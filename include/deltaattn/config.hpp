@@ -27,6 +27,14 @@
 #define DELTAATTN_UNROLL
 #endif
 
+/// A small helper of a kernel's inner loop that must be inlined: GCC at -O2 called the
+/// code rows' field unpacking out of line, with its registers passed through memory.
+#if defined(__GNUC__) || defined(__clang__)
+#define DELTAATTN_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define DELTAATTN_ALWAYS_INLINE inline
+#endif
+
 /// Define DELTAATTN_FORCE_SCALAR to make `deltaattn::default_arch` the plain C++ path
 /// whatever the compiler flags (useful to test or to rule out a SIMD bug).
 #if defined(DELTAATTN_FORCE_SCALAR)

@@ -109,7 +109,7 @@ namespace deltaattn
 
             /// Fields [First, First + N) of a register of words.
             template <class Arch, unsigned Bits, unsigned First, std::size_t... F>
-            void unpack(typename arch_traits<Arch>::words const& x, typename arch_traits<Arch>::reg* out, std::index_sequence<F...>) noexcept
+            DELTAATTN_ALWAYS_INLINE void unpack(typename arch_traits<Arch>::words const& x, typename arch_traits<Arch>::reg* out, std::index_sequence<F...>) noexcept
             {
                 ((out[F] = arch_traits<Arch>::template code_field<Bits, First + static_cast<unsigned>(F)>(x)), ...);
             }
@@ -197,6 +197,7 @@ namespace deltaattn
                     std::uint8_t const* codes = cache.code_row(t0 + rr).codes;
                     float const* row_scales = scales + rr * layout.groups;
                     reg acc[H];
+                    DELTAATTN_UNROLL
                     for (auto& a : acc)
                         a = ops::zero();
                     for (std::size_t sp = 0; sp < layout.count; ++sp)
@@ -204,11 +205,13 @@ namespace deltaattn
                         reg field[F];
                         quant_detail::unpack<Arch, Bits, 0>(ops::load_words(codes + sp * w * 4), field, std::make_index_sequence<F>{});
                         reg const ls = lane_scale(row_scales, sp);
+                        DELTAATTN_UNROLL
                         for (std::size_t h = 0; h < H; ++h)
                         {
                             float const* qs = qP + h * layout.padded + sp * F * w;
                             reg even = ops::mul(ops::load(qs), field[0]);
                             reg odd = ops::mul(ops::load(qs + w), field[1]);
+                            DELTAATTN_UNROLL
                             for (std::size_t f = 2; f < F; f += 2)
                             {
                                 even = ops::fma(ops::load(qs + f * w), field[f], even);
@@ -217,6 +220,7 @@ namespace deltaattn
                             acc[h] = ops::fma(ops::add(even, odd), ls, acc[h]);
                         }
                     }
+                    DELTAATTN_UNROLL
                     for (std::size_t h = 0; h < H; ++h)
                         rows[h][r] = acc[h];
                 }
@@ -239,7 +243,9 @@ namespace deltaattn
             using spans = code_spans<Arch, Bits>;
             constexpr std::size_t w = spans::w, F = spans::fields, N = 4;
             reg acc[H][N];
+            DELTAATTN_UNROLL
             for (std::size_t h = 0; h < H; ++h)
+                DELTAATTN_UNROLL
                 for (std::size_t f = 0; f < N; ++f)
                     acc[h][f] = ops::load(oP + h * layout.padded + (sp * F + FirstField + f) * w);
             for (std::size_t j = t0; j < t1; ++j)
@@ -247,14 +253,18 @@ namespace deltaattn
                 reg field[N];
                 quant_detail::unpack<Arch, Bits, FirstField>(ops::load_words(cache.code_row(j).codes + sp * w * 4), field, std::make_index_sequence<N>{});
                 reg const ls = ops::load(lanes_scales + ((j - t0) * layout.count + sp) * w);
+                DELTAATTN_UNROLL
                 for (std::size_t h = 0; h < H; ++h)
                 {
                     reg const mh = ops::mul(ops::broadcast(m[h * stride + j]), ls);
+                    DELTAATTN_UNROLL
                     for (std::size_t f = 0; f < N; ++f)
                         acc[h][f] = ops::fma(mh, field[f], acc[h][f]);
                 }
             }
+            DELTAATTN_UNROLL
             for (std::size_t h = 0; h < H; ++h)
+                DELTAATTN_UNROLL
                 for (std::size_t f = 0; f < N; ++f)
                     ops::store(oP + h * layout.padded + (sp * F + FirstField + f) * w, acc[h][f]);
         }
