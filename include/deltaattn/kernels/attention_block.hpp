@@ -65,23 +65,29 @@ namespace deltaattn
             using ops = arch_traits<Arch>;
             constexpr std::size_t w = ops::width;
             typename ops::reg acc[4][R];
+            DELTAATTN_UNROLL
             for (auto& chain : acc)
+                DELTAATTN_UNROLL
                 for (auto& a : chain)
                     a = ops::zero();
             std::size_t c = 0;
             for (; c + 4 <= d; c += 4)
+                DELTAATTN_UNROLL
                 for (std::size_t u = 0; u < 4; ++u)
                 {
                     auto const kb = ops::broadcast(k[c + u]);
+                    DELTAATTN_UNROLL
                     for (std::size_t r = 0; r < R; ++r)
                         acc[u][r] = ops::fma(ops::load(qT + (c + u) * lanes + r * w), kb, acc[u][r]);
                 }
             for (; c < d; ++c)
             {
                 auto const kb = ops::broadcast(k[c]);
+                DELTAATTN_UNROLL
                 for (std::size_t r = 0; r < R; ++r)
                     acc[0][r] = ops::fma(ops::load(qT + c * lanes + r * w), kb, acc[0][r]);
             }
+            DELTAATTN_UNROLL
             for (std::size_t r = 0; r < R; ++r)
                 out[r] = ops::add(ops::add(acc[0][r], acc[1][r]), ops::add(acc[2][r], acc[3][r]));
         }
@@ -113,22 +119,29 @@ namespace deltaattn
             using ops = arch_traits<Arch>;
             constexpr std::size_t w = ops::width;
             typename ops::reg acc[K][R];
+            DELTAATTN_UNROLL
             for (auto& key : acc)
+                DELTAATTN_UNROLL
                 for (auto& a : key)
                     a = ops::zero();
             for (std::size_t c = 0; c < d; ++c)
             {
                 typename ops::reg q[R];
+                DELTAATTN_UNROLL
                 for (std::size_t r = 0; r < R; ++r)
                     q[r] = ops::load(qT + c * lanes + r * w);
+                DELTAATTN_UNROLL
                 for (std::size_t k = 0; k < K; ++k)
                 {
                     auto const kb = ops::broadcast(rows[k][c]);
+                    DELTAATTN_UNROLL
                     for (std::size_t r = 0; r < R; ++r)
                         acc[k][r] = ops::fma(q[r], kb, acc[k][r]);
                 }
             }
+            DELTAATTN_UNROLL
             for (std::size_t k = 0; k < K; ++k)
+                DELTAATTN_UNROLL
                 for (std::size_t r = 0; r < R; ++r)
                     ops::store(out[k] + r * w, acc[k][r]);
         }
@@ -256,25 +269,32 @@ namespace deltaattn
             using ops = arch_traits<Arch>;
             constexpr std::size_t w = ops::width;
             typename ops::reg a[G][C];
+            DELTAATTN_UNROLL
             for (std::size_t g = 0; g < G; ++g)
             {
                 auto const f = ops::broadcast(factor[lane0 + g]);
+                DELTAATTN_UNROLL
                 for (std::size_t u = 0; u < C; ++u)
                     a[g][u] = ops::mul(ops::load(o + (lane0 + g) * d + c + u * w), f);
             }
             for (std::size_t k = 0; k < count; ++k)
             {
                 typename ops::reg vv[C];
+                DELTAATTN_UNROLL
                 for (std::size_t u = 0; u < C; ++u)
                     vv[u] = ops::load(v[keys[k]] + c + u * w);
+                DELTAATTN_UNROLL
                 for (std::size_t g = 0; g < G; ++g)
                 {
                     auto const pb = ops::broadcast(p[keys[k] * lanes + lane0 + g]);
+                    DELTAATTN_UNROLL
                     for (std::size_t u = 0; u < C; ++u)
                         a[g][u] = ops::fma(pb, vv[u], a[g][u]);
                 }
             }
+            DELTAATTN_UNROLL
             for (std::size_t g = 0; g < G; ++g)
+                DELTAATTN_UNROLL
                 for (std::size_t u = 0; u < C; ++u)
                     ops::store(o + (lane0 + g) * d + c + u * w, a[g][u]);
         }
