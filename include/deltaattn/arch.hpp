@@ -148,14 +148,17 @@ namespace deltaattn
         static reg reduce_add_rows_avx512(reg const* rows) noexcept
         {
             __m512 pairs[8], quads[4], octs[2];
+            DELTAATTN_UNROLL
             for (int i = 0; i < 8; ++i)  // rows 2i, 2i+1: [a02 b02 a13 b13] per 128-bit lane
             {
                 __m512 const a = rows[2 * i], b = rows[2 * i + 1];
                 pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
             }
+            DELTAATTN_UNROLL
             for (int i = 0; i < 4; ++i)  // rows 4i..4i+3, one partial sum each per 128-bit lane
                 quads[i] = _mm512_add_ps(_mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
                                          _mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+            DELTAATTN_UNROLL
             for (int i = 0; i < 2; ++i)  // 128-bit lanes 0+1 and 2+3 of rows 8i..8i+7
                 octs[i] = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2 * i], quads[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
                                         _mm512_shuffle_f32x4(quads[2 * i], quads[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
