@@ -3,9 +3,9 @@
  * The exact rows of a run of positions in a cache that keeps its sinks in one array
  * and its window in a ring: row pointers for a whole batch with one division.
  *
- * Why: a ring slot is `j % ring_rows`, a 64-bit division (~10-20 cycles) that the
- * decode step's exact dots paid twice per row (the row, then its prefetch); over the
- * 68 exact rows of a small model's step that is a third of a dense head's step.
+ * Why: a ring slot is `j % ring_rows`, a 64-bit division that the decode step's exact
+ * dots paid twice per row (the row, then its prefetch). Listing a batch's rows with one
+ * division took the tiny LM's exact dots from 1.22% to 0.75% of its samples (Zen 5).
  */
 #ifndef DELTAATTN_DETAIL_EXACT_ROWS_HPP
 #define DELTAATTN_DETAIL_EXACT_ROWS_HPP
