@@ -47,9 +47,7 @@ namespace deltaattn
             T const* exact_row(std::size_t j) const noexcept
             {
                 // The chunk's rows reach the sinks and the ring only after the chunk.
-                if (j >= chunk_first)
-                    return chunk.row(j - chunk_first);
-                return j < cache->options().sinks ? cache->sink_row(j) : cache->window_row(j);
+                return j >= chunk_first ? chunk.row(j - chunk_first) : cache->exact_row(j);
             }
             /// exact_row of positions [j0, j0 + count) into `out`, dividing once for the ring.
             void exact_rows(std::size_t j0, std::size_t count, T const** out) const noexcept
