@@ -146,49 +146,88 @@ namespace deltaattn
                     ops::store(out[k] + r * w, acc[k][r]);
         }
 
-        /// Adds Σ_c qT[c] Δ[c] over the stored elements of a delta row, alternating two
-        /// accumulator sets so consecutive FMAs do not wait on each other.
+        /**
+         * The running prefix sums q·k̂_j of R registers of query lanes, split over `sets`
+         * interleaved accumulator sets: a delta row's consecutive stored elements go to
+         * different sets, so their FMAs do not wait on each other. An FMA's latency (4
+         * cycles on Zen 4/5 and recent Intel cores) times two FMA pipes wants 8 chains in
+         * flight; two sets (the earlier form) left a delta row at half the FMA rate, slower
+         * per stored element than the exact micro-kernel's multiply-adds.
+         */
         template <class Arch, std::size_t R>
-        void add_delta_row(float const* qT, std::size_t lanes, delta_row const& row, std::size_t d, typename arch_traits<Arch>::reg* even_out,
-                           typename arch_traits<Arch>::reg* odd_out) noexcept
+        struct prefix_sums
+        {
+            using reg = typename arch_traits<Arch>::reg;
+            static constexpr std::size_t sets = 4;
+            reg acc[sets][R];
+
+            /// Starts over from the dots in `start` (R registers).
+            void restart(reg const* start) noexcept
+            {
+                DELTAATTN_UNROLL
+                for (std::size_t r = 0; r < R; ++r)
+                {
+                    acc[0][r] = start[r];
+                    DELTAATTN_UNROLL
+                    for (std::size_t k = 1; k < sets; ++k)
+                        acc[k][r] = arch_traits<Arch>::zero();
+                }
+            }
+
+            /// The prefix sum of register r.
+            reg total(std::size_t r) const noexcept
+            {
+                using ops = arch_traits<Arch>;
+                return ops::add(ops::add(acc[0][r], acc[1][r]), ops::add(acc[2][r], acc[3][r]));
+            }
+        };
+
+        /// acc += qT[c] * value for the lowest channel c left in `bits` (offset by `base`),
+        /// which it clears; advances `value`. qT holds R registers of lanes per channel (a
+        /// constant stride: a shift, not a multiply, on the element's address).
+        template <class Arch, std::size_t R>
+        DELTAATTN_ALWAYS_INLINE void add_lowest_element(float const* qT, std::uint64_t& bits, std::size_t base, float const*& value,
+                                                        typename arch_traits<Arch>::reg* acc) noexcept
         {
             using ops = arch_traits<Arch>;
-            using reg = typename ops::reg;
-            constexpr std::size_t w = ops::width;
-            // Local copies: through the pointers the compiler cannot tell the accumulators
+            std::size_t const c = base + detail::lowest_bit(bits);
+            bits &= bits - 1;
+            auto const x = ops::broadcast(*value++);
+            DELTAATTN_UNROLL
+            for (std::size_t r = 0; r < R; ++r)
+                acc[r] = ops::fma(ops::load(qT + (c * R + r) * ops::width), x, acc[r]);
+        }
+
+        /// Adds Σ_c qT[c] Δ[c] over the stored elements of a delta row to `sums`, the
+        /// elements dealt round-robin to its sets. qT: R registers of lanes per channel.
+        template <class Arch, std::size_t R>
+        void add_delta_row(float const* qT, delta_row const& row, std::size_t d, prefix_sums<Arch, R>& sums) noexcept
+        {
+            static_assert(prefix_sums<Arch, R>::sets == 4, "the loop below deals to four sets");
+            // A local copy: through the reference the compiler cannot tell the accumulators
             // from the rows it reads, and kept every FMA's result in memory (a load and a
             // store per stored element, seen in the aarch64 build).
-            reg even[R], odd[R];
-            for (std::size_t r = 0; r < R; ++r)
-            {
-                even[r] = even_out[r];
-                odd[r] = odd_out[r];
-            }
+            prefix_sums<Arch, R> local = sums;
             float const* value = row.values;
             for (std::size_t word = 0; word < detail::mask_words(d); ++word)
             {
                 std::uint64_t bits = row.mask[word];
+                std::size_t const base = word * 64;
                 while (bits != 0)
                 {
-                    std::size_t const c0 = word * 64 + detail::lowest_bit(bits);
-                    bits &= bits - 1;
-                    auto const x0 = ops::broadcast(*value++);
-                    for (std::size_t r = 0; r < R; ++r)
-                        even[r] = ops::fma(ops::load(qT + c0 * lanes + r * w), x0, even[r]);
+                    add_lowest_element<Arch, R>(qT, bits, base, value, local.acc[0]);
                     if (bits == 0)
                         break;
-                    std::size_t const c1 = word * 64 + detail::lowest_bit(bits);
-                    bits &= bits - 1;
-                    auto const x1 = ops::broadcast(*value++);
-                    for (std::size_t r = 0; r < R; ++r)
-                        odd[r] = ops::fma(ops::load(qT + c1 * lanes + r * w), x1, odd[r]);
+                    add_lowest_element<Arch, R>(qT, bits, base, value, local.acc[1]);
+                    if (bits == 0)
+                        break;
+                    add_lowest_element<Arch, R>(qT, bits, base, value, local.acc[2]);
+                    if (bits == 0)
+                        break;
+                    add_lowest_element<Arch, R>(qT, bits, base, value, local.acc[3]);
                 }
             }
-            for (std::size_t r = 0; r < R; ++r)
-            {
-                even_out[r] = even[r];
-                odd_out[r] = odd[r];
-            }
+            sums = local;
         }
 
         /// reference += the stored elements of `row` (padded storage: expand_padding),
@@ -405,14 +444,16 @@ namespace deltaattn
             std::fill(o, o + lanes * d, 0.0f);
             float* const s = ws.lane_scores.data();
 
-            reg lane_index[R], row_max[R], row_sum[R], first_dot[R], even[R], odd[R];
+            reg lane_index[R], row_max[R], row_sum[R], first_dot[R];
+            prefix_sums<Arch, R> prefix;
             reg const neg_inf = ops::broadcast(-std::numeric_limits<float>::infinity()), alpha = ops::broadcast(scale);
             for (std::size_t r = 0; r < R; ++r)
             {
                 lane_index[r] = ops::add(ops::iota(), ops::broadcast(static_cast<float>(r * w)));
                 row_max[r] = neg_inf;
-                row_sum[r] = first_dot[r] = even[r] = odd[r] = ops::zero();
+                row_sum[r] = first_dot[r] = ops::zero();
             }
+            prefix.restart(first_dot);  // (restarted again at the first delta row)
             std::uint16_t* const listed = ws.value_keys.data();  // a tile's keys of one kind
             alignas(64) float spare_dots[lanes];
             std::uint64_t macs = 0, exact_macs = 0, value_macs = 0;
@@ -479,24 +520,26 @@ namespace deltaattn
                             std::size_t const count = (positions - p_delta[jj]) * heads;
                             if (j == split.sinks)
                             {
+                                reg base[R];
                                 if (split.sinks == 1)
-                                    std::copy(first_dot, first_dot + R, even);
+                                    std::copy(first_dot, first_dot + R, base);
                                 else
-                                    transposed_dot<Arch, R>(qT, lanes, cache.base_row(), d, even);
-                                std::fill(odd, odd + R, ops::zero());
+                                    transposed_dot<Arch, R>(qT, lanes, cache.base_row(), d, base);
+                                prefix.restart(base);
                                 if (split.sinks > 1)
                                     macs += count * d;
                             }
                             if (float const* keyframe = cache.keyframe_row(j))
                             {
-                                transposed_dot<Arch, R>(qT, lanes, keyframe, d, even);
-                                std::fill(odd, odd + R, ops::zero());
+                                reg restart[R];
+                                transposed_dot<Arch, R>(qT, lanes, keyframe, d, restart);
+                                prefix.restart(restart);
                                 macs += count * d;
                             }
                             else
                             {
                                 delta_row const row = as_float_row<Arch>(cache.delta(j), ws.converted.data());
-                                add_delta_row<Arch, R>(qT, lanes, row, d, even, odd);
+                                add_delta_row<Arch, R>(qT, row, d, prefix);
                                 macs += count * row.nnz;
                             }
                         }
@@ -507,7 +550,7 @@ namespace deltaattn
                     bool const has_exact = p_visible[jj] < p_delta[jj];
                     for (std::size_t r = 0; r < R; ++r)
                     {
-                        reg const delta_score = ops::mul(alpha, ops::add(even[r], odd[r]));
+                        reg const delta_score = ops::mul(alpha, prefix.total(r));
                         reg const exact = has_exact ? ops::load(s + jj * lanes + r * w) : ops::zero();
                         reg score = ops::select(ops::less(lane_index[r], exact_end), ops::mul(alpha, exact), delta_score);
                         score = ops::select(ops::less(lane_index[r], masked_end), neg_inf, score);

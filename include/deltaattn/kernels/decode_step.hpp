@@ -390,31 +390,32 @@ namespace deltaattn
                     for (std::size_t c = 0; c < d; ++c)
                         for (std::size_t l = 0; l < w; ++l)
                             qT[c * w + l] = qh[h0 + (l < hn ? l : 0)][c];
-                    reg even[1], odd[1];
+                    reg start[1];
                     if (split.sinks == 1)
                     {
                         for (std::size_t l = 0; l < w; ++l)
                             lanes[l] = s[(h0 + (l < hn ? l : 0)) * stride];  // q·k_0: k̂_0 = k_0
-                        even[0] = ops::load(lanes);
+                        start[0] = ops::load(lanes);
                     }
                     else
-                        transposed_dot<Arch, 1>(qT, w, cache.base_row(), d, even);
-                    odd[0] = ops::zero();
+                        transposed_dot<Arch, 1>(qT, w, cache.base_row(), d, start);
+                    prefix_sums<Arch, 1> prefix;
+                    prefix.restart(start);
                     for (std::size_t j = delta_first; j < delta_end; ++j)
                     {
                         if (float const* keyframe = cache.keyframe_row(j))
                         {
-                            transposed_dot<Arch, 1>(qT, w, keyframe, d, even);
-                            odd[0] = ops::zero();
+                            transposed_dot<Arch, 1>(qT, w, keyframe, d, start);
+                            prefix.restart(start);
                             qk_macs += hn * d;
                         }
                         else
                         {
                             delta_row const row = as_float_row<Arch>(cache.delta(j), converted);
-                            add_delta_row<Arch, 1>(qT, w, row, d, even, odd);
+                            add_delta_row<Arch, 1>(qT, row, d, prefix);
                             qk_macs += hn * row.nnz;
                         }
-                        ops::store(lanes, ops::add(even[0], odd[0]));
+                        ops::store(lanes, prefix.total(0));
                         for (std::size_t l = 0; l < hn; ++l)
                             s[(h0 + l) * stride + j] = lanes[l];
                     }
