@@ -367,25 +367,31 @@ namespace deltaattn
 
         /**
          * The tile's p·V when the far region's values are dense rows v̂_j (`far_rows`,
-         * set for the keys the block's last position reads as far): per group of G lanes, the keys exact for it
-         * through `exact_rows`, then the far keys through v̂ (with no second rescale).
-         * A group whose lanes disagree on a key's class (lanes of two positions either
-         * side of the window's edge) is done lane by lane.
+         * set for the keys the block's last position reads as far): per group of G lanes,
+         * one pass over the tile's visible keys, each through its exact row v_j
+         * (`exact_rows`) or its far row v̂_j, as the group's positions read it. (Two passes,
+         * exact keys then far keys, loaded and stored every lane group's accumulators
+         * twice per tile, and once for nothing in tiles of one kind.) A group whose lanes
+         * disagree on a key's class (lanes of two positions either side of the window's
+         * edge) is done lane by lane.
          */
         template <class Arch, std::size_t G>
         void accumulate_dense_far_values(float const* const* far_rows, std::size_t t0, std::size_t nt, std::size_t first, std::size_t heads,
-                                         std::size_t nq, hybrid_split split, float const* factor, float const* unit, float const* p,
-                                         std::size_t lanes, float const* const* exact_rows, std::uint16_t* listed, float* o, std::size_t d) noexcept
+                                         std::size_t nq, hybrid_split split, float const* factor, float const* p, std::size_t lanes,
+                                         float const* const* exact_rows, std::uint16_t* listed, float* o, std::size_t d) noexcept
         {
             auto const is_far = [&](std::size_t j, std::size_t i) { return j >= split.sinks && j + split.window <= i; };
-            // Lists the tile's visible keys of class `far` for position i, returns the count.
-            auto const list = [&](std::size_t i, bool far) {
-                std::size_t count = 0;
+            float const* rows[block_scratch::tile];
+            // Lists the tile's keys visible to position i, each with the row i reads;
+            // returns the count.
+            auto const list = [&](std::size_t i) {
                 std::size_t const seen = i < t0 ? 0 : std::min(nt, i + 1 - t0);
                 for (std::size_t jj = 0; jj < seen; ++jj)
-                    if (is_far(t0 + jj, i) == far)
-                        listed[count++] = static_cast<std::uint16_t>(jj);
-                return count;
+                {
+                    rows[jj] = is_far(t0 + jj, i) ? far_rows[jj] : exact_rows[jj];
+                    listed[jj] = static_cast<std::uint16_t>(jj);
+                }
+                return seen;
             };
             for (std::size_t lane0 = 0; lane0 < nq; lane0 += G)
             {
@@ -400,16 +406,11 @@ namespace deltaattn
                 }
                 if (uniform)
                 {
-                    accumulate_lanes<Arch, G>(o, lane0, factor, p, lanes, exact_rows, listed, list(i_last, false), d);
-                    accumulate_lanes<Arch, G>(o, lane0, unit, p, lanes, far_rows, listed, list(i_last, true), d);
+                    accumulate_lanes<Arch, G>(o, lane0, factor, p, lanes, rows, listed, list(i_last), d);
                     continue;
                 }
                 for (std::size_t lane = lane0; lane < std::min(lane0 + G, nq); ++lane)
-                {
-                    std::size_t const i = first + lane / heads;
-                    accumulate_lanes<Arch, 1>(o, lane, factor, p, lanes, exact_rows, listed, list(i, false), d);
-                    accumulate_lanes<Arch, 1>(o, lane, unit, p, lanes, far_rows, listed, list(i, true), d);
-                }
+                    accumulate_lanes<Arch, 1>(o, lane, factor, p, lanes, rows, listed, list(first + lane / heads), d);
             }
         }
 
@@ -457,8 +458,6 @@ namespace deltaattn
             std::uint16_t* const listed = ws.value_keys.data();  // a tile's keys of one kind
             alignas(64) float spare_dots[lanes];
             std::uint64_t macs = 0, exact_macs = 0, value_macs = 0;
-            alignas(64) float unit_factor[lanes];
-            std::fill(unit_factor, unit_factor + lanes, 1.0f);
 
             for (std::size_t t0 = 0; t0 <= last; t0 += tile)
             {
@@ -631,7 +630,7 @@ namespace deltaattn
                 }
                 if constexpr (far_values)
                 {
-                    accumulate_dense_far_values<Arch, G>(far_rows, t0, nt, first, heads, nq, split, factor, unit_factor, s, lanes, value_rows, listed, o, d);
+                    accumulate_dense_far_values<Arch, G>(far_rows, t0, nt, first, heads, nq, split, factor, s, lanes, value_rows, listed, o, d);
                     continue;
                 }
                 for (std::size_t lane0 = 0; lane0 < nq; lane0 += G)
