@@ -9,7 +9,8 @@
 // delta sparsity rho), hybrid_kv (delta K and V, the same rho on both), or
 // hybrid_k_block8 / hybrid_kv_block8 (block policy, g = 8); decode also has
 // quant_k/bits:B and quant_kv/bits:B (SPEC.md §10: K, or K and V, coded in B bits with
-// 32-channel groups; the sinks and window exact in the case's storage). Decode cases also run on
+// 32-channel groups; the sinks and window exact in the case's storage), and prefill
+// quant_kv/bits:B (d 128, n >= 1024; codes built inside the timed call). Decode cases also run on
 // binary16 storage (`/kv:f16` after d: float16 K/V views for dense, delta_key_cache_f16
 // for hybrid), paired with the dense case of the same storage; report.py also pairs
 // each f16 dense case with the fp32 one (variant dense_f16).
@@ -178,6 +179,30 @@ namespace
         }
         double const bytes = static_cast<double>(stats.kcache_bytes) + (delta_values ? static_cast<double>(stats.vcache_bytes) : dense_bytes(n, d) / 2);
         report(state, stats.prefill, stats.keys.sparsity(), bytes);
+    }
+
+    /// The whole sequence into a layer of quantized caches (SPEC.md §10), codes built
+    /// inside the timed call: keys in `bits` (32-channel groups), values the same or
+    /// (`coded_values` false) exact.
+    void quant_prefill(benchmark::State& state, std::size_t n, std::size_t d, unsigned bits, bool coded_values)
+    {
+        auto const& in = workload(n, d);
+        quant_codec const codec{bits, 32, 256};
+        std::optional<quant_codec> const value_codec = coded_values ? std::optional<quant_codec>(codec) : std::nullopt;
+        std::vector<float> out;
+        auto const view = in.make_output(out);
+        attention_stats stats;
+        double bytes = 0.0;
+        for (auto _ : state)
+        {
+            stats = attention_stats{};
+            layer_quant_cache cache(kv_heads, d, n, options(), codec, value_codec);
+            cache.set_executor(executor());
+            cache.prefill(in.q_view(), in.k_view(), in.v_view(), view, &stats);
+            bytes = static_cast<double>(cache.bytes());
+            benchmark::DoNotOptimize(out.data());
+        }
+        report(state, stats.prefill, 0.0, bytes);
     }
 
     // ---- decode: one step at context n (the cache is built once, outside the timing) --
@@ -407,6 +432,10 @@ namespace
                 for (auto const& l : levels)
                     benchmark::RegisterBenchmark(("prefill/" + l.name + shape(n, d)).c_str(), hybrid_prefill, n, d, l.policy, is_kv(l))
                         ->Unit(benchmark::kMillisecond);
+                if (d == 128 && n >= 1024)
+                    for (unsigned bits : {4u, 8u})
+                        benchmark::RegisterBenchmark(("prefill/quant_kv/bits:" + std::to_string(bits) + shape(n, d)).c_str(), quant_prefill, n, d, bits, true)
+                            ->Unit(benchmark::kMillisecond);
             }
             for (std::size_t n : {512, 1024, 4096, 8192, 16384})
                 for (bool f16 : {false, true})

@@ -497,6 +497,30 @@ namespace deltaattn
                 if (t0 == 0)
                     for (std::size_t r = 0; r < R; ++r)
                         first_dot[r] = ops::load(s + r * w);  // = q·k̂_0: the prefix base when sinks == 1
+                // Far keys that are dense rows k̂_j (a quantized cache's reconstruction) carry
+                // no prefix: their dots q·k̂_j go through the same micro-kernel, K keys at a
+                // time, into rows of their own (a key can be exact for some lanes, far for
+                // others). One key at a time, each query load fed a single FMA.
+                float* const far_s = ws.far_scores.data();
+                if constexpr (reads_dense_far_rows<Keys>::value)
+                {
+                    std::size_t far_count = 0;
+                    for (std::size_t jj = 0; jj < nt; ++jj)
+                        if (p_delta[jj] < positions)
+                            listed[far_count++] = static_cast<std::uint16_t>(jj);
+                    for (std::size_t b = 0; b < far_count; b += K)
+                    {
+                        float const* rows[K];
+                        float* dots[K];
+                        for (std::size_t k = 0; k < K; ++k)
+                        {
+                            std::size_t const jj = listed[std::min(b + k, far_count - 1)];
+                            rows[k] = keys.cache->keyframe_row(t0 + jj);
+                            dots[k] = b + k < far_count ? far_s + jj * lanes : spare_dots;
+                        }
+                        transposed_dots<Arch, R, K>(qT, lanes, rows, d, dots);
+                    }
+                }
 
                 for (std::size_t jj = 0; jj < nt; ++jj)
                 {
@@ -511,7 +535,13 @@ namespace deltaattn
                     }
                     else if (ahead <= last && !Keys::has_deltas)
                         prefetch_far(keys.exact_row(ahead), d * sizeof(*keys.exact_row(ahead)));
-                    if constexpr (Keys::has_deltas)
+                    if constexpr (reads_dense_far_rows<Keys>::value)
+                    {
+                        // (The work of the keyframe path below: a base row at the first far key when sinks > 1, then d per far key.)
+                        if (p_delta[jj] < positions)
+                            macs += (positions - p_delta[jj]) * heads * d * (j == split.sinks && split.sinks > 1 ? 2 : 1);
+                    }
+                    else if constexpr (Keys::has_deltas)
                     {
                         if (p_delta[jj] < positions)
                         {
@@ -549,7 +579,7 @@ namespace deltaattn
                     bool const has_exact = p_visible[jj] < p_delta[jj];
                     for (std::size_t r = 0; r < R; ++r)
                     {
-                        reg const delta_score = ops::mul(alpha, prefix.total(r));
+                        reg const delta_score = ops::mul(alpha, reads_dense_far_rows<Keys>::value ? ops::load(far_s + jj * lanes + r * w) : prefix.total(r));
                         reg const exact = has_exact ? ops::load(s + jj * lanes + r * w) : ops::zero();
                         reg score = ops::select(ops::less(lane_index[r], exact_end), ops::mul(alpha, exact), delta_score);
                         score = ops::select(ops::less(lane_index[r], masked_end), neg_inf, score);

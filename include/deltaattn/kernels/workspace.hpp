@@ -32,6 +32,7 @@ namespace deltaattn
             transposed.assign(new_lanes * new_dim, 0.0f);
             lane_acc.assign(new_lanes * new_dim, 0.0f);
             lane_scores.assign(new_lanes * tile, 0.0f);
+            far_scores.assign(new_lanes * tile, 0.0f);
             lane_factor.assign(new_lanes, 0.0f);
             lane_sum.assign(new_lanes, 0.0f);
             value_keys.assign(tile, 0);
@@ -64,6 +65,7 @@ namespace deltaattn
         std::vector<float> transposed;   ///< queries, [dim][lane]
         std::vector<float> lane_acc;     ///< output accumulators, [lane][dim]
         std::vector<float> lane_scores;  ///< a tile's scores, then probabilities, [key][lane]
+        std::vector<float> far_scores;   ///< a tile's far dots q·k̂_j when far keys are dense rows, [key][lane]
         std::vector<float> lane_factor;  ///< per lane: the tile's softmax rescale factor
         std::vector<float> lane_sum;     ///< per lane: the softmax denominator
         /// Floats past a converted row's end that stay readable (the expansion kernels
