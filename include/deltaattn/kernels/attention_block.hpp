@@ -479,28 +479,36 @@ namespace deltaattn
                         exact_macs += (p_delta[jj] - p_visible[jj]) * heads * d;
                     }
                 }
-                // The exact dots q·k_j, K keys per register block, into the score rows (a
-                // short last block repeats its last key into a spare row).
+                // The dots of the `count` keys listed, K keys per register block, each into
+                // its row of `dst` (a short last block repeats its last key into a spare row);
+                // row_of(jj, k): key jj's row as floats, widened into slot k if it must be.
                 constexpr std::size_t K = score_keys<Arch, R>();
-                for (std::size_t b = 0; b < exact_count; b += K)
-                {
-                    float const* rows[K];
-                    float* dots[K];
-                    for (std::size_t k = 0; k < K; ++k)
+                auto const listed_dots = [&](std::size_t count, float* dst, auto const& row_of) {
+                    for (std::size_t b = 0; b < count; b += K)
                     {
-                        std::size_t const jj = listed[std::min(b + k, exact_count - 1)];
-                        rows[k] = as_floats<Arch>(keys.exact_row(t0 + jj), d, ws.converted_keys.data() + k * ws.converted_stride());
-                        dots[k] = b + k < exact_count ? s + jj * lanes : spare_dots;
+                        float const* rows[K];
+                        float* dots[K];
+                        for (std::size_t k = 0; k < K; ++k)
+                        {
+                            std::size_t const jj = listed[std::min(b + k, count - 1)];
+                            rows[k] = row_of(jj, k);
+                            dots[k] = b + k < count ? dst + jj * lanes : spare_dots;
+                        }
+                        transposed_dots<Arch, R, K>(qT, lanes, rows, d, dots);
                     }
-                    transposed_dots<Arch, R, K>(qT, lanes, rows, d, dots);
-                }
+                };
+                // The exact dots q·k_j, into the score rows.
+                listed_dots(exact_count, s, [&](std::size_t jj, std::size_t k) {
+                    return as_floats<Arch>(keys.exact_row(t0 + jj), d, ws.converted_keys.data() + k * ws.converted_stride());
+                });
                 if (t0 == 0)
                     for (std::size_t r = 0; r < R; ++r)
                         first_dot[r] = ops::load(s + r * w);  // = q·k̂_0: the prefix base when sinks == 1
                 // Far keys that are dense rows k̂_j (a quantized cache's reconstruction) carry
                 // no prefix: their dots q·k̂_j go through the same micro-kernel, K keys at a
                 // time, into rows of their own (a key can be exact for some lanes, far for
-                // others). One key at a time, each query load fed a single FMA.
+                // others). (Run one key at a time, as they were, each query load fed a
+                // single FMA.)
                 float* const far_s = ws.far_scores.data();
                 if constexpr (reads_dense_far_rows<Keys>::value)
                 {
@@ -508,18 +516,7 @@ namespace deltaattn
                     for (std::size_t jj = 0; jj < nt; ++jj)
                         if (p_delta[jj] < positions)
                             listed[far_count++] = static_cast<std::uint16_t>(jj);
-                    for (std::size_t b = 0; b < far_count; b += K)
-                    {
-                        float const* rows[K];
-                        float* dots[K];
-                        for (std::size_t k = 0; k < K; ++k)
-                        {
-                            std::size_t const jj = listed[std::min(b + k, far_count - 1)];
-                            rows[k] = keys.cache->keyframe_row(t0 + jj);
-                            dots[k] = b + k < far_count ? far_s + jj * lanes : spare_dots;
-                        }
-                        transposed_dots<Arch, R, K>(qT, lanes, rows, d, dots);
-                    }
+                    listed_dots(far_count, far_s, [&](std::size_t jj, std::size_t) { return keys.cache->keyframe_row(t0 + jj); });
                 }
 
                 for (std::size_t jj = 0; jj < nt; ++jj)
