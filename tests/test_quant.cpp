@@ -53,7 +53,7 @@ namespace
     /// Prefill of `prompt` positions in chunks of `chunk`, then one decode step a position.
     template <class Arch, class T>
     std::vector<float> run_quant_steps(qkv_data const& in, quant_case const& q, std::size_t prompt, std::size_t chunk,
-                                       parallel_executor const& executor = {})
+                                       parallel_executor const& executor = {}, attention_stats* stats = nullptr)
     {
         std::vector<float> out;
         auto const view = in.make_output(out);
@@ -65,9 +65,9 @@ namespace
             std::size_t const n = p < prompt ? std::min(chunk, prompt - p) : 1;
             auto const qq = in.q_view().slice_positions(p, n), kk = in.k_view().slice_positions(p, n), vv = in.v_view().slice_positions(p, n);
             if (p < prompt)
-                cache.template prefill<Arch>(qq, kk, vv, view.slice_positions(p, n));
+                cache.template prefill<Arch>(qq, kk, vv, view.slice_positions(p, n), stats);
             else
-                cache.template decode<Arch>(qq, kk, vv, view.slice_positions(p, n));
+                cache.template decode<Arch>(qq, kk, vv, view.slice_positions(p, n), stats);
             p += n;
         }
         return out;
@@ -241,6 +241,34 @@ TEMPLATE_LIST_TEST_CASE("quant prefill in chunks, then decode, equals one prefil
         INFO("chunk " << chunk << " arch=" << arch_name<TestType>());
         REQUIRE(max_abs_diff(run_quant_steps<TestType, float>(in, q, 120, chunk), whole) <= tolerance(whole));
     }
+}
+
+TEMPLATE_LIST_TEST_CASE("quant attention counts the dense work in prefill and decode alike, whatever the sinks", "[quant][counters]", tested_archs)
+{
+    // SPEC.md §10: attention sparsity does not apply to coded rows, so both stages
+    // report (i + 1) * d multiply-adds per query head, for keys and values alike.
+    for (std::size_t sinks : {1, 4})
+        for (std::size_t keyframes : {0, 32})
+        {
+            quant_codec const codec{4, 32, keyframes};
+            quant_case const q = make_case(150, 4, 2, 64, sinks, 16, codec, codec, 3);
+            qkv_data const in = q.c.inputs();
+            attention_stats stats;
+            run_quant_steps<TestType, float>(in, q, 100, 30, {}, &stats);
+            auto const dense_work = [&](std::uint64_t from, std::uint64_t to) {
+                std::uint64_t macs = 0;
+                for (std::uint64_t i = from; i < to; ++i)
+                    macs += (i + 1) * q.c.dim * q.c.q_heads;
+                return macs;
+            };
+            INFO("sinks " << sinks << " keyframes " << keyframes << " arch=" << arch_name<TestType>());
+            CHECK(stats.prefill.dense_macs == dense_work(0, 100));
+            CHECK(stats.prefill.hybrid_macs == stats.prefill.dense_macs);
+            CHECK(stats.prefill.hybrid_pv_macs == stats.prefill.dense_pv_macs);
+            CHECK(stats.decode.dense_macs == dense_work(100, 150));
+            CHECK(stats.decode.hybrid_macs == stats.decode.dense_macs);
+            CHECK(stats.decode.hybrid_pv_macs == stats.decode.dense_pv_macs);
+        }
 }
 
 TEST_CASE("quant attention is bit-identical for any thread count", "[quant][threads]")

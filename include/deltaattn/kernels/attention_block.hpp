@@ -534,9 +534,10 @@ namespace deltaattn
                         prefetch_far(keys.exact_row(ahead), d * sizeof(*keys.exact_row(ahead)));
                     if constexpr (reads_dense_far_rows<Keys>::value)
                     {
-                        // (The work of the keyframe path below: a base row at the first far key when sinks > 1, then d per far key.)
+                        // d per far key, the dots the batched pass above performed (no base
+                        // row: a dense k̂_j needs no prefix); a decode step counts the same.
                         if (p_delta[jj] < positions)
-                            macs += (positions - p_delta[jj]) * heads * d * (j == split.sinks && split.sinks > 1 ? 2 : 1);
+                            macs += (positions - p_delta[jj]) * heads * d;
                     }
                     else if constexpr (Keys::has_deltas)
                     {
