@@ -20,6 +20,7 @@
 #ifndef DELTAATTN_CACHES_LAYER_QUANT_CACHE_HPP
 #define DELTAATTN_CACHES_LAYER_QUANT_CACHE_HPP
 
+#include "../detail/aligned_vector.hpp"
 #include "../counters.hpp"
 #include "../detail/check_shapes.hpp"
 #include "../detail/validate.hpp"
@@ -366,7 +367,7 @@ namespace deltaattn
 
         std::vector<basic_quant_cache<T>> m_keys, m_values;
         kernels::stored_chunk<T> m_staged_keys, m_staged_values;
-        std::vector<float> m_far_keys, m_far_values;  // a prefill's reconstructed far rows, per head
+        aligned_vector<float> m_far_keys, m_far_values;  // a prefill's reconstructed far rows, per head
         attention_workspace m_workspace;
         parallel_executor m_executor;
     };

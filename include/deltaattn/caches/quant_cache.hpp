@@ -25,6 +25,7 @@
 #ifndef DELTAATTN_CACHES_QUANT_CACHE_HPP
 #define DELTAATTN_CACHES_QUANT_CACHE_HPP
 
+#include "../detail/aligned_vector.hpp"
 #include "../codecs/quant.hpp"
 #include "../detail/exact_rows.hpp"
 #include "../detail/validate.hpp"
@@ -275,9 +276,10 @@ namespace deltaattn
         std::size_t m_dim, m_capacity, m_size = 0;
         char const* m_name;
 
-        std::vector<T> m_sinks, m_ring, m_stored_row;
-        std::vector<std::uint8_t> m_codes;  // rows >= sinks, then code_padding zeros
-        std::vector<float16> m_scales;      // rows >= sinks, then scale_padding zeros
+        aligned_vector<T> m_sinks, m_ring;  // the rows the kernels read start on cache lines
+        std::vector<T> m_stored_row;
+        aligned_vector<std::uint8_t> m_codes;  // rows >= sinks, then code_padding zeros
+        aligned_vector<float16> m_scales;      // rows >= sinks, then scale_padding zeros
         std::vector<float> m_base, m_reference;
         std::size_t m_saved_size = 0;
         std::vector<float> m_saved_base, m_saved_reference;  // checkpoint()

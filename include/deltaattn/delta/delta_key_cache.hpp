@@ -26,6 +26,7 @@
 #ifndef DELTAATTN_DELTA_DELTA_KEY_CACHE_HPP
 #define DELTAATTN_DELTA_DELTA_KEY_CACHE_HPP
 
+#include "../detail/aligned_vector.hpp"
 #include "../counters.hpp"
 #include "../detail/bits.hpp"
 #include "../detail/exact_rows.hpp"
@@ -305,7 +306,7 @@ namespace deltaattn
         static constexpr std::size_t padding = kernels::expand_padding;
 
         /// Where the next row's packed values go: before the padding.
-        typename std::vector<T>::iterator values_end() noexcept { return m_values.end() - static_cast<std::ptrdiff_t>(padding); }
+        typename aligned_vector<T>::iterator values_end() noexcept { return m_values.end() - static_cast<std::ptrdiff_t>(padding); }
 
         /// Finite, and for a float16 cache inside its range (rounding would make it inf).
         void check_key(float const* key) const
@@ -354,11 +355,12 @@ namespace deltaattn
         std::size_t m_words;
         char const* m_name;  // the argument errors name
 
-        std::vector<T> m_sinks, m_ring;
-        std::vector<float> m_keyframes, m_reference;
-        std::vector<std::uint64_t> m_masks;
+        aligned_vector<T> m_sinks, m_ring;  // the rows the kernels read start on cache lines
+        aligned_vector<float> m_keyframes;
+        std::vector<float> m_reference;
+        aligned_vector<std::uint64_t> m_masks;
         std::vector<std::size_t> m_offsets;  // m_offsets[j] = first packed value of row j
-        std::vector<T> m_values;             // packed values of every row, then `padding` zeros
+        aligned_vector<T> m_values;          // packed values of every row, then `padding` zeros
 
         std::vector<float> m_scratch_reference, m_scratch_values, m_scratch_key;
         std::vector<T> m_scratch_row;

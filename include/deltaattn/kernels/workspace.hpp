@@ -7,6 +7,7 @@
 #define DELTAATTN_KERNELS_WORKSPACE_HPP
 
 #include "../counters.hpp"
+#include "../detail/aligned_vector.hpp"
 #include "arch/expand_kernel.hpp"
 
 #include <algorithm>
@@ -62,27 +63,27 @@ namespace deltaattn
         /// Decode steps take the channel-parallel delta path up to this many heads per block.
         static constexpr std::size_t max_channel_heads = 8;
 
-        std::vector<float> transposed;   ///< queries, [dim][lane]
-        std::vector<float> lane_acc;     ///< output accumulators, [lane][dim]
-        std::vector<float> lane_scores;  ///< a tile's scores, then probabilities, [key][lane]
-        std::vector<float> far_scores;   ///< a tile's far dots q·k̂_j when far keys are dense rows, [key][lane]
-        std::vector<float> lane_factor;  ///< per lane: the tile's softmax rescale factor
-        std::vector<float> lane_sum;     ///< per lane: the softmax denominator
+        aligned_vector<float> transposed;   ///< queries, [dim][lane]
+        aligned_vector<float> lane_acc;     ///< output accumulators, [lane][dim]
+        aligned_vector<float> lane_scores;  ///< a tile's scores, then probabilities, [key][lane]
+        aligned_vector<float> far_scores;   ///< a tile's far dots q·k̂_j when far keys are dense rows, [key][lane]
+        aligned_vector<float> lane_factor;  ///< per lane: the tile's softmax rescale factor
+        aligned_vector<float> lane_sum;     ///< per lane: the softmax denominator
         /// Floats past a converted row's end that stay readable (the expansion kernels
         /// load whole registers).
         static constexpr std::size_t converted_padding = kernels::expand_padding;
-        std::vector<std::uint16_t> value_keys;     ///< tile keys one lane group reads exact values of
-        std::vector<float> value_tile;             ///< a tile's exact value rows, contiguous and widened, [key][dim]
-        std::vector<float> far_tile;               ///< a tile's rebuilt far value rows v̂_j, [key][dim]
-        std::vector<float> value_weighted;         ///< decode, delta values: Σ C Δv per head, [dim][head]
-        std::vector<float> value_reference;        ///< prefill, delta values: the running reference v̂
-        std::vector<float> decode_scores;  ///< decode: scores, then probabilities, [head][key]
-        std::vector<float> converted;      ///< a float16 row widened to float (convert.hpp)
+        aligned_vector<std::uint16_t> value_keys;     ///< tile keys one lane group reads exact values of
+        aligned_vector<float> value_tile;             ///< a tile's exact value rows, contiguous and widened, [key][dim]
+        aligned_vector<float> far_tile;               ///< a tile's rebuilt far value rows v̂_j, [key][dim]
+        aligned_vector<float> value_weighted;         ///< decode, delta values: Σ C Δv per head, [dim][head]
+        aligned_vector<float> value_reference;        ///< prefill, delta values: the running reference v̂
+        aligned_vector<float> decode_scores;  ///< decode: scores, then probabilities, [head][key]
+        aligned_vector<float> converted;      ///< a float16 row widened to float (convert.hpp)
         /// Keys one register block of the prefill's exact scores reads at most.
         static constexpr std::size_t max_score_keys = 8;
-        std::vector<float> converted_keys;  ///< that block's float16 keys widened, a row per converted_stride()
+        aligned_vector<float> converted_keys;  ///< that block's float16 keys widened, a row per converted_stride()
         std::size_t converted_stride() const noexcept { return m_dim + converted_padding; }
-        std::vector<float> quant;          ///< code-row decode: permuted queries and outputs (quant_decode.hpp)
+        aligned_vector<float> quant;          ///< code-row decode: permuted queries and outputs (quant_decode.hpp)
 
         /// Grows (never shrinks) `quant` to `floats`.
         void reserve_quant(std::size_t floats)
