@@ -117,27 +117,20 @@ namespace
         return 2.0 * sizeof(T) * n * kv_heads * d;
     }
 
-    /// `x` as binary16.
-    std::vector<float16> halves(std::vector<float> const& x)
-    {
-        std::vector<float16> h(x.size());
-        std::transform(x.begin(), x.end(), h.begin(), from_float<float16>);
-        return h;
-    }
-
     /// The workload's keys or values (`x` = in.k or in.v) as storage T: `copies` copies,
-    /// token-major, for decode steps to rotate over.
+    /// token-major, for decode steps to rotate over. Each starts on a cache line, as an
+    /// engine's tensor buffers do, so the dense steps' rows do not straddle lines either
+    /// (the caches' rows do not).
     template <class T>
-    std::vector<std::vector<T>> stored_copies(std::vector<float> const& x, std::size_t copies)
+    std::vector<aligned_vector<T>> stored_copies(std::vector<float> const& x, std::size_t copies)
     {
-        if constexpr (std::is_same<T, float>::value)
-            return std::vector<std::vector<T>>(copies, x);
-        else
-            return std::vector<std::vector<T>>(copies, halves(x));
+        aligned_vector<T> stored(x.size());
+        std::transform(x.begin(), x.end(), stored.begin(), from_float<T>);
+        return std::vector<aligned_vector<T>>(copies, stored);
     }
 
-    template <class T>
-    tensor_view<const T> token_major(qkv_data const& in, std::vector<T> const& x)
+    template <class T, class Alloc>
+    tensor_view<const T> token_major(qkv_data const& in, std::vector<T, Alloc> const& x)
     {
         return make_token_major(x.data(), in.shape.positions, in.shape.kv_heads, in.shape.dim);
     }
