@@ -54,7 +54,9 @@ namespace deltaattn
 
         namespace quant_detail
         {
-            /// Far scores [first, end) of every head: code-row dots, then prefix sums.
+            /// Far scores [first, end) of every head: code-row dots, then prefix sums. The
+            /// sums of up to four heads go side by side, each head's adds in row order: one
+            /// head at a time, each row waited for the add before it.
             template <class Arch, unsigned Bits, class T>
             void far_scores(basic_quant_cache<T> const& keys, float const* const* q, std::size_t heads, std::size_t first, std::size_t end, float* s,
                             std::size_t stride, float* scratch) noexcept
@@ -67,22 +69,26 @@ namespace deltaattn
                     code_row_dots<Arch, Bits, decltype(chunk)::value>(keys, layout, qP + h0 * layout.padded, first, end, s + h0 * stride, stride, scales);
                 });
                 quant_codec const& codec = keys.codec();
-                for (std::size_t h = 0; h < heads; ++h)
-                {
-                    float* const row = s + h * stride;
+                bool const from_base = codec.next_keyframe(first) != first;
+                for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
+                    constexpr std::size_t N = decltype(chunk)::value;
+                    float running[N];
+                    for (std::size_t h = 0; h < N; ++h)
+                        running[h] = from_base ? row_dot<Arch>(q[h0 + h], keys.base_row(), keys.dim()) : 0.0f;
+                    float* const row = s + h0 * stride;
                     std::size_t keyframe = codec.next_keyframe(first);
-                    float running = keyframe == first ? 0.0f : row_dot<Arch>(q[h], keys.base_row(), keys.dim());
                     for (std::size_t j = first; j < end; ++j)
                     {
                         if (j == keyframe)
                         {
-                            running = 0.0f;
+                            std::fill(running, running + N, 0.0f);
                             keyframe = codec.next_keyframe(j + 1);
                         }
-                        running += row[j];
-                        row[j] = running;
+                        DELTAATTN_UNROLL
+                        for (std::size_t h = 0; h < N; ++h)
+                            row[h * stride + j] = running[h] += row[h * stride + j];
                     }
-                }
+                });
             }
 
             /// o_h += Σ_{j in [first, end)} p_h[j] v̂_j for coded values: p becomes the
@@ -96,24 +102,26 @@ namespace deltaattn
                 float* const scales = scratch + 2 * heads * layout.padded;
                 float* const lanes_scales = scales + 64 * values.codec().scales(values.dim()) + 64;
                 quant_codec const& codec = values.codec();
-                for (std::size_t h = 0; h < heads; ++h)
-                {
-                    float* const row = p + h * stride;
-                    float mass = 0.0f;
+                for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
+                    constexpr std::size_t N = decltype(chunk)::value;
+                    float mass[N] = {};
+                    float* const row = p + h0 * stride;
                     std::size_t keyframe = codec.previous_keyframe(end - 1);
                     for (std::size_t j = end; j-- > first;)
                     {
-                        mass += row[j];
-                        row[j] = mass;
+                        DELTAATTN_UNROLL
+                        for (std::size_t h = 0; h < N; ++h)
+                            row[h * stride + j] = mass[h] += row[h * stride + j];
                         if (j == keyframe)
                         {
-                            mass = 0.0f;
+                            std::fill(mass, mass + N, 0.0f);
                             keyframe = j == 0 ? codec.none : codec.previous_keyframe(j - 1);
                         }
                     }
-                    if (mass != 0.0f)  // the first segment starts from v̂_{sinks-1}
-                        row_axpy<Arch>(mass, values.base_row(), o + h * values.dim(), values.dim());
-                }
+                    for (std::size_t h = 0; h < N; ++h)
+                        if (mass[h] != 0.0f)  // the first segment starts from v̂_{sinks-1}
+                            row_axpy<Arch>(mass[h], values.base_row(), o + (h0 + h) * values.dim(), values.dim());
+                });
                 std::fill(oP, oP + heads * layout.padded, 0.0f);
                 for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
                     code_row_values<Arch, Bits, decltype(chunk)::value>(values, layout, p + h0 * stride, stride, first, end, oP + h0 * layout.padded,
