@@ -36,6 +36,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -118,19 +119,44 @@ namespace
     }
 
     /// The workload's keys or values (`x` = in.k or in.v) as storage T: `copies` copies,
-    /// token-major, for decode steps to rotate over. Each starts on a cache line, as an
-    /// engine's tensor buffers do, so the dense steps' rows do not straddle lines either
-    /// (the caches' rows do not).
+    /// token-major, for decode steps to rotate over. Each view starts on a cache line, as
+    /// an engine's tensor buffers do, so the dense steps' rows do not straddle lines
+    /// either (the caches' rows do not): a plain vector, padded, read from its first
+    /// aligned element. (Copies from an over-aligned allocator instead ran the fp32 n 16384
+    /// dense step 15x slower on this VM, in a fresh process only: an effect of where the
+    /// allocator placed them, not of the kernel.)
     template <class T>
-    std::vector<aligned_vector<T>> stored_copies(std::vector<float> const& x, std::size_t copies)
+    class stored_copy
     {
-        aligned_vector<T> stored(x.size());
-        std::transform(x.begin(), x.end(), stored.begin(), from_float<T>);
-        return std::vector<aligned_vector<T>>(copies, stored);
+    public:
+        explicit stored_copy(std::vector<float> const& x) : m_storage(x.size() + 64 / sizeof(T))
+        {
+            auto const address = reinterpret_cast<std::uintptr_t>(m_storage.data());
+            m_offset = (64 - address % 64) % 64 / sizeof(T);
+            std::transform(x.begin(), x.end(), m_storage.begin() + static_cast<std::ptrdiff_t>(m_offset), from_float<T>);
+        }
+        stored_copy(stored_copy const&) = delete;  // a copy's storage would sit elsewhere
+        stored_copy(stored_copy&&) noexcept = default;
+
+        T const* data() const noexcept { return m_storage.data() + m_offset; }
+
+    private:
+        std::vector<T> m_storage;
+        std::size_t m_offset = 0;
+    };
+
+    template <class T>
+    std::vector<stored_copy<T>> stored_copies(std::vector<float> const& x, std::size_t copies)
+    {
+        std::vector<stored_copy<T>> out;
+        out.reserve(copies);
+        for (std::size_t c = 0; c < copies; ++c)
+            out.emplace_back(x);
+        return out;
     }
 
-    template <class T, class Alloc>
-    tensor_view<const T> token_major(qkv_data const& in, std::vector<T, Alloc> const& x)
+    template <class T>
+    tensor_view<const T> token_major(qkv_data const& in, stored_copy<T> const& x)
     {
         return make_token_major(x.data(), in.shape.positions, in.shape.kv_heads, in.shape.dim);
     }
