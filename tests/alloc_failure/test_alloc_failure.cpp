@@ -1,8 +1,8 @@
 // Fault behaviour: a throwing allocation in the middle of a cache's growth leaves the
 // cache unchanged and usable (the strong guarantee of docs/guarantees.md).
 //
-// This binary replaces the global operator new with one that can be told to throw
-// std::bad_alloc at its N-th allocation from now. Each call that can grow a cache
+// This binary replaces the global operator new (plain and over-aligned) with one that
+// can be told to throw std::bad_alloc at its N-th allocation from now. Each call that can grow a cache
 // (layer_key_cache / layer_kv_cache prefill and decode) runs with N = 0, 1, 2, ...
 // until it goes through: after every injected failure the cache must hold the same
 // positions and bytes, the output must be untouched, and the cache must then compute
@@ -19,7 +19,8 @@ namespace
 {
     std::atomic<long> allocations_until_failure{-1};  // -1: never fail
 
-    void* allocate(std::size_t size)
+    /// Counts an allocation down; throws at the armed one.
+    void count_allocation()
     {
         long left = allocations_until_failure.load();
         while (left >= 0 && !allocations_until_failure.compare_exchange_weak(left, left - 1))
@@ -27,7 +28,22 @@ namespace
         }
         if (left == 0)
             throw std::bad_alloc();
+    }
+
+    void* allocate(std::size_t size)
+    {
+        count_allocation();
         if (void* p = std::malloc(size == 0 ? 1 : size))
+            return p;
+        throw std::bad_alloc();
+    }
+
+    /// The over-aligned forms (the caches' rows start on cache lines: aligned_vector).
+    void* allocate(std::size_t size, std::align_val_t alignment)
+    {
+        count_allocation();
+        auto const a = static_cast<std::size_t>(alignment);
+        if (void* p = std::aligned_alloc(a, (size + a - 1) / a * a + (size == 0 ? a : 0)))
             return p;
         throw std::bad_alloc();
     }
@@ -48,6 +64,12 @@ void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void* operator new(std::size_t size, std::align_val_t a) { return allocate(size, a); }
+void* operator new[](std::size_t size, std::align_val_t a) { return allocate(size, a); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
 using namespace deltaattn_test;
 
