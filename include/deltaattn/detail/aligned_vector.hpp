@@ -5,8 +5,8 @@
  * The kernels load whole registers from scratch rows and cache rows. From a plain
  * std::vector (16-byte aligned under glibc, large blocks too: their mmap header is 16
  * bytes) every 64-byte AVX-512 load of a row straddles two cache lines; on AMD Zen 5
- * that made a 4-bit quantized decode step 1.25x slower (docs/quant.md). Row strides
- * that are multiples of 64 bytes then keep every row aligned.
+ * that made a 4-bit quantized decode step 1.25x slower (docs/benchmarks.md). Rows
+ * whose stride is a multiple of 64 bytes then all start on a line.
  */
 #ifndef DELTAATTN_DETAIL_ALIGNED_VECTOR_HPP
 #define DELTAATTN_DETAIL_ALIGNED_VECTOR_HPP
