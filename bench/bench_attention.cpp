@@ -129,10 +129,10 @@ namespace
     class stored_copy
     {
     public:
-        explicit stored_copy(std::vector<float> const& x) : m_storage(x.size() + 64 / sizeof(T))
+        explicit stored_copy(std::vector<float> const& x) : m_storage(x.size() + line / sizeof(T))
         {
             auto const address = reinterpret_cast<std::uintptr_t>(m_storage.data());
-            m_offset = (64 - address % 64) % 64 / sizeof(T);
+            m_offset = (line - address % line) % line / sizeof(T);
             std::transform(x.begin(), x.end(), m_storage.begin() + static_cast<std::ptrdiff_t>(m_offset), from_float<T>);
         }
         stored_copy(stored_copy const&) = delete;  // a copy's storage would sit elsewhere
@@ -141,6 +141,7 @@ namespace
         T const* data() const noexcept { return m_storage.data() + m_offset; }
 
     private:
+        static constexpr std::size_t line = detail::cache_line;  // the caches' alignment too
         std::vector<T> m_storage;
         std::size_t m_offset = 0;
     };
