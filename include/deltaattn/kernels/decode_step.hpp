@@ -259,14 +259,13 @@ namespace deltaattn
                 }
             }
 
-            /// A dense step's blocks of positions, and how far ahead of a block its rows are
-            /// pulled into L2. Each block visits every KV head in turn, so memory sees rows
-            /// 4 KiB apart (token-major) rather than in address order; with no prefetch that
-            /// streams at 11-12 GB/s on the AMD EPYC (Zen 5) seen here, and with rows pulled
-            /// into L2 two blocks ahead, 22-24 GB/s, as a sequential read does. (Pulled into
-            /// L1 instead, a block's rows evict each other: they share the L1 sets.)
-            /// (dense_block: a multiple of every register width, so blocks align with
-            /// exact_dots's key batches.) The figures are a plain read in this order.
+            /// A dense step's blocks of positions (a multiple of every register width, so
+            /// blocks align with exact_dots's key batches), and how far ahead of a block its
+            /// rows are pulled into L2. Each block visits every KV head in turn, so memory
+            /// sees rows 4 KiB apart (token-major) rather than in address order. A plain read
+            /// in this order streams 11-12 GB/s on the AMD EPYC (Zen 5) seen here, and 22-24
+            /// GB/s, as a sequential read does, with rows pulled into L2 two blocks ahead;
+            /// pulled into L1 instead, a block's rows evict each other (they share L1 sets).
             constexpr std::size_t dense_block = 16, dense_ahead = 2 * dense_block;
 
             /// Pulls rows [first, end) of KV head `kv` of a token-major cache into L2.
