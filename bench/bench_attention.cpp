@@ -9,7 +9,8 @@
 // delta sparsity rho), hybrid_kv (delta K and V, the same rho on both), or
 // hybrid_k_block8 / hybrid_kv_block8 (block policy, g = 8); decode also has
 // quant_k/bits:B and quant_kv/bits:B (SPEC.md §10: K, or K and V, coded in B bits with
-// 32-channel groups; the sinks and window exact in the case's storage), and prefill
+// 32-channel groups; the sinks and window exact in the case's storage; /q:int8 after B:
+// the keys' codes dotted with int8 queries), and prefill
 // quant_kv/bits:B (d 128, n >= 1024; codes built inside the timed call). Decode cases also run on
 // binary16 storage (`/kv:f16` after d: float16 K/V views for dense, delta_key_cache_f16
 // for hybrid), paired with the dense case of the same storage; report.py also pairs
@@ -308,12 +309,14 @@ namespace
     /// (32-channel groups), values coded the same way or (`coded_values` false) kept exact
     /// for every position. T: the exact sets' storage.
     template <class T>
-    void quant_decode_step(benchmark::State& state, std::size_t n, std::size_t d, unsigned bits, bool coded_values)
+    void quant_decode_step(benchmark::State& state, std::size_t n, std::size_t d, unsigned bits, bool coded_values, bool int8_queries)
     {
         auto const& in = workload(n, d);
         std::size_t const group = q_heads / kv_heads;
-        quant_codec const codec{bits, 32, 256};
-        std::optional<quant_codec> const value_codec = coded_values ? std::optional<quant_codec>(codec) : std::nullopt;
+        quant_codec const value_coding{bits, 32, 256};
+        quant_codec codec = value_coding;
+        codec.int8_queries = int8_queries;
+        std::optional<quant_codec> const value_codec = coded_values ? std::optional<quant_codec>(value_coding) : std::nullopt;
         std::vector<basic_quant_cache<T>> keys, values;
         double bytes = 0.0;
         for (std::size_t h = 0; h < kv_heads; ++h)
@@ -463,12 +466,13 @@ namespace
                     auto const quant = f16 ? quant_decode_step<float16> : quant_decode_step<float>;
                     for (unsigned bits : {4u, 8u})
                         for (bool coded_values : {true, false})
-                            if (d == 128 && n >= 1024 && n != 8192)
-                                benchmark::RegisterBenchmark(("decode/quant_" + std::string(coded_values ? "kv" : "k") + "/bits:" + std::to_string(bits) +
-                                                              shape(n, d, f16))
-                                                                 .c_str(),
-                                                             quant, n, d, bits, coded_values)
-                                    ->Unit(benchmark::kMicrosecond);
+                            for (bool int8_queries : {false, true})
+                                if (d == 128 && n >= 1024 && n != 8192)
+                                    benchmark::RegisterBenchmark(("decode/quant_" + std::string(coded_values ? "kv" : "k") + "/bits:" + std::to_string(bits) +
+                                                                  (int8_queries ? "/q:int8" : "") + shape(n, d, f16))
+                                                                     .c_str(),
+                                                                 quant, n, d, bits, coded_values, int8_queries)
+                                        ->Unit(benchmark::kMicrosecond);
                     auto const dense = f16 ? dense_decode_step<float16> : dense_decode_step<float>;
                     auto const hybrid = f16 ? hybrid_decode_step<float16> : hybrid_decode_step<float>;
                     benchmark::RegisterBenchmark(("decode/dense" + shape(n, d, f16)).c_str(), dense, n, d)->Unit(benchmark::kMicrosecond);

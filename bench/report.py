@@ -48,7 +48,7 @@ def pair(table):
     dense case (variant dense_f16) with the fp32 dense case of its stage and shape."""
     rows = []
     for name, hybrid in sorted(table.items()):
-        m = re.match(r"(prefill|decode|crossover)/(hybrid[^/]*(?:/rho:\d+)?|quant_kv?/bits:\d+|dense)(/n:\d+/d:\d+)(/kv:f16)?(/t:\d+)?$", name)
+        m = re.match(r"(prefill|decode|crossover)/(hybrid[^/]*(?:/rho:\d+)?|quant_kv?/bits:\d+(?:/q:int8)?|dense)(/n:\d+/d:\d+)(/kv:f16)?(/t:\d+)?$", name)
         if not m:
             continue
         stage, variant, shape, f16, threads = m.groups()

@@ -101,13 +101,16 @@ namespace deltaattn
         DELTAATTN_REQUIRE(out.rows == q.rows && out.cols == q.cols, "out", "must have q's shape");
         if (ko.check_finite)
             detail::require_finite_rows(q, "q");
+        if (keys.codec().int8_queries)
+            for (std::size_t h = 0; h < q.rows; ++h)
+                kernels::require_int8_query_range(q.row(h), q.cols);
         std::size_t const d = keys.dim(), last = keys.size() - 1;
         kernels::prepare_workspace<Arch>(workspace, {}, q.rows, 1, keys.size(), d);
         std::size_t floats = kernels::quant_scratch_floats(q.rows, d, keys.codec());
         if (values.coded())
             floats = std::max(floats, kernels::quant_scratch_floats(q.rows, d, values.codec()));
         block_scratch& ws = workspace.slot(0);
-        ws.reserve_quant(floats);
+        ws.reserve_quant(floats, kernels::quant_scratch_words(q.rows, d, keys.codec()));
         attention_work work;
         kernels::quant_decode_block<Arch>(keys, values, {}, {}, keys.size(), tensor_view<const float>{q.data, 1, q.rows, q.cols, 0, q.row_stride},
                                           tensor_view<float>{out.data, 1, out.rows, out.cols, 0, out.row_stride}, last,
@@ -133,7 +136,10 @@ namespace deltaattn
             DELTAATTN_REQUIRE(kv_heads >= 1, "heads", "kv_heads must be >= 1" + detail::got(kv_heads));
             validate_codec(key_codec, dim, "bits", "scale_group");
             if (value_codec)
+            {
                 validate_codec(*value_codec, dim, "value_bits", "value_scale_group");
+                DELTAATTN_REQUIRE(!value_codec->int8_queries, "value_int8_queries", "int8 queries apply to the key codec only");
+            }
             m_keys.reserve(kv_heads);
             m_values.reserve(kv_heads);
             for (std::size_t h = 0; h < kv_heads; ++h)
@@ -214,7 +220,7 @@ namespace deltaattn
             // Everything that allocates or throws comes first.
             kernels::prepare_workspace<Arch>(m_workspace, m_executor, group, n_c, first + n_c, d);
             for (std::size_t worker = 0; worker < m_executor.workers; ++worker)
-                m_workspace.slot(worker).reserve_quant(quant_scratch_floats(group, d));
+                m_workspace.slot(worker).reserve_quant(quant_scratch_floats(group, d), kernels::quant_scratch_words(group, d, m_keys.front().codec()));
             if (!step)
             {
                 m_far_keys.resize(heads * far_rows * d);
@@ -335,6 +341,9 @@ namespace deltaattn
             DELTAATTN_REQUIRE(q.positions >= 1, "q", "must hold at least one position");
             if (options().check_finite)
                 detail::require_finite_tensor(q, "q");
+            if (q.positions == 1 && m_keys.front().codec().int8_queries)
+                for (std::size_t h = 0; h < q.heads; ++h)
+                    kernels::require_int8_query_range(q.at(0, h), q.dim);
         }
 
         void check_heads(tensor_view<const float> k, tensor_view<const float> v) const

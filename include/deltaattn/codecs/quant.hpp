@@ -45,6 +45,11 @@ namespace deltaattn
         /// Keyframe interval R: rows j % R == 0 are quantized directly (R = 1: every row,
         /// llama.cpp's q8_0/q4_0 family); 0: only row 0, every later row a residual.
         std::size_t keyframe_interval = 256;
+        /// Keys only: decode steps dot the far rows with the query quantized to int8 per
+        /// 32 channels (SPEC.md §10's last rule; quantize_query_group), in integer dot
+        /// instructions. Prefill chunks keep fp32 queries. The score bound then adds
+        /// α Σ_c |k̂[c]| s_q[c] / 2.
+        bool int8_queries = false;
 
         /// The largest code magnitude, 2^{b−1} − 1.
         int qmax() const noexcept { return (1 << (bits - 1)) - 1; }
@@ -124,6 +129,30 @@ namespace deltaattn
             return static_cast<std::int8_t>(row[c]);
         int const nibble = (row[c / 2] >> (4 * (c % 2))) & 0x0F;
         return nibble >= 8 ? nibble - 16 : nibble;
+    }
+
+    /// Channels per scale of an int8 query (SPEC.md §10's last rule).
+    constexpr std::size_t quant_query_group = 32;
+    /// The largest |q| an int8 query can hold: 127 times binary16's largest value.
+    constexpr float quant_query_limit = 127.0f * 65504.0f;
+
+    /**
+     * Quantizes `n` <= 32 query channels to int8: s = absmax / 127 rounded up to binary16,
+     * codes round_half_even(q / s) in fp32 (|code| <= 127; s = 0 gives zeros). Returns s.
+     * Callers refuse |q| > quant_query_limit first; a larger value is clipped here.
+     */
+    inline float quantize_query_group(float const* q, std::size_t n, std::int8_t* codes) noexcept
+    {
+        float absmax = 0.0f;
+        for (std::size_t c = 0; c < n; ++c)
+            absmax = std::max(absmax, std::fabs(q[c]));
+        float const s = std::min(half_to_float(codec_detail::half_at_least(absmax / 127.0f)), 65504.0f);
+        for (std::size_t c = 0; c < n; ++c)
+        {
+            float const x = s == 0.0f ? 0.0f : std::nearbyint(q[c] / s);
+            codes[c] = static_cast<std::int8_t>(std::min(127.0f, std::max(-127.0f, x)));
+        }
+        return s;
     }
 
     /**

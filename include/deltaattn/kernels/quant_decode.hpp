@@ -4,7 +4,8 @@
  * position for the g query heads of one KV head.
  *
  *  1. exact dots for the sinks and the window (decode_step.hpp's exact_dots);
- *  2. the far rows' dots q·(s ⊙ c) straight from the codes (quant_rows.hpp), then one
+ *  2. the far rows' dots q·(s ⊙ c) straight from the codes (quant_rows.hpp; with int8
+ *     queries, q̃·(s ⊙ c) in integer dots, quant_int8_dots.hpp), then one
  *     pass of prefix sums per head, q·k̂_j = q·k̂_{j−1} + q·(s ⊙ c)_j, restarting at
  *     keyframes and starting from q·k̂_{sinks−1} (the base row);
  *  3. the softmax over all scores;
@@ -23,6 +24,7 @@
 #include "../views.hpp"
 #include "decode_step.hpp"
 #include "key_sources.hpp"
+#include "quant_int8_dots.hpp"
 #include "quant_rows.hpp"
 #include "row_ops.hpp"
 #include "workspace.hpp"
@@ -59,22 +61,39 @@ namespace deltaattn
             /// head at a time, each row waited for the add before it.
             template <class Arch, unsigned Bits, class T>
             void far_scores(basic_quant_cache<T> const& keys, float const* const* q, std::size_t heads, std::size_t first, std::size_t end, float* s,
-                            std::size_t stride, float* scratch) noexcept
+                            std::size_t stride, float* scratch, std::int32_t* words) noexcept
             {
                 code_spans<Arch, Bits> const layout(keys.codec(), keys.dim());
-                float* const qP = scratch;
+                float* const qP = scratch;  // (int8 queries: their lane scales)
                 float* const scales = scratch + 2 * heads * layout.padded;
-                permute_queries(layout, q, heads, qP);
-                for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
-                    code_row_dots<Arch, Bits, decltype(chunk)::value>(keys, layout, qP + h0 * layout.padded, first, end, s + h0 * stride, stride, scales);
-                });
                 quant_codec const& codec = keys.codec();
+                float const* base_q[block_scratch::max_decode_heads];  // what the base row is dotted with
+                std::copy(q, q + heads, base_q);
+                if (codec.int8_queries)
+                {
+                    int8_query_layout<Arch, Bits> const ql(layout);
+                    float* const rounded = scratch + heads * layout.padded;  // (free until far_values)
+                    prepare_int8_queries(layout, q, heads, words, qP, rounded);
+                    for (std::size_t h = 0; h < heads; ++h)
+                        base_q[h] = rounded + h * layout.d;
+                    for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
+                        code_row_dots_int8<Arch, Bits, decltype(chunk)::value>(keys, layout, words + h0 * ql.words_per_head(), qP + h0 * ql.floats_per_head(),
+                                                                               first, end, s + h0 * stride, stride, scales);
+                    });
+                }
+                else
+                {
+                    permute_queries(layout, q, heads, qP);
+                    for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
+                        code_row_dots<Arch, Bits, decltype(chunk)::value>(keys, layout, qP + h0 * layout.padded, first, end, s + h0 * stride, stride, scales);
+                    });
+                }
                 bool const from_base = codec.next_keyframe(first) != first;
                 for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
                     constexpr std::size_t N = decltype(chunk)::value;
                     float running[N];
                     for (std::size_t h = 0; h < N; ++h)
-                        running[h] = from_base ? row_dot<Arch>(q[h0 + h], keys.base_row(), keys.dim()) : 0.0f;
+                        running[h] = from_base ? row_dot<Arch>(base_q[h0 + h], keys.base_row(), keys.dim()) : 0.0f;
                     float* const row = s + h0 * stride;
                     std::size_t keyframe = codec.next_keyframe(first);
                     for (std::size_t j = first; j < end; ++j)
@@ -158,9 +177,9 @@ namespace deltaattn
             if (far)
             {
                 if (keys.codec().bits == 4)
-                    quant_detail::far_scores<Arch, 4>(keys, qh, heads, far_first, far_end, s, stride, ws.quant.data());
+                    quant_detail::far_scores<Arch, 4>(keys, qh, heads, far_first, far_end, s, stride, ws.quant.data(), ws.quant_words.data());
                 else
-                    quant_detail::far_scores<Arch, 8>(keys, qh, heads, far_first, far_end, s, stride, ws.quant.data());
+                    quant_detail::far_scores<Arch, 8>(keys, qh, heads, far_first, far_end, s, stride, ws.quant.data(), ws.quant_words.data());
             }
 
             alignas(64) float sums[block_scratch::max_decode_heads];

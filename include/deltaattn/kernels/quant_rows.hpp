@@ -172,18 +172,18 @@ namespace deltaattn
         }
 
         /**
-         * s[h * stride + j] = qP_h · (s_j ⊙ c_j) for code rows j in [j0, j1) and H heads:
-         * w rows at a time, reduced with one transpose-add.
+         * s[h * stride + j] = the lane sum of row j's accumulator for head h, over code rows
+         * j in [j0, j1) and H heads: w rows at a time (their scales widened at once), each
+         * row's H accumulators filled by `row_dot(codes, row_scales, acc)`, then reduced
+         * with one transpose-add per head.
          */
-        template <class Arch, unsigned Bits, std::size_t H, class T>
-        void code_row_dots(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, float const* qP, std::size_t j0, std::size_t j1,
-                           float* s, std::size_t stride, float* scales) noexcept
+        template <class Arch, std::size_t H, unsigned Bits, class T, class RowDot>
+        DELTAATTN_ALWAYS_INLINE void batched_row_dots(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, std::size_t j0, std::size_t j1,
+                                                      float* s, std::size_t stride, float* scales, RowDot&& row_dot) noexcept
         {
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
-            using spans = code_spans<Arch, Bits>;
-            constexpr std::size_t w = spans::w, F = spans::fields;
-            quant_detail::lane_scales<Arch, Bits> const lane_scale(layout);
+            constexpr std::size_t w = code_spans<Arch, Bits>::w;
             for (std::size_t t0 = j0; t0 < j1; t0 += w)
             {
                 std::size_t const nb = std::min(w, j1 - t0);
@@ -194,32 +194,11 @@ namespace deltaattn
                 for (std::size_t r = 0; r < w; ++r)
                 {
                     std::size_t const rr = r < nb ? r : 0;
-                    std::uint8_t const* codes = cache.code_row(t0 + rr).codes;
-                    float const* row_scales = scales + rr * layout.groups;
                     reg acc[H];
                     DELTAATTN_UNROLL
                     for (auto& a : acc)
                         a = ops::zero();
-                    for (std::size_t sp = 0; sp < layout.count; ++sp)
-                    {
-                        reg field[F];
-                        quant_detail::unpack<Arch, Bits, 0>(ops::load_words(codes + sp * w * 4), field, std::make_index_sequence<F>{});
-                        reg const ls = lane_scale(row_scales, sp);
-                        DELTAATTN_UNROLL
-                        for (std::size_t h = 0; h < H; ++h)
-                        {
-                            float const* qs = qP + h * layout.padded + sp * F * w;
-                            reg even = ops::mul(ops::load(qs), field[0]);
-                            reg odd = ops::mul(ops::load(qs + w), field[1]);
-                            DELTAATTN_UNROLL
-                            for (std::size_t f = 2; f < F; f += 2)
-                            {
-                                even = ops::fma(ops::load(qs + f * w), field[f], even);
-                                odd = ops::fma(ops::load(qs + (f + 1) * w), field[f + 1], odd);
-                            }
-                            acc[h] = ops::fma(ops::add(even, odd), ls, acc[h]);
-                        }
-                    }
+                    row_dot(cache.code_row(t0 + rr).codes, scales + rr * layout.groups, acc);
                     DELTAATTN_UNROLL
                     for (std::size_t h = 0; h < H; ++h)
                         rows[h][r] = acc[h];
@@ -227,6 +206,40 @@ namespace deltaattn
                 for (std::size_t h = 0; h < H; ++h)
                     store_first<Arch>(s + h * stride + t0, ops::reduce_add_rows(rows[h]), nb);
             }
+        }
+
+        /// s[h * stride + j] = qP_h · (s_j ⊙ c_j) for code rows j in [j0, j1) and H heads.
+        template <class Arch, unsigned Bits, std::size_t H, class T>
+        void code_row_dots(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, float const* qP, std::size_t j0, std::size_t j1,
+                           float* s, std::size_t stride, float* scales) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            using reg = typename ops::reg;
+            using spans = code_spans<Arch, Bits>;
+            constexpr std::size_t w = spans::w, F = spans::fields;
+            quant_detail::lane_scales<Arch, Bits> const lane_scale(layout);
+            batched_row_dots<Arch, H>(cache, layout, j0, j1, s, stride, scales, [&](std::uint8_t const* codes, float const* row_scales, reg* acc) {
+                for (std::size_t sp = 0; sp < layout.count; ++sp)
+                {
+                    reg field[F];
+                    quant_detail::unpack<Arch, Bits, 0>(ops::load_words(codes + sp * w * 4), field, std::make_index_sequence<F>{});
+                    reg const ls = lane_scale(row_scales, sp);
+                    DELTAATTN_UNROLL
+                    for (std::size_t h = 0; h < H; ++h)
+                    {
+                        float const* qs = qP + h * layout.padded + sp * F * w;
+                        reg even = ops::mul(ops::load(qs), field[0]);
+                        reg odd = ops::mul(ops::load(qs + w), field[1]);
+                        DELTAATTN_UNROLL
+                        for (std::size_t f = 2; f < F; f += 2)
+                        {
+                            even = ops::fma(ops::load(qs + f * w), field[f], even);
+                            odd = ops::fma(ops::load(qs + (f + 1) * w), field[f + 1], odd);
+                        }
+                        acc[h] = ops::fma(ops::add(even, odd), ls, acc[h]);
+                    }
+                }
+            });
         }
 
         /**

@@ -85,11 +85,15 @@ namespace deltaattn
         std::size_t converted_stride() const noexcept { return m_dim + converted_padding; }
         aligned_vector<float> quant;          ///< code-row decode: permuted queries and outputs (quant_decode.hpp)
 
-        /// Grows (never shrinks) `quant` to `floats`.
-        void reserve_quant(std::size_t floats)
+        aligned_vector<std::int32_t> quant_words;  ///< code-row decode with int8 queries: query and start words (quant_int8_dots.hpp)
+
+        /// Grows (never shrinks) `quant` to `floats` and `quant_words` to `words`.
+        void reserve_quant(std::size_t floats, std::size_t words = 0)
         {
             if (quant.size() < floats)
                 quant.assign(floats, 0.0f);
+            if (quant_words.size() < words)
+                quant_words.assign(words, 0);
         }
         attention_work work;  ///< work of the tasks this slot ran in the current call
 

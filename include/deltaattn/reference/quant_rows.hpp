@@ -98,12 +98,44 @@ namespace deltaattn
             return out;
         }
 
-        /// SPEC.md §10's score bound for a far cell j: alpha Σ_c |q[c]| s_j[c] / 2.
-        inline double quant_score_bound(float const* q, std::size_t j, quant_rows const& rows, float scale)
+        /// A query as SPEC.md §10's int8 rule leaves it: per group of 32 channels (the
+        /// last may be shorter), s_q = absmax / 127 rounded up to binary16, then
+        /// q̃[c] = s_q · round_half_even(q[c] / s_q). `scales` (if given) gets s_q per channel.
+        inline std::vector<float> int8_query(float const* q, std::size_t dim, std::vector<float>* scales = nullptr)
         {
+            std::vector<float> out(dim), s(dim);
+            for (std::size_t c0 = 0; c0 < dim; c0 += 32)
+            {
+                std::size_t const c1 = c0 + 32 < dim ? c0 + 32 : dim;
+                float absmax = 0.0f;
+                for (std::size_t c = c0; c < c1; ++c)
+                    absmax = std::fabs(q[c]) > absmax ? std::fabs(q[c]) : absmax;
+                float const sq = detail_oracle::half_round_up(absmax / 127.0f);
+                for (std::size_t c = c0; c < c1; ++c)
+                {
+                    out[c] = sq == 0.0f ? 0.0f : sq * detail_oracle::round_half_even(q[c] / sq);
+                    s[c] = sq;
+                }
+            }
+            if (scales)
+                *scales = s;
+            return out;
+        }
+
+        /// SPEC.md §10's score bound for a far cell j: alpha Σ_c |q[c]| s_j[c] / 2, plus
+        /// alpha Σ_c |k̂_j[c]| s_q[c] / 2 for an int8 query.
+        inline double quant_score_bound(float const* q, std::size_t j, quant_rows const& rows, float scale, bool int8 = false)
+        {
+            std::vector<float> s_q;
+            if (int8)
+                int8_query(q, rows.dim, &s_q);
             double b = 0.0;
             for (std::size_t c = 0; c < rows.dim; ++c)
+            {
                 b += std::fabs(static_cast<double>(q[c])) * rows.scale_row(j)[c] / 2.0;
+                if (int8)
+                    b += std::fabs(static_cast<double>(rows.reference_row(j)[c])) * s_q[c] / 2.0;
+            }
             return effective_scale(scale, rows.dim) * b;
         }
 
@@ -111,11 +143,13 @@ namespace deltaattn
          * Hybrid attention with a quantized far context, in double: for query i, key j is
          * exact (k_j, v_j as storage T holds them) for the sinks and the window, else k̂_j
          * (and v̂_j when `value_codec` is given, else v_j). Keys and values are coded from
-         * the fp32 inputs.
+         * the fp32 inputs. With `key_codec.int8_queries`, the queries at positions
+         * >= `decode_from` (decode steps) meet the far keys as int8_query(q).
          */
         template <class T = float>
         void quant_attention(tensor_view<const float> q, tensor_view<const float> k_in, tensor_view<const float> v_in, tensor_view<float> out,
-                             hybrid_options const& options, quant_codec const& key_codec, std::optional<quant_codec> const& value_codec = {})
+                             hybrid_options const& options, quant_codec const& key_codec, std::optional<quant_codec> const& value_codec = {},
+                             std::size_t decode_from = 0)
         {
             deltaattn::detail::check_attention_shapes(q, k_in, v_in, out);
             validate_options(options);
@@ -133,8 +167,10 @@ namespace deltaattn
             detail_oracle::for_each_query(q, k, out, [&](float const* qv, std::size_t i, std::size_t kv, float* o) {
                 auto const exact = [&](std::size_t j) { return j < options.sinks || j + options.window > i; };
                 std::vector<double> s(i + 1);
+                bool const int8 = key_codec.int8_queries && i >= decode_from;
+                std::vector<float> const q_far = int8 ? int8_query(qv, q.dim) : std::vector<float>(qv, qv + q.dim);
                 for (std::size_t j = 0; j <= i; ++j)
-                    s[j] = alpha * dot(qv, exact(j) ? k.head(kv).row(j) : key_rows[kv].reference_row(j), q.dim);
+                    s[j] = alpha * (exact(j) ? dot(qv, k.head(kv).row(j), q.dim) : dot(q_far.data(), key_rows[kv].reference_row(j), q.dim));
                 auto const value_row = [&](std::size_t j) {
                     return value_codec && !exact(j) ? value_rows[kv].reference_row(j) : v.head(kv).row(j);
                 };

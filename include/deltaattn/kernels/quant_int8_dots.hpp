@@ -1,0 +1,172 @@
+/**
+ * @file kernels/quant_int8_dots.hpp
+ * The far rows' dots q̃·(s ⊙ c) with the query quantized to int8 (SPEC.md §10's last
+ * rule, `quant_codec::int8_queries`): integer dots of whole code registers, one
+ * conversion and two multiplies per head and register.
+ *
+ * Why: widening codes to floats costs three instructions per 16 channels before the
+ * FMAs (kernels/quant_rows.hpp); an integer dot instruction (VNNI, sdot, pmaddubsw)
+ * takes the packed bytes as they are, 64 channels per instruction on AVX-512.
+ *
+ * Per KV head and step, each query head h is quantized once (codecs/quant.hpp,
+ * quantize_query) and laid out against the code words (kernels/arch/code_dots.hpp):
+ *   query words  [span][part][lane]  the int8 query bytes of each code word's channels
+ *   start words  [span][lane]        −bias × Σ of those bytes: each dot's starting value
+ *   query scales [span][lane]        s_q of each word's 32-channel group (0 past d)
+ * A word's channels never straddle a 32-channel group, so per lane
+ *     q̃·(s ⊙ c) = Σ_lanes s_row[lane] · s_q[lane] · (integer dot of the lane's word).
+ */
+#ifndef DELTAATTN_KERNELS_QUANT_INT8_DOTS_HPP
+#define DELTAATTN_KERNELS_QUANT_INT8_DOTS_HPP
+
+#include "../arch.hpp"
+#include "../caches/quant_cache.hpp"
+#include "../codecs/quant.hpp"
+#include "../detail/validate.hpp"
+#include "arch/code_dots.hpp"
+#include "quant_rows.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace deltaattn
+{
+    namespace kernels
+    {
+        /// int32 words of ws.quant_words a step of `heads` heads needs (0 unless the
+        /// codec reads int8 queries): query words and start words of every head.
+        inline std::size_t quant_scratch_words(std::size_t heads, std::size_t dim, quant_codec const& codec) noexcept
+        {
+            if (!codec.int8_queries)
+                return 0;
+            std::size_t const fields = 32 / codec.bits, span = 16 * fields;  // the widest arch's span
+            std::size_t const words = (dim + span - 1) / span * 16;
+            return heads * words * (2 + 1);  // up to two query parts, and the start words
+        }
+
+        /// Refuses, naming "q", a query whose int8 scale would not fit binary16
+        /// (|q| > quant_query_limit): SPEC.md §10 refuses such a scale rather than clip.
+        inline void require_int8_query_range(float const* q, std::size_t n)
+        {
+            for (std::size_t c = 0; c < n; ++c)
+                DELTAATTN_REQUIRE(!(std::fabs(q[c]) > quant_query_limit), "q",
+                                "has |q| = " + std::to_string(std::fabs(q[c])) + " at channel " + std::to_string(c) +
+                                    ", beyond int8 queries' range (127 x 65504)");
+        }
+
+        /// One head's int8 query, laid out for code_row_dots_int8.
+        template <class Arch, unsigned Bits>
+        struct int8_query_layout
+        {
+            using spans = code_spans<Arch, Bits>;
+            using dots = code_dots<Arch, Bits>;
+            static constexpr std::size_t w = spans::w, parts = dots::parts;
+
+            std::size_t count;  // spans per row
+
+            explicit int8_query_layout(spans const& layout) noexcept : count(layout.count) {}
+            std::size_t words_per_head() const noexcept { return count * w * (parts + 1); }
+            std::size_t floats_per_head() const noexcept { return count * w; }
+        };
+
+        /**
+         * Quantizes the query of each of `heads` heads and lays it out: head h's query and
+         * start words at words + h * words_per_head() (query words of span sp, part p at
+         * (sp * parts + p) * w, start words after every span's), its lane scales at
+         * scales + h * floats_per_head(); and the query as rounded, q̃ = s_q · code, at
+         * rounded + h * d (the prefix sums' base row meets q̃ too, as every far row).
+         */
+        template <class Arch, unsigned Bits>
+        void prepare_int8_queries(code_spans<Arch, Bits> const& layout, float const* const* q, std::size_t heads, std::int32_t* words, float* scales,
+                                  float* rounded) noexcept
+        {
+            using q_layout = int8_query_layout<Arch, Bits>;
+            constexpr std::size_t w = q_layout::w, parts = q_layout::parts, F = 32 / Bits;
+            constexpr int bias = code_dots<Arch, Bits>::bias;
+            q_layout const ql(layout);
+            std::size_t const d = layout.d;
+            for (std::size_t h = 0; h < heads; ++h)
+            {
+                std::int32_t* const qw = words + h * ql.words_per_head();
+                std::int32_t* const start = qw + ql.count * parts * w;
+                float* const sq = scales + h * ql.floats_per_head();
+                std::fill(qw, qw + ql.words_per_head(), 0);  // the words past d stay 0
+                std::fill(sq, sq + ql.floats_per_head(), 0.0f);
+                for (std::size_t g0 = 0; g0 < d; g0 += quant_query_group)
+                {
+                    std::size_t const n = std::min(quant_query_group, d - g0);
+                    std::int8_t codes[quant_query_group];
+                    float const group_scale = quantize_query_group(q[h] + g0, n, codes);
+                    for (std::size_t c = 0; c < n; ++c)
+                        rounded[h * d + g0 + c] = group_scale * static_cast<float>(codes[c]);  // exact: 11 bits times 7
+                    for (std::size_t word = g0 / F; word < (g0 + n) / F; ++word)  // d % 8 == 0: whole words
+                    {
+                        std::size_t const slot = word / w * w * parts + word % w;  // span word / w, lane word % w
+                        int sum = 0;
+                        for (std::size_t p = 0; p < parts; ++p)
+                        {
+                            std::uint32_t packed = 0;
+                            for (std::size_t k = 0; k < 4; ++k)
+                            {
+                                int const v = codes[Bits == 8 ? word * F - g0 + k : word * F - g0 + 2 * k + p];
+                                sum += v;
+                                packed |= static_cast<std::uint32_t>(static_cast<std::uint8_t>(v)) << (8 * k);
+                            }
+                            qw[slot + p * w] = static_cast<std::int32_t>(packed);
+                        }
+                        start[word] = -bias * sum;
+                        sq[word] = group_scale;
+                    }
+                }
+            }
+        }
+
+        /**
+         * s[h * stride + j] = q̃_h · (s_j ⊙ c_j) for code rows j in [j0, j1) and H heads
+         * prepared by prepare_int8_queries: w rows at a time, reduced with one
+         * transpose-add, as code_row_dots.
+         */
+        template <class Arch, unsigned Bits, std::size_t H, class T>
+        void code_row_dots_int8(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, std::int32_t const* words,
+                                float const* query_scales, std::size_t j0, std::size_t j1, float* s, std::size_t stride, float* scales) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            using reg = typename ops::reg;
+            using q_layout = int8_query_layout<Arch, Bits>;
+            using dots = code_dots<Arch, Bits>;
+            using words_reg = typename ops::words;
+            constexpr std::size_t w = q_layout::w, parts = q_layout::parts;
+            q_layout const ql(layout);
+            quant_detail::lane_scales<Arch, Bits> const lane_scale(layout);
+            auto const load_words = [](std::int32_t const* p) {
+                if constexpr (std::is_same<Arch, scalar>::value)
+                    return *p;
+                else
+                    return words_reg::load_aligned(p);
+            };
+            batched_row_dots<Arch, H>(cache, layout, j0, j1, s, stride, scales, [&](std::uint8_t const* codes, float const* row_scales, reg* acc) {
+                for (std::size_t sp = 0; sp < layout.count; ++sp)
+                {
+                    typename dots::unpacked const u = dots::unpack(ops::load_words(codes + sp * w * 4));
+                    reg const ls = lane_scale(row_scales, sp);
+                    DELTAATTN_UNROLL
+                    for (std::size_t h = 0; h < H; ++h)
+                    {
+                        std::int32_t const* qw = words + h * ql.words_per_head();
+                        words_reg qp[parts];
+                        for (std::size_t p = 0; p < parts; ++p)
+                            qp[p] = load_words(qw + (sp * parts + p) * w);
+                        words_reg const dot = dots::dot(load_words(qw + ql.count * parts * w + sp * w), u, qp);
+                        reg const scaled = ops::mul(dots::to_float(dot), ops::load(query_scales + h * ql.floats_per_head() + sp * w));
+                        acc[h] = ops::fma(scaled, ls, acc[h]);
+                    }
+                }
+            });
+        }
+    }  // namespace kernels
+}  // namespace deltaattn
+
+#endif  // DELTAATTN_KERNELS_QUANT_INT8_DOTS_HPP
