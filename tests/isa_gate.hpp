@@ -19,6 +19,9 @@ namespace deltaattn_test
 #if defined(__AVX512VPOPCNTDQ__)
         "avx512vpopcntdq",
 #endif
+#if defined(__AVX512VNNI__)
+        "avx512vnni",
+#endif
 #if defined(__AVX512F__)
         "avx512f",
 #endif

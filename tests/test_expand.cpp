@@ -31,48 +31,7 @@ constexpr auto permute = deltaattn::kernels::expand_form::permute;
 
 namespace
 {
-    /// Appends T to the tuple unless it is already there.
-    template <class Tuple, class T>
-    struct append_unique;
-    template <class... Ts, class T>
-    struct append_unique<std::tuple<Ts...>, T>
-    {
-        using type = std::conditional_t<(std::is_same<Ts, T>::value || ...), std::tuple<Ts...>, std::tuple<Ts..., T>>;
-    };
-
-    /// Every xsimd arch with float registers that this TU's flags allow.
-    using compiled_xsimd_archs = std::tuple<
-#if defined(__SSE2__)
-        xsimd::sse2,
-#endif
-#if defined(__SSSE3__)
-        xsimd::ssse3,
-#endif
-#if defined(__SSE4_2__)
-        xsimd::sse4_2,
-#endif
-#if defined(__AVX2__)
-        xsimd::avx2,
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-        xsimd::fma3<xsimd::avx2>,
-#endif
-#if defined(__AVX512F__)
-        xsimd::avx512f,
-#endif
-#if defined(__AVX512F__) && defined(__AVX512CD__) && defined(__AVX512DQ__) && defined(__AVX512BW__)
-        xsimd::avx512bw,
-#endif
-#if defined(__ARM_NEON)
-        xsimd::neon,
-#endif
-#if defined(__ARM_NEON) && defined(__aarch64__)
-        xsimd::neon64,
-#endif
-        deltaattn::scalar>;
-
-    /// The above plus default_arch, whatever it is (e.g. a newer xsimd's arch).
-    using expand_archs = append_unique<compiled_xsimd_archs, deltaattn::default_arch>::type;
+    using expand_archs = every_compiled_arch;
 
     /// Packed values with bit patterns a float copy could disturb: -0, a NaN with a
     /// payload, infinities, subnormals; then distinct ordinary values.

@@ -90,11 +90,35 @@ namespace
     }
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("code dots of every kernel equal the generic integer dots, extremes included", "[quant][int8]", tested_archs)
+TEMPLATE_LIST_TEST_CASE("code dots of every kernel equal the generic integer dots, extremes included", "[quant][int8]", every_compiled_arch)
 {
     INFO("arch=" << arch_name<TestType>() << " kernel=" << kernels::code_dot_isa_name(kernels::code_dot_isa_of<TestType>()));
     check_code_dots<TestType, 4>();
     check_code_dots<TestType, 8>();
+}
+
+TEST_CASE("the code-dot kernel is the one the build's ISA flags promise", "[quant][int8]")
+{
+    kernels::code_dot_isa const isa = kernels::code_dot_isa_of<default_arch>();
+    INFO("default_arch=" << arch_name<default_arch>() << " kernel=" << kernels::code_dot_isa_name(isa));
+    kernels::code_dot_isa want = kernels::code_dot_isa::generic;
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    want = kernels::code_dot_isa::avx512_vnni;
+#elif defined(__AVX512BW__)
+    want = kernels::code_dot_isa::avx512_maddubs;
+#elif defined(__AVX2__)
+    want = kernels::code_dot_isa::avx2_maddubs;
+#elif defined(__SSSE3__)
+    want = kernels::code_dot_isa::ssse3_maddubs;
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+    want = kernels::code_dot_isa::neon_sdot;
+#elif defined(__ARM_NEON)
+    want = kernels::code_dot_isa::neon_mull;
+#endif
+    if (std::is_same<default_arch, scalar>::value)
+        want = kernels::code_dot_isa::generic;
+    CHECK(isa == want);
+    CHECK(kernels::code_dot_isa_of<scalar>() == kernels::code_dot_isa::generic);
 }
 
 TEMPLATE_LIST_TEST_CASE("int8-query decode steps agree with the oracle of the rounded query, not with the fp32 one", "[quant][int8]", tested_archs)
