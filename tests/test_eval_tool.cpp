@@ -269,3 +269,46 @@ TEST_CASE("evaluate with --policy quant matches the quant oracle and reports bit
     CHECK(worst <= r.score_bound);
     CHECK(r.score_bound > 0);
 }
+
+TEST_CASE("evaluate with --int8-queries matches the oracle of int8 decode steps and bounds their scores", "[tools][eval][quant][int8]")
+{
+    attention_case c;
+    c.positions = 90;
+    c.q_heads = 4;
+    c.kv_heads = 2;
+    c.options.sinks = 2;
+    c.options.window = 12;
+    auto const in = c.inputs();
+    eval_settings s;
+    s.options = c.options;
+    s.prompt = 30;
+    s.key_codec = quant_codec{8, 32, 0};
+    s.key_codec->int8_queries = true;
+    eval_result const r = evaluate(in, s);
+
+    std::vector<float> expected;
+    auto view = in.make_output(expected);
+    reference::quant_attention(in.q_view(), in.k_view(), in.v_view(), view, c.options, *s.key_codec, s.value_codec, s.prompt);
+    CHECK(max_abs_diff(r.out, expected) <= tolerance(expected));
+
+    double worst = 0;
+    double const alpha = effective_scale(0.0f, c.dim);
+    for (std::size_t kv = 0; kv < c.kv_heads; ++kv)
+    {
+        auto const rows = reference::build_quant_rows(in.k_view().head(kv), *s.key_codec);
+        for (std::size_t i = s.prompt; i < c.positions; ++i)
+            for (std::size_t h = kv * 2; h < kv * 2 + 2; ++h)
+            {
+                std::vector<float> const q8 = reference::int8_query(in.q_view().at(i, h), c.dim);
+                for (std::size_t j = c.options.sinks; j + c.options.window <= i; ++j)
+                {
+                    double e = 0;
+                    for (std::size_t ch = 0; ch < c.dim; ++ch)
+                        e += double(q8[ch]) * rows.reference_row(j)[ch] - double(in.q_view().at(i, h)[ch]) * in.k_view().at(j, kv)[ch];
+                    worst = std::max(worst, alpha * std::fabs(e));
+                }
+            }
+    }
+    CHECK(worst <= r.score_bound);
+    CHECK(worst > 0);
+}

@@ -38,10 +38,11 @@ namespace
         std::string baseline;  ///< q8_0 | q4_0: block quantization without exact sets, for comparison
     };
 
-    /// A quant policy's description, e.g. "quant b4 g32 R256".
+    /// A quant policy's description, e.g. "quant b4 g32 R256" (" int8q" with int8 queries).
     std::string describe_codec(quant_codec const& c)
     {
-        return "quant b" + std::to_string(c.bits) + " g" + std::to_string(c.scale_group) + " R" + std::to_string(c.keyframe_interval);
+        return "quant b" + std::to_string(c.bits) + " g" + std::to_string(c.scale_group) + " R" + std::to_string(c.keyframe_interval) +
+               (c.int8_queries ? " int8q" : "");
     }
 
     eval_settings make_settings(policy_flags const& f, run_flags const& r, CLI::App const& parsed)
@@ -197,7 +198,8 @@ namespace
         j << "  \"time_dense_s\": " << number(r.time_dense_s) << ", \"time_hybrid_s\": " << number(r.time_hybrid_s) << ",\n";
         // SPEC §10: stored bits per far-context value (null for thresholded deltas)
         j << "  \"bits_per_value\": " << (s.key_codec ? number(r.bits_per_value) : "null")
-          << ", \"value_bits_per_value\": " << (s.key_codec ? number(r.value_bits_per_value) : "null") << ",\n";
+          << ", \"value_bits_per_value\": " << (s.key_codec ? number(r.value_bits_per_value) : "null")
+          << ", \"int8_queries\": " << (s.key_codec && s.key_codec->int8_queries ? "true" : "false") << ",\n";
         if (r.baseline)
             j << "  \"baseline\": {\"name\": \"" << (s.baseline->bits == 8 ? "q8_0" : "q4_0") << "\", \"bits_per_value\": " << number(r.baseline->bits_per_value)
               << ", \"max_abs_error\": " << number(r.baseline->max_abs_error) << ", \"rel_error\": " << number(r.baseline->rel_error) << "},\n";

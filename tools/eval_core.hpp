@@ -159,16 +159,23 @@ namespace deltaattn_tools
             {
                 reference::quant_rows const rows = reference::build_quant_rows(in.k_view().head(kv), codec);
                 std::vector<double> s_max(d, 0.0);  // max s_j[c] over j in [S, i - W], grown with i
+                std::vector<double> k_max(d, 0.0);  // max |k̂_j[c]| over the same rows (int8 queries)
                 for (std::size_t i = o.sinks + o.window; i < n; ++i)
                 {
                     for (std::size_t c = 0; c < d; ++c)
+                    {
                         s_max[c] = std::max(s_max[c], static_cast<double>(rows.scale_row(i - o.window)[c]));
+                        k_max[c] = std::max(k_max[c], std::fabs(static_cast<double>(rows.reference_row(i - o.window)[c])));
+                    }
                     for (std::size_t h = kv * group; h < (kv + 1) * group; ++h)
                     {
                         float const* q = in.q_view().at(i, h);
+                        std::vector<float> s_q;
+                        if (codec.int8_queries)  // (every query counted as a decode step: an upper bound)
+                            reference::int8_query(q, d, &s_q);
                         double b = 0;
                         for (std::size_t c = 0; c < d; ++c)
-                            b += std::fabs(static_cast<double>(q[c])) * s_max[c] / 2;
+                            b += std::fabs(static_cast<double>(q[c])) * s_max[c] / 2 + (codec.int8_queries ? k_max[c] * s_q[c] / 2 : 0.0);
                         bound = std::max(bound, alpha * b);
                     }
                 }

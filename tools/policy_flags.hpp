@@ -1,6 +1,6 @@
 // The hybrid-attention flags every command line of deltaattn spells alike (CLI11):
 // --window --sinks --keyframes --policy --theta --ratio --sparsity --group --value-theta,
-// and for `--policy quant` (SPEC §10) --bits --scale-group --value-bits.
+// and for `--policy quant` (SPEC §10) --bits --scale-group --value-bits --int8-queries.
 // A parameter the chosen policy does not read is an error naming the flag, not a silent
 // no-op: `--policy relative --theta 0.3` would otherwise run relative at its default ratio.
 #ifndef DELTAATTN_TOOLS_POLICY_FLAGS_HPP
@@ -35,6 +35,7 @@ namespace deltaattn_tools
         unsigned bits = 4;              ///< quant: key code width
         std::size_t scale_group = 32;   ///< quant: channels per scale (0: the whole row)
         std::optional<unsigned> value_bits;  ///< quant: values coded too (same group and keyframes)
+        bool int8_queries = false;           ///< quant: decode steps dot the key codes with int8 queries
     };
 
     inline void add_policy_flags(CLI::App& app, policy_flags& f)
@@ -51,6 +52,7 @@ namespace deltaattn_tools
         app.add_option("--bits", f.bits, "quant: key code width, 4 or 8")->capture_default_str()->check(whole_number);
         app.add_option("--scale-group", f.scale_group, "quant: channels per binary16 scale, 32 or 0 (whole row)")->capture_default_str()->check(whole_number);
         app.add_option("--value-bits", f.value_bits, "quant: values coded too, 4 or 8 bits; default: values exact")->check(whole_number);
+        app.add_flag("--int8-queries", f.int8_queries, "quant: decode steps dot the key codes with queries quantized to int8 (SPEC §10)");
     }
 
     /// `--policy quant`: the key and value codecs (SPEC §10), `--keyframes` their R.
@@ -77,6 +79,7 @@ namespace deltaattn_tools
         refuse_unread("--bits", quant);
         refuse_unread("--scale-group", quant);
         refuse_unread("--value-bits", quant);
+        refuse_unread("--int8-queries", quant);
     }
 
     /// The codecs of `--policy quant`, or nullopt for a threshold policy.
@@ -86,6 +89,7 @@ namespace deltaattn_tools
             return std::nullopt;
         refuse_unread_flags(f, parsed, false, false, false, false);
         quant_codecs c{{f.bits, f.scale_group, f.keyframes}, std::nullopt};
+        c.keys.int8_queries = f.int8_queries;
         if (f.value_bits)
             c.values = deltaattn::quant_codec{*f.value_bits, f.scale_group, f.keyframes};
         return c;
