@@ -98,6 +98,16 @@ namespace deltaattn
         template <unsigned Bits, unsigned Field>
         static reg code_field(words const& x) noexcept
         {
+#if defined(__AVX512F__)
+            // 4-bit codes: vpermps reads the low 4 bits of each index lane, so one shift
+            // and a lookup in the 16 code values replace the shifts and the conversion.
+            if constexpr (Bits == 4 && width == 16 && std::is_base_of<xsimd::avx512f, Arch>::value)
+            {
+                __m512 const values = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
+                __m512i const index = Field == 0 ? __m512i(x) : _mm512_srli_epi32(x, 4 * Field);
+                return _mm512_permutexvar_ps(index, values);
+            }
+#endif
             constexpr int up = static_cast<int>(32 - Bits * (Field + 1)), down = static_cast<int>(32 - Bits);
             if constexpr (up == 0)
                 return xsimd::to_float(x >> down);
