@@ -4,7 +4,7 @@
 // From the fuzzer's bytes: GQA shapes (1..2 KV heads, 1..4 query heads each, head dim
 // 8..64 in steps of 8), up to 32 positions, sinks, window, scale, a key codec (4 or 8
 // bits, 32-channel groups where they divide the dim, else per row, keyframe interval
-// 0..9), values coded or exact, fp32 or binary16 exact sets, bounded finite inputs of
+// 0..9, int8 queries or not), values coded or exact, fp32 or binary16 exact sets, bounded finite inputs of
 // unit scale, and a schedule: the prompt prefilled in chunks, then decode steps mixed
 // with more chunks. For every arch the binary holds:
 //  - layer_quant_cache outputs are within SPEC.md §9's tolerance of
@@ -15,7 +15,7 @@
 //
 // Input layout: kv heads, group, dim, positions, sinks, window, scale, capacity slack,
 // key bits, group flag, keyframe interval, values flag, value bits, storage flag,
-// prompt length, skipped queries, then q, k, v (position-major), then the schedule.
+// int8-queries flag, prompt length, skipped queries, then q, k, v (position-major), then the schedule.
 #include "fuzz_support.hpp"
 
 #include <deltaattn/reference/reference.hpp>
@@ -49,7 +49,7 @@ namespace
             std::ostringstream s;
             s << "Hkv=" << kv_heads << " Hq=" << q_heads() << " d=" << dim << " n=" << positions << " capacity=" << capacity << " prompt=" << prompt
               << " skipped=" << skipped << " sinks=" << options.sinks << " window=" << options.window << " scale=" << options.scale << " k: b"
-              << keys.bits << " g" << keys.scale_group << " R" << keys.keyframe_interval;
+              << keys.bits << " g" << keys.scale_group << " R" << keys.keyframe_interval << (keys.int8_queries ? " int8q" : "");
             if (values)
                 s << " v: b" << values->bits;
             s << (half ? " f16" : " f32");
@@ -77,6 +77,7 @@ namespace
         if (coded_values)
             c.values = quant_codec{value_bits, c.keys.scale_group, c.keys.keyframe_interval};
         c.half = in.flag();
+        c.keys.int8_queries = in.flag();
         c.prompt = in.pick(0, c.positions);
         c.skipped = in.pick(0, c.positions - 1);
         fill_unit_rows(in, c.q, c.positions, c.q_heads() * c.dim);
@@ -140,12 +141,32 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size
     trace_case(c.describe() + " steps=" + std::to_string(steps.size()));
     std::size_t const n = c.positions, tail = n - c.skipped, row = c.q_heads() * c.dim;
     std::vector<float> want(n * row, 0.0f), want_tail(tail * row, 0.0f);
+    // With int8 queries, a call of one position is a decode step (int8 far queries), any
+    // longer one a prefill (fp32): each output row comes from the oracle of its kind.
+    std::vector<bool> single(n, false);
+    std::size_t p = 0;
+    for (schedule_step const& s : steps)
+    {
+        single[p] = s.rows == 1;
+        p += s.rows;
+    }
     auto const oracle = [&](auto storage) {
         using T = decltype(storage);
+        std::vector<float> int8(n * row, 0.0f);
         reference::quant_attention<T>(c.q_view(n), c.k_view(n), c.v_view(n), make_token_major(want.data(), n, c.q_heads(), c.dim), c.options, c.keys,
-                                      c.values);
+                                      c.values, n);
         reference::quant_attention<T>(c.q_view(n).slice_positions(c.skipped, tail), c.k_view(n), c.v_view(n),
-                                      make_token_major(want_tail.data(), tail, c.q_heads(), c.dim), c.options, c.keys, c.values);
+                                      make_token_major(want_tail.data(), tail, c.q_heads(), c.dim), c.options, c.keys, c.values, n);
+        if (!c.keys.int8_queries)
+            return;
+        reference::quant_attention<T>(c.q_view(n), c.k_view(n), c.v_view(n), make_token_major(int8.data(), n, c.q_heads(), c.dim), c.options, c.keys,
+                                      c.values, 0);
+        for (std::size_t i = 0; i < n; ++i)
+            if (single[i])
+                std::copy(int8.begin() + i * row, int8.begin() + (i + 1) * row, want.begin() + i * row);
+        if (tail == 1)
+            reference::quant_attention<T>(c.q_view(n).slice_positions(c.skipped, tail), c.k_view(n), c.v_view(n),
+                                          make_token_major(want_tail.data(), tail, c.q_heads(), c.dim), c.options, c.keys, c.values, 0);
     };
     c.half ? oracle(float16{}) : oracle(0.0f);
     for_each_arch([&](auto* arch) {
