@@ -30,7 +30,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 #if defined(__SSSE3__) || defined(__AVX2__) || defined(__AVX512BW__)
@@ -166,68 +165,31 @@ namespace deltaattn
             static unpacked unpack(words const& x) noexcept
             {
                 unpacked u;
-                if constexpr (isa == code_dot_isa::generic)
+                constexpr bool x86 = isa == code_dot_isa::avx512_vnni || isa == code_dot_isa::avx512_maddubs || isa == code_dot_isa::avx2_maddubs ||
+                                     isa == code_dot_isa::ssse3_maddubs;
+                if constexpr (x86 && Bits == 4)
                 {
-                    for (auto& p : u.part)
-                        p = x;  // split per lane inside dot()
+                    // Nibbles biased to unsigned (c + 8: flip each nibble's top bit), split
+                    // into low and high ones. (>> is arithmetic; the mask drops its sign bits.)
+                    words const biased = x ^ words(static_cast<std::int32_t>(0x88888888u)), low(0x0F0F0F0F);
+                    u.part[0] = biased & low;
+                    u.part[1] = (biased >> 4) & low;
                 }
-#if defined(__AVX512BW__)
-                else if constexpr (isa == code_dot_isa::avx512_vnni || isa == code_dot_isa::avx512_maddubs)
-                {
-                    __m512i const v = x;
-                    if constexpr (Bits == 4)
-                    {
-                        __m512i const biased = _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x88))), low = _mm512_set1_epi8(0x0F);
-                        u.part[0] = words(_mm512_and_si512(biased, low));
-                        u.part[1] = words(_mm512_and_si512(_mm512_srli_epi32(biased, 4), low));
-                    }
-                    else if constexpr (isa == code_dot_isa::avx512_vnni)
-                        u.part[0] = words(_mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80))));
-                    else
-                        u.part[0] = x;  // the sign trick happens per query in dot()
-                }
-#endif
-#if defined(__AVX2__)
-                else if constexpr (isa == code_dot_isa::avx2_maddubs)
-                {
-                    __m256i const v = x;
-                    if constexpr (Bits == 4)
-                    {
-                        __m256i const biased = _mm256_xor_si256(v, _mm256_set1_epi8(static_cast<char>(0x88))), low = _mm256_set1_epi8(0x0F);
-                        u.part[0] = words(_mm256_and_si256(biased, low));
-                        u.part[1] = words(_mm256_and_si256(_mm256_srli_epi32(biased, 4), low));
-                    }
-                    else
-                        u.part[0] = x;
-                }
-#endif
-#if defined(__SSSE3__)
-                else if constexpr (isa == code_dot_isa::ssse3_maddubs)
-                {
-                    __m128i const v = x;
-                    if constexpr (Bits == 4)
-                    {
-                        __m128i const biased = _mm_xor_si128(v, _mm_set1_epi8(static_cast<char>(0x88))), low = _mm_set1_epi8(0x0F);
-                        u.part[0] = words(_mm_and_si128(biased, low));
-                        u.part[1] = words(_mm_and_si128(_mm_srli_epi32(biased, 4), low));
-                    }
-                    else
-                        u.part[0] = x;
-                }
-#endif
+                else if constexpr (isa == code_dot_isa::avx512_vnni)
+                    u.part[0] = x ^ words(static_cast<std::int32_t>(0x80808080u));  // c + 128
 #if defined(__ARM_NEON)
-                else if constexpr (isa == code_dot_isa::neon_sdot || isa == code_dot_isa::neon_mull)
+                else if constexpr ((isa == code_dot_isa::neon_sdot || isa == code_dot_isa::neon_mull) && Bits == 4)
                 {
                     int8x16_t const v = vreinterpretq_s8_s32(x);
-                    if constexpr (Bits == 4)
-                    {
-                        u.part[0] = words(vreinterpretq_s32_s8(vshrq_n_s8(vshlq_n_s8(v, 4), 4)));  // low nibbles, sign-extended
-                        u.part[1] = words(vreinterpretq_s32_s8(vshrq_n_s8(v, 4)));                 // high nibbles
-                    }
-                    else
-                        u.part[0] = x;
+                    u.part[0] = words(vreinterpretq_s32_s8(vshrq_n_s8(vshlq_n_s8(v, 4), 4)));  // low nibbles, sign-extended
+                    u.part[1] = words(vreinterpretq_s32_s8(vshrq_n_s8(v, 4)));                 // high nibbles
                 }
 #endif
+                else
+                {
+                    for (auto& p : u.part)
+                        p = x;  // signed bytes as they are (the maddubs kernels take their sign per query); generic: split per lane
+                }
                 return u;
             }
 
