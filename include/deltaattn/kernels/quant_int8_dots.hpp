@@ -9,7 +9,7 @@
  * takes the packed bytes as they are, 64 channels per instruction on AVX-512.
  *
  * Per KV head and step, each query head h is quantized once (codecs/quant.hpp,
- * quantize_query) and laid out against the code words (kernels/arch/code_dots.hpp):
+ * quantize_query_group) and laid out against the code words (kernels/arch/code_dots.hpp):
  *   query words  [span][part][lane]  the int8 query bytes of each code word's channels
  *   start words  [span][lane]        −bias × Σ of those bytes: each dot's starting value
  *   query scales [span][lane]        s_q of each word's 32-channel group (0 past d)
