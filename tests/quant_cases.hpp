@@ -4,6 +4,7 @@
 #ifndef DELTAATTN_TESTS_QUANT_CASES_HPP
 #define DELTAATTN_TESTS_QUANT_CASES_HPP
 
+#include "catch.hpp"
 #include "tester.hpp"
 
 #include <optional>
@@ -87,6 +88,31 @@ namespace deltaattn_test
         q.keys = keys;
         q.values = values;
         return q;
+    }
+
+    /// quant_decode on each KV head's own caches gives, bit for bit, the layer cache's
+    /// decode step of the last position (prefilled up to it), for case q.
+    template <class Arch, class T>
+    void check_head_decode_equals_layer(quant_case const& q)
+    {
+        qkv_data const in = q.c.inputs();
+        std::size_t const group = q.c.q_heads / q.c.kv_heads, d = q.c.dim, last = q.c.positions - 1;
+        auto const layer = run_quant_steps<Arch, T>(in, q, last, last);  // the last position is a decode step
+        attention_workspace ws;
+        for (std::size_t h = 0; h < q.c.kv_heads; ++h)
+        {
+            basic_quant_cache<T> keys(d, q.c.positions, q.c.options, q.keys), values(d, q.c.positions, q.c.options, q.values);
+            keys.append(in.k_view().head(h));
+            values.append(in.v_view().head(h));
+            std::vector<float> out(group * d);
+            auto const qh = in.q_view().slice_positions(last, 1);
+            quant_decode<Arch>(keys, values, matrix_view<const float>{qh.at(0, h * group), group, d, qh.head_stride}, make_matrix_view(out.data(), group, d),
+                               ws);
+            INFO(describe(q) << " head " << h << " arch=" << arch_name<Arch>());
+            for (std::size_t g = 0; g < group; ++g)
+                for (std::size_t c = 0; c < d; ++c)
+                    REQUIRE(out[g * d + c] == layer[(last * q.c.q_heads + h * group + g) * d + c]);
+        }
     }
 
     /// The codec settings every arch is checked with (d a multiple of 32 unless g = 0).

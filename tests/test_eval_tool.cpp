@@ -84,16 +84,26 @@ TEST_CASE("npy: malformed files are rejected, naming the file and the problem", 
     }
 }
 
+namespace
+{
+    /// The shape the oracle-checked evaluate cases run: 90 positions, GQA 2, sinks 2, window 12.
+    attention_case eval_case()
+    {
+        attention_case c;
+        c.positions = 90;
+        c.q_heads = 4;
+        c.kv_heads = 2;
+        c.options.sinks = 2;
+        c.options.window = 12;
+        return c;
+    }
+}  // namespace
+
 TEST_CASE("evaluate matches the oracle, prefill only and prefill + decode", "[tools][eval]")
 {
     std::size_t const prompt = GENERATE(std::size_t(90), std::size_t(50), std::size_t(1));
     bool const values = GENERATE(false, true);
-    attention_case c;
-    c.positions = 90;
-    c.q_heads = 4;
-    c.kv_heads = 2;
-    c.options.sinks = 2;
-    c.options.window = 12;
+    attention_case c = eval_case();
     c.options.keyframe_interval = 32;
     c.policy = relative_threshold{0.3f};
     auto const in = c.inputs();
@@ -210,26 +220,11 @@ TEST_CASE("evaluate rejects bad settings by name", "[tools][eval][validation]")
     CHECK_THROWS_WITH(evaluate(in, s), contains("theta"));
 }
 
-namespace
-{
-    /// The shape both --policy quant cases run: 90 positions, GQA 2, sinks 2, window 12.
-    attention_case quant_eval_case()
-    {
-        attention_case c;
-        c.positions = 90;
-        c.q_heads = 4;
-        c.kv_heads = 2;
-        c.options.sinks = 2;
-        c.options.window = 12;
-        return c;
-    }
-}  // namespace
-
 TEST_CASE("evaluate with --policy quant matches the quant oracle and reports bits and the q4_0 baseline", "[tools][eval][quant]")
 {
     std::size_t const prompt = GENERATE(std::size_t(90), std::size_t(40));
     bool const values = GENERATE(false, true);
-    attention_case const c = quant_eval_case();
+    attention_case const c = eval_case();
     auto const in = c.inputs();
     eval_settings s;
     s.options = c.options;
@@ -282,7 +277,7 @@ TEST_CASE("evaluate with --policy quant matches the quant oracle and reports bit
 
 TEST_CASE("evaluate with --int8-queries matches the oracle of int8 decode steps and bounds their scores", "[tools][eval][quant][int8]")
 {
-    attention_case const c = quant_eval_case();
+    attention_case const c = eval_case();
     auto const in = c.inputs();
     eval_settings s;
     s.options = c.options;

@@ -317,25 +317,5 @@ TEMPLATE_LIST_TEST_CASE("quant_decode on one head's caches equals the layer cach
 {
     quant_codec const codec{4, 32, 0};
     for (bool coded_values : {true, false})
-    {
-        quant_case const q = make_case(150, 8, 2, 64, 4, 20, codec, coded_values ? std::optional<quant_codec>(codec) : std::nullopt, 31);
-        qkv_data const in = q.c.inputs();
-        auto const layer = run_quant_steps<TestType, float16>(in, q, 149, 149);  // the last position is a decode step
-        std::size_t const group = q.c.q_heads / q.c.kv_heads, d = q.c.dim, last = q.c.positions - 1;
-        attention_workspace ws;
-        for (std::size_t h = 0; h < q.c.kv_heads; ++h)
-        {
-            quant_cache_f16 keys(d, q.c.positions, q.c.options, codec), values(d, q.c.positions, q.c.options, q.values);
-            keys.append(in.k_view().head(h));
-            values.append(in.v_view().head(h));
-            std::vector<float> out(group * d);
-            auto const qh = in.q_view().slice_positions(last, 1);
-            quant_decode<TestType>(keys, values, matrix_view<const float>{qh.at(0, h * group), group, d, qh.head_stride},
-                                   make_matrix_view(out.data(), group, d), ws);
-            INFO("head " << h << " coded values " << coded_values << " arch=" << arch_name<TestType>());
-            for (std::size_t g = 0; g < group; ++g)
-                for (std::size_t c = 0; c < d; ++c)
-                    REQUIRE(out[g * d + c] == layer[(last * q.c.q_heads + h * group + g) * d + c]);
-        }
-    }
+        check_head_decode_equals_layer<TestType, float16>(make_case(150, 8, 2, 64, 4, 20, codec, coded_values ? std::optional<quant_codec>(codec) : std::nullopt, 31));
 }

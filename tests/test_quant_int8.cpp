@@ -202,26 +202,7 @@ TEST_CASE("int8-query decode is bit-identical for any thread count", "[quant][in
 
 TEMPLATE_LIST_TEST_CASE("quant_decode on one head's caches with int8 queries equals the layer cache's step", "[quant][int8]", tested_archs)
 {
-    quant_codec const codec = int8_codec(8, 32, 0);
-    quant_case const q = make_case(120, 8, 2, 64, 4, 20, codec, quant_codec{4, 32, 0}, 41);
-    qkv_data const in = q.c.inputs();
-    auto const layer = run_quant_steps<TestType, float>(in, q, 119, 119);  // the last position is a decode step
-    std::size_t const group = q.c.q_heads / q.c.kv_heads, d = q.c.dim, last = q.c.positions - 1;
-    attention_workspace ws;
-    for (std::size_t h = 0; h < q.c.kv_heads; ++h)
-    {
-        quant_cache keys(d, q.c.positions, q.c.options, codec), values(d, q.c.positions, q.c.options, q.values);
-        keys.append(in.k_view().head(h));
-        values.append(in.v_view().head(h));
-        std::vector<float> out(group * d);
-        auto const qh = in.q_view().slice_positions(last, 1);
-        quant_decode<TestType>(keys, values, matrix_view<const float>{qh.at(0, h * group), group, d, qh.head_stride}, make_matrix_view(out.data(), group, d),
-                               ws);
-        INFO("head " << h << " arch=" << arch_name<TestType>());
-        for (std::size_t g = 0; g < group; ++g)
-            for (std::size_t c = 0; c < d; ++c)
-                REQUIRE(out[g * d + c] == layer[(last * q.c.q_heads + h * group + g) * d + c]);
-    }
+    check_head_decode_equals_layer<TestType, float>(make_case(120, 8, 2, 64, 4, 20, int8_codec(8, 32, 0), quant_codec{4, 32, 0}, 41));
 }
 
 TEST_CASE("int8 queries: a value codec asking for them and a query beyond their range are refused by name", "[quant][int8][validation]")
