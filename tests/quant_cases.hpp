@@ -119,7 +119,7 @@ namespace deltaattn_test
     inline std::vector<quant_codec> codecs_for(std::size_t d)
     {
         std::vector<quant_codec> out;
-        for (unsigned bits : {4u, 8u})
+        for (unsigned bits : {3u, 4u, 8u})
             for (std::size_t group : {std::size_t(32), std::size_t(0)})
                 for (std::size_t r : {std::size_t(1), std::size_t(5), std::size_t(0)})
                     if (group == 0 || d % group == 0)

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 
@@ -51,6 +52,82 @@ TEST_CASE("quant caches code rows exactly as the oracle: codes, scales and refer
                 }
                 REQUIRE(mismatches == 0);
             }
+}
+
+TEST_CASE("code rows are stored as SPEC.md §10 lays them out: channel c in bits [b·c, b·(c+1)), two's complement, low first", "[quant]")
+{
+    // A keyframe row whose every group holds ±qmax·s exactly codes to known integers.
+    std::size_t const d = 64;
+    for (unsigned bits : {3u, 4u, 8u})
+    {
+        quant_codec const codec{bits, 32, 1};
+        int const qmax = codec.qmax();
+        float const s = 0.125f;  // a binary16 value: absmax / qmax lands on it exactly
+        std::vector<float> key(d);
+        std::vector<int> want(d);
+        for (std::size_t c = 0; c < d; ++c)
+        {
+            want[c] = c % 32 == 0 ? qmax : static_cast<int>((c * 7 + 3) % static_cast<std::size_t>(2 * qmax + 1)) - qmax;
+            key[c] = s * static_cast<float>(want[c]);
+        }
+        hybrid_options o;
+        o.sinks = 1;
+        o.window = 1;
+        quant_cache cache(d, 4, o, codec);
+        for (std::size_t j = 0; j < 3; ++j)
+            cache.append_coded(key.data());
+        quant_row const row = cache.code_row(2);
+        INFO("bits=" << bits);
+        for (std::size_t c = 0; c < d; ++c)
+        {
+            CHECK(to_float(row.scales[c / 32]) == s);
+            auto const field = static_cast<unsigned>(want[c]) & ((1u << bits) - 1u);
+            for (unsigned i = 0; i < bits; ++i)
+            {
+                std::size_t const at = bits * c + i;
+                REQUIRE(((row.codes[at / 8] >> (at % 8)) & 1u) == ((field >> i) & 1u));
+            }
+        }
+    }
+}
+
+namespace
+{
+    /// Every field of one register of code lanes, unpacked by Arch, against code_at.
+    template <class Arch, unsigned Bits>
+    void check_code_fields()
+    {
+        using ops = arch_traits<Arch>;
+        using spans = kernels::code_spans<Arch, Bits>;
+        std::mt19937 rng(Bits);
+        std::uniform_int_distribution<int> byte(0, 255);
+        for (int trial = 0; trial < 200; ++trial)
+        {
+            std::vector<std::uint8_t> row(spans::register_bytes + 64);  // + the caches' code padding
+            for (auto& b : row)
+                b = static_cast<std::uint8_t>(byte(rng));
+            typename ops::reg field[spans::fields];
+            kernels::quant_detail::unpack<Arch, Bits, 0>(ops::template load_code_lanes<Bits>(row.data()), field,
+                                                         std::make_index_sequence<spans::fields>{});
+            for (std::size_t f = 0; f < spans::fields; ++f)
+            {
+                alignas(64) float lanes[spans::w];
+                ops::store(lanes, field[f]);
+                for (std::size_t l = 0; l < spans::w; ++l)
+                {
+                    INFO("bits=" << Bits << " lane=" << l << " field=" << f << " arch=" << arch_name<Arch>());
+                    REQUIRE(lanes[l] == static_cast<float>(code_at(row.data(), Bits, l * spans::fields + f)));
+                }
+            }
+        }
+    }
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("every compiled arch unpacks 3-, 4- and 8-bit code lanes to the codes code_at reads", "[quant]", every_compiled_arch)
+{
+    check_code_fields<TestType, 3>();
+    check_code_fields<TestType, 4>();
+    check_code_fields<TestType, 8>();
 }
 
 TEST_CASE("quant rows keep |k̂ - k| <= s/2 per channel and the score inside SPEC.md §10's bound", "[quant]")
@@ -115,7 +192,7 @@ TEMPLATE_LIST_TEST_CASE("quant decode steps agree with the oracle across shapes 
     for (shape const s : {shape{70, 1, 1, 32, 1, 1}, shape{129, 8, 1, 64, 4, 16}, shape{257, 4, 2, 128, 4, 64}, shape{90, 8, 4, 96, 3, 7},
                           shape{40, 2, 1, 256, 1, 50}, shape{66, 16, 2, 80, 2, 5},
                           shape{40, 12, 1, 32, 2, 6}})  // (12 heads: more than 2 registers of lanes on SSE/NEON)
-        for (unsigned bits : {4u, 8u})
+        for (unsigned bits : {3u, 4u, 8u})
             for (std::size_t r : {std::size_t(1), std::size_t(7), std::size_t(0)})
             {
                 quant_codec const codec{bits, s.d % 32 == 0 ? std::size_t(32) : std::size_t(0), r};
@@ -246,7 +323,8 @@ TEST_CASE("bad codec parameters are refused by name", "[quant][validation]")
         }
         return false;
     };
-    CHECK(refuses([&] { layer_quant_cache(2, 64, 10, o, quant_codec{3, 32, 1}); }, "bits"));
+    CHECK(refuses([&] { layer_quant_cache(2, 64, 10, o, quant_codec{5, 32, 1}); }, "bits"));
+    CHECK(refuses([&] { layer_quant_cache(2, 64, 10, o, quant_codec{2, 32, 1}); }, "bits"));
     CHECK(refuses([&] { layer_quant_cache(2, 64, 10, o, quant_codec{4, 16, 1}); }, "scale_group"));
     CHECK(refuses([&] { layer_quant_cache(2, 64, 10, o, quant_codec{4, 32, 1}, quant_codec{2, 32, 1}); }, "value_bits"));
     CHECK(refuses([&] { layer_quant_cache(2, 64, 10, o, quant_codec{4, 32, 1}, quant_codec{8, 48, 1}); }, "value_scale_group"));
@@ -294,7 +372,7 @@ TEST_CASE("a quant cache's bytes are its exact rows, codes, scales, references a
     hybrid_options o;
     o.sinks = sinks;
     o.window = window;
-    for (unsigned bits : {4u, 8u})
+    for (unsigned bits : {3u, 4u, 8u})
     {
         quant_codec const codec{bits, 32, 256};
         quant_cache_f16 cache(d, n, o, codec);

@@ -218,6 +218,16 @@ TEST_CASE("int8 queries: a value codec asking for them and a query beyond their 
         CHECK(std::string(e.what()).find("value_int8_queries") != std::string::npos);
     }
 
+    try
+    {
+        layer_quant_cache(2, 64, 10, o, int8_codec(3, 32, 1));
+        FAIL("int8 queries with 3-bit codes were accepted");
+    }
+    catch (std::invalid_argument const& e)
+    {
+        CHECK(std::string(e.what()).find("int8_queries") != std::string::npos);
+    }
+
     quant_case const q = make_case(30, 2, 1, 32, 2, 4, int8_codec(4, 32, 0), std::nullopt, 3);
     qkv_data in = q.c.inputs();
     std::vector<float> out;

@@ -49,9 +49,9 @@ namespace deltaattn_tools
         app.add_option("--sparsity", f.parameters.sparsity, "ρ of target")->capture_default_str();
         app.add_option("--group", f.parameters.group, "g of block (4, 8, 16)")->capture_default_str()->check(whole_number);
         app.add_option("--value-theta", f.value_theta, "delta values with a fixed θ_v (SPEC §6.1); default: values exact");
-        app.add_option("--bits", f.bits, "quant: key code width, 4 or 8")->capture_default_str()->check(whole_number);
+        app.add_option("--bits", f.bits, "quant: key code width, 3, 4 or 8")->capture_default_str()->check(whole_number);
         app.add_option("--scale-group", f.scale_group, "quant: channels per binary16 scale, 32 or 0 (whole row)")->capture_default_str()->check(whole_number);
-        app.add_option("--value-bits", f.value_bits, "quant: values coded too, 4 or 8 bits; default: values exact")->check(whole_number);
+        app.add_option("--value-bits", f.value_bits, "quant: values coded too, 3, 4 or 8 bits; default: values exact")->check(whole_number);
         app.add_flag("--int8-queries", f.int8_queries, "quant: decode steps dot the key codes with queries quantized to int8 (SPEC §10)");
     }
 

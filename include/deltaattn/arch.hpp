@@ -93,18 +93,79 @@ namespace deltaattn
         /// A register of 32-bit words of packed codes (codecs/quant.hpp).
         using words = xsimd::batch<std::int32_t, Arch>;
         static words load_words(std::uint8_t const* p) noexcept { return words::load_unaligned(reinterpret_cast<std::int32_t const*>(p)); }
-        /// Field `Field` of each word, a signed `Bits`-bit code, as a float: two shifts
+        /**
+         * A register of code lanes of a `Bits`-bit row (codecs/quant.hpp): 32-bit words at
+         * 4 and 8 bits; at 3 bits, lane l = bytes [3l, 3l + 3) (its 8 codes), zero-extended.
+         * Reads one register's worth of bytes from p (4·width) whatever the lanes use: the
+         * caches pad their code rows.
+         */
+        template <unsigned Bits>
+        static words load_code_lanes(std::uint8_t const* p) noexcept
+        {
+            if constexpr (Bits != 3)
+                return load_words(p);
+            else
+            {
+#if defined(__AVX512BW__)
+                // 128-bit lane k takes bytes [12k, 12k + 12) (dwords 3k..3k+2) by vpermd, then
+                // each 32-bit lane its 3 bytes by vpshufb (which stays inside 128-bit lanes).
+                if constexpr (width == 16 && std::is_base_of<xsimd::avx512f, Arch>::value)
+                {
+                    __m512i const dwords = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 1, 2, 2, 3, 4, 5, 5, 6, 7, 8, 8, 9, 10, 11, 11),
+                                                                    _mm512_loadu_si512(p));
+                    return _mm512_shuffle_epi8(dwords, _mm512_broadcast_i32x4(three_byte_lanes()));
+                }
+#endif
+#if defined(__AVX2__)
+                if constexpr (width == 8 && std::is_base_of<xsimd::avx2, Arch>::value)
+                {
+                    __m256i const dwords = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<__m256i const*>(p)), _mm256_setr_epi32(0, 1, 2, 2, 3, 4, 5, 5));
+                    return _mm256_shuffle_epi8(dwords, _mm256_broadcastsi128_si256(three_byte_lanes()));
+                }
+#endif
+#if defined(__SSSE3__)
+                if constexpr (width == 4 && std::is_base_of<xsimd::sse2, Arch>::value)
+                    return _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<__m128i const*>(p)), three_byte_lanes());
+#endif
+#if defined(__aarch64__)
+                if constexpr (width == 4 && std::is_base_of<xsimd::neon, Arch>::value)
+                {
+                    static constexpr std::uint8_t spread[16] = {0, 1, 2, 255, 3, 4, 5, 255, 6, 7, 8, 255, 9, 10, 11, 255};  // 255: a zero byte
+                    return vreinterpretq_s32_u8(vqtbl1q_u8(vld1q_u8(p), vld1q_u8(spread)));
+                }
+#elif defined(__ARM_NEON)
+                if constexpr (width == 4 && std::is_base_of<xsimd::neon, Arch>::value)
+                {
+                    static constexpr std::uint8_t spread[16] = {0, 1, 2, 255, 3, 4, 5, 255, 6, 7, 8, 255, 9, 10, 11, 255};
+                    uint8x8x2_t const bytes = {{vld1_u8(p), vld1_u8(p + 8)}};
+                    return vreinterpretq_s32_u8(vcombine_u8(vtbl2_u8(bytes, vld1_u8(spread)), vtbl2_u8(bytes, vld1_u8(spread + 8))));
+                }
+#endif
+                alignas(64) std::int32_t lanes[width];
+                for (std::size_t l = 0; l < width; ++l)
+                    lanes[l] = static_cast<std::int32_t>(p[3 * l] | p[3 * l + 1] << 8 | p[3 * l + 2] << 16);
+                return words::load_aligned(lanes);
+            }
+        }
+#if defined(__SSSE3__)
+        /// pshufb indices that spread 12 bytes into four 32-bit lanes of 3 (the top byte 0).
+        static __m128i three_byte_lanes() noexcept { return _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1); }
+#endif
+
+        /// Field `Field` of each lane, a signed `Bits`-bit code, as a float: two shifts
         /// (the top field one) and a conversion.
         template <unsigned Bits, unsigned Field>
         static reg code_field(words const& x) noexcept
         {
 #if defined(__AVX512F__)
-            // 4-bit codes: vpermps reads the low 4 bits of each index lane, so one shift
-            // and a lookup in the 16 code values replace the shifts and the conversion.
-            if constexpr (Bits == 4 && width == 16 && std::is_base_of<xsimd::avx512f, Arch>::value)
+            // 4- and 3-bit codes: vpermps reads the low 4 bits of each index lane, so one
+            // shift and a lookup in the code values replace the shifts and the conversion
+            // (at 3 bits the table holds the 8 values twice: index bit 3 is the next field's).
+            if constexpr ((Bits == 4 || Bits == 3) && width == 16 && std::is_base_of<xsimd::avx512f, Arch>::value)
             {
-                __m512 const values = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
-                __m512i const index = Field == 0 ? __m512i(x) : _mm512_srli_epi32(x, 4 * Field);
+                __m512 const values = Bits == 4 ? _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1)
+                                                : _mm512_setr_ps(0, 1, 2, 3, -4, -3, -2, -1, 0, 1, 2, 3, -4, -3, -2, -1);
+                __m512i const index = Field == 0 ? __m512i(x) : _mm512_srli_epi32(x, Bits * Field);
                 return _mm512_permutexvar_ps(index, values);
             }
 #endif
@@ -207,6 +268,14 @@ namespace deltaattn
             std::uint32_t x;
             std::memcpy(&x, p, sizeof x);
             return static_cast<std::int32_t>(x);
+        }
+        template <unsigned Bits>
+        static words load_code_lanes(std::uint8_t const* p) noexcept
+        {
+            if constexpr (Bits != 3)
+                return load_words(p);
+            else
+                return static_cast<std::int32_t>(p[0] | p[1] << 8 | p[2] << 16);
         }
         template <unsigned Bits, unsigned Field>
         static reg code_field(words x) noexcept

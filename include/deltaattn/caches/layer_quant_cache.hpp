@@ -137,8 +137,8 @@ namespace deltaattn
             validate_codec(key_codec, dim, "bits", "scale_group");
             if (value_codec)
             {
-                validate_codec(*value_codec, dim, "value_bits", "value_scale_group");
                 DELTAATTN_REQUIRE(!value_codec->int8_queries, "value_int8_queries", "int8 queries apply to the key codec only");
+                validate_codec(*value_codec, dim, "value_bits", "value_scale_group");
             }
             m_keys.reserve(kv_heads);
             m_values.reserve(kv_heads);

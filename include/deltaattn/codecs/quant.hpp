@@ -16,9 +16,11 @@
  *
  * Layout of a row: `bits * dim / 8` bytes of codes, two's complement, channel c in bits
  * [b·c, b·(c+1)) of the little-endian byte string (nibbles low first), then nothing
- * else; the row's `dim / group` scales live in a parallel array. Read as 32-bit words,
- * word l holds channels [l·32/b, (l+1)·32/b): the kernels unpack "field k" of a whole
- * register of words with two shifts (kernels/quant_rows.hpp).
+ * else; the row's `dim / group` scales live in a parallel array. The kernels read a row
+ * as *lanes*: 32-bit words at 4 and 8 bits (lane l holds channels [l·32/b, (l+1)·32/b)),
+ * 3-byte groups of 8 channels at 3 bits (lane l holds channels [8l, 8l + 8), zero-extended
+ * to 32 bits as it is loaded), and unpack "field k" of a whole register of lanes with two
+ * shifts (kernels/quant_rows.hpp).
  */
 #ifndef DELTAATTN_CODECS_QUANT_HPP
 #define DELTAATTN_CODECS_QUANT_HPP
@@ -38,7 +40,7 @@ namespace deltaattn
     /// Parameters of the quantized delta codec (SPEC.md §10).
     struct quant_codec
     {
-        /// Code width b: 8 or 4 bits per value.
+        /// Code width b: 8, 4 or 3 bits per value.
         unsigned bits = 4;
         /// Channels per binary16 scale: 32, or 0 for one scale per row.
         std::size_t scale_group = 32;
@@ -82,14 +84,17 @@ namespace deltaattn
 
     /**
      * Throws `std::invalid_argument` naming the parameter unless `codec` can code rows of
-     * `dim` channels: bits 4 or 8, a scale group of 32 (dividing dim) or the whole row,
-     * dim a multiple of 8 (rows are whole 32-bit words of 4-bit codes). `bits_name` and
-     * `group_name` are what the errors call the two parameters (a value codec's are
-     * "value_bits" and "value_scale_group").
+     * `dim` channels: bits 3, 4 or 8, a scale group of 32 (dividing dim) or the whole row,
+     * dim a multiple of 8 (rows are whole lanes of 8 channels: 32-bit words of 4-bit codes,
+     * 3 bytes of 3-bit codes), int8 queries only with 4- or 8-bit codes (the integer dot
+     * kernels read whole bytes and nibbles). `bits_name` and `group_name` are what the
+     * errors call the two parameters (a value codec's are "value_bits" and
+     * "value_scale_group").
      */
     inline void validate_codec(quant_codec const& codec, std::size_t dim, char const* bits_name = "bits", char const* group_name = "scale_group")
     {
-        DELTAATTN_REQUIRE(codec.bits == 4 || codec.bits == 8, bits_name, "must be 4 or 8" + detail::got(codec.bits));
+        DELTAATTN_REQUIRE(codec.bits == 3 || codec.bits == 4 || codec.bits == 8, bits_name, "must be 3, 4 or 8" + detail::got(codec.bits));
+        DELTAATTN_REQUIRE(!codec.int8_queries || codec.bits != 3, "int8_queries", "needs 4- or 8-bit codes (bits is 3)");
         DELTAATTN_REQUIRE(codec.scale_group == 0 || codec.scale_group == 32, group_name,
                         "must be 32 or 0 (one scale per row)" + detail::got(codec.scale_group));
         DELTAATTN_REQUIRE(dim % 8 == 0, "dim", "must be a multiple of 8 for quantized rows" + detail::got(dim));
@@ -108,17 +113,18 @@ namespace deltaattn
             return h;
         }
 
-        /// Writes the b-bit two's-complement `code` of channel c into `row`.
+        /// Writes the b-bit two's-complement `code` of channel c into `row`: bits
+        /// [b·c, b·(c+1)) of the little-endian byte string (a 3-bit code may straddle two
+        /// bytes).
         inline void put_code(std::uint8_t* row, unsigned bits, std::size_t c, int code) noexcept
         {
-            if (bits == 8)
+            std::uint32_t const field = static_cast<std::uint32_t>(code) & ((1u << bits) - 1u);
+            for (unsigned i = 0; i < bits; ++i)
             {
-                row[c] = static_cast<std::uint8_t>(code);
-                return;
+                std::size_t const at = bits * c + i;
+                std::uint8_t const bit = static_cast<std::uint8_t>(1u << (at % 8));
+                row[at / 8] = (field >> i & 1u) != 0 ? static_cast<std::uint8_t>(row[at / 8] | bit) : static_cast<std::uint8_t>(row[at / 8] & ~bit);
             }
-            std::uint8_t const nibble = static_cast<std::uint8_t>(code) & 0x0F;
-            std::uint8_t& byte = row[c / 2];
-            byte = c % 2 == 0 ? static_cast<std::uint8_t>((byte & 0xF0) | nibble) : static_cast<std::uint8_t>((byte & 0x0F) | (nibble << 4));
         }
     }  // namespace codec_detail
 
@@ -127,8 +133,18 @@ namespace deltaattn
     {
         if (bits == 8)
             return static_cast<std::int8_t>(row[c]);
-        int const nibble = (row[c / 2] >> (4 * (c % 2))) & 0x0F;
-        return nibble >= 8 ? nibble - 16 : nibble;
+        if (bits == 4)
+        {
+            int const nibble = (row[c / 2] >> (4 * (c % 2))) & 0x0F;
+            return nibble >= 8 ? nibble - 16 : nibble;
+        }
+        int field = 0;
+        for (unsigned i = 0; i < bits; ++i)
+        {
+            std::size_t const at = bits * c + i;
+            field |= (row[at / 8] >> (at % 8) & 1) << i;
+        }
+        return field >= 1 << (bits - 1) ? field - (1 << bits) : field;
     }
 
     /// Channels per scale of an int8 query (SPEC.md §10's last rule).

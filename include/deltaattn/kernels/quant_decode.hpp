@@ -31,6 +31,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 
 namespace deltaattn
 {
@@ -56,6 +57,19 @@ namespace deltaattn
 
         namespace quant_detail
         {
+            /// f(std::integral_constant<unsigned, b>) for a codec's code width b (3, 4 or 8:
+            /// validate_codec has checked it).
+            template <class F>
+            void with_code_bits(unsigned bits, F&& f)
+            {
+                switch (bits)
+                {
+                case 3: f(std::integral_constant<unsigned, 3>{}); break;
+                case 4: f(std::integral_constant<unsigned, 4>{}); break;
+                default: f(std::integral_constant<unsigned, 8>{}); break;
+                }
+            }
+
             /// Far scores [first, end) of every head: code-row dots, then prefix sums. The
             /// sums of up to four heads go side by side, each head's adds in row order: one
             /// head at a time, each row waited for the add before it.
@@ -71,15 +85,18 @@ namespace deltaattn
                 std::copy(q, q + heads, base_q);
                 if (codec.int8_queries)
                 {
-                    int8_query_layout<Arch, Bits> const ql(layout);
-                    float* const rounded = scratch + heads * layout.padded;  // (free until far_values)
-                    prepare_int8_queries(layout, q, heads, words, qP, rounded);
-                    for (std::size_t h = 0; h < heads; ++h)
-                        base_q[h] = rounded + h * layout.d;
-                    for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
-                        code_row_dots_int8<Arch, Bits, decltype(chunk)::value>(keys, layout, words + h0 * ql.words_per_head(), qP + h0 * ql.floats_per_head(),
-                                                                               first, end, s + h0 * stride, stride, scales);
-                    });
+                    if constexpr (Bits != 3)  // (validate_codec refuses int8 queries with 3-bit codes)
+                    {
+                        int8_query_layout<Arch, Bits> const ql(layout);
+                        float* const rounded = scratch + heads * layout.padded;  // (free until far_values)
+                        prepare_int8_queries(layout, q, heads, words, qP, rounded);
+                        for (std::size_t h = 0; h < heads; ++h)
+                            base_q[h] = rounded + h * layout.d;
+                        for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
+                            code_row_dots_int8<Arch, Bits, decltype(chunk)::value>(keys, layout, words + h0 * ql.words_per_head(), qP + h0 * ql.floats_per_head(),
+                                                                                   first, end, s + h0 * stride, stride, scales);
+                        });
+                    }
                 }
                 else
                 {
@@ -176,10 +193,10 @@ namespace deltaattn
             decode_detail::exact_dots<Arch>(exact_keys, qh, heads, d, far_end, n, s, stride);
             if (far)
             {
-                if (keys.codec().bits == 4)
-                    quant_detail::far_scores<Arch, 4>(keys, qh, heads, far_first, far_end, s, stride, ws.quant.data(), ws.quant_words.data());
-                else
-                    quant_detail::far_scores<Arch, 8>(keys, qh, heads, far_first, far_end, s, stride, ws.quant.data(), ws.quant_words.data());
+                quant_detail::with_code_bits(keys.codec().bits, [&](auto bits) {
+                    quant_detail::far_scores<Arch, decltype(bits)::value>(keys, qh, heads, far_first, far_end, s, stride, ws.quant.data(),
+                                                                          ws.quant_words.data());
+                });
             }
 
             alignas(64) float sums[block_scratch::max_decode_heads];
@@ -190,10 +207,9 @@ namespace deltaattn
             {
                 decode_detail::exact_values<Arch>(exact_values, s, stride, heads, d, 0, far_first, o);
                 decode_detail::exact_values<Arch>(exact_values, s, stride, heads, d, far_end, n, o);
-                if (values.codec().bits == 4)
-                    quant_detail::far_values<Arch, 4>(values, s, stride, heads, far_first, far_end, o, ws.quant.data());
-                else
-                    quant_detail::far_values<Arch, 8>(values, s, stride, heads, far_first, far_end, o, ws.quant.data());
+                quant_detail::with_code_bits(values.codec().bits, [&](auto bits) {
+                    quant_detail::far_values<Arch, decltype(bits)::value>(values, s, stride, heads, far_first, far_end, o, ws.quant.data());
+                });
             }
             else
                 decode_detail::exact_values<Arch>(exact_values, s, stride, heads, d, 0, n, o);

@@ -3,10 +3,12 @@
  * Reading code rows (codecs/quant.hpp) in a decode step: the far context's q·k̂ dots
  * and its Σ P · (s ⊙ c) value sums, for the query heads of one KV head.
  *
- * A register of w 32-bit words of a b-bit row holds F = 32 / b codes per lane: lane l
- * of the register starting at word l0 holds channels (l0 + l)·F .. (l0 + l)·F + F − 1,
- * and "field" f of the register is channel (l0 + l)·F + f of each lane. Two shifts and a
- * conversion unpack a field for all lanes at once, with no shuffle, on every ISA. The
+ * A register of w lanes of a b-bit row holds F codes per lane (32-bit words of F = 32 / b
+ * codes at 4 and 8 bits; 3-byte groups of F = 8 codes at 3 bits, spread into 32-bit
+ * lanes as they are loaded): lane l of the register starting at lane l0 holds channels
+ * (l0 + l)·F .. (l0 + l)·F + F − 1, and "field" f of the register is channel
+ * (l0 + l)·F + f of each lane. Two shifts and a conversion unpack a field for all lanes
+ * at once, with no shuffle, on every ISA. The
  * channels come out strided, so the query is permuted once per step into the same
  * order (`qP[span][field][lane]`), and the value sums are accumulated in that order and
  * permuted back once at the end. A register of words is a *span* of w·F channels; a
@@ -42,7 +44,9 @@ namespace deltaattn
         template <class Arch, unsigned Bits>
         struct code_spans
         {
-            static constexpr std::size_t w = arch_traits<Arch>::width, fields = 32 / Bits, span = w * fields;
+            static constexpr std::size_t w = arch_traits<Arch>::width, fields = Bits == 3 ? 8 : 32 / Bits, span = w * fields;
+            /// Bytes of codes per lane, and per register of lanes.
+            static constexpr std::size_t lane_bytes = fields * Bits / 8, register_bytes = w * lane_bytes;
             static constexpr std::size_t max_span_groups = span >= 32 ? span / 32 : 1;
 
             std::size_t d, count, padded, row_bytes, groups, group;
@@ -58,7 +62,7 @@ namespace deltaattn
         /// and the widened scales of one tile of rows.
         inline std::size_t quant_scratch_floats(std::size_t heads, std::size_t dim, quant_codec const& codec) noexcept
         {
-            std::size_t const span = 16 * (32 / codec.bits);  // the widest arch's span
+            std::size_t const span = 16 * (codec.bits == 3 ? 8 : 32 / codec.bits);  // the widest arch's span
             std::size_t const padded = (dim + span - 1) / span * span;
             return 2 * heads * padded + 64 * codec.scales(dim) + 64 + 64 * padded;  // + the lane-scale tile
         }
@@ -236,7 +240,7 @@ namespace deltaattn
                 for (std::size_t sp = 0; sp < layout.count; ++sp)
                 {
                     reg field[F];
-                    quant_detail::unpack<Arch, Bits, 0>(ops::load_words(codes + sp * w * 4), field, std::make_index_sequence<F>{});
+                    quant_detail::unpack<Arch, Bits, 0>(ops::template load_code_lanes<Bits>(codes + sp * spans::register_bytes), field, std::make_index_sequence<F>{});
                     reg const ls = lane_scale(row_scales, sp);
                     DELTAATTN_UNROLL
                     for (std::size_t h = 0; h < H; ++h)
@@ -278,7 +282,7 @@ namespace deltaattn
             for (std::size_t j = t0; j < t1; ++j)
             {
                 reg field[N];
-                quant_detail::unpack<Arch, Bits, FirstField>(ops::load_words(cache.code_row(j).codes + sp * w * 4), field, std::make_index_sequence<N>{});
+                quant_detail::unpack<Arch, Bits, FirstField>(ops::template load_code_lanes<Bits>(cache.code_row(j).codes + sp * spans::register_bytes), field, std::make_index_sequence<N>{});
                 reg const ls = ops::load(lanes_scales + ((j - t0) * layout.count + sp) * w);
                 DELTAATTN_UNROLL
                 for (std::size_t h = 0; h < H; ++h)
