@@ -2,7 +2,7 @@
 // one-call, against the oracle.
 //
 // From the fuzzer's bytes: GQA shapes (1..2 KV heads, 1..4 query heads each, head dim
-// 8..64 in steps of 8), up to 32 positions, sinks, window, scale, a key codec (4 or 8
+// 8..64 in steps of 8), up to 32 positions, sinks, window, scale, a key codec (3, 4 or 8
 // bits, 32-channel groups where they divide the dim, else per row, keyframe interval
 // 0..9, int8 queries or not), values coded or exact, fp32 or binary16 exact sets, bounded finite inputs of
 // unit scale, and a schedule: the prompt prefilled in chunks, then decode steps mixed
@@ -14,8 +14,9 @@
 //  - one-call quant_attention, queries starting after the first key, agrees too.
 //
 // Input layout: kv heads, group, dim, positions, sinks, window, scale, capacity slack,
-// key bits, group flag, keyframe interval, values flag, value bits, storage flag,
-// int8-queries flag, prompt length, skipped queries, then q, k, v (position-major), then the schedule.
+// key bits (a byte: bit 0 set 8 bits, else bit 1 set 3 bits, else 4), group flag,
+// keyframe interval, values flag, value bits (the same), storage flag, int8-queries flag
+// (ignored with 3-bit keys, which refuse int8 queries), prompt length, skipped queries, then q, k, v (position-major), then the schedule.
 #include "fuzz_support.hpp"
 
 #include <deltaattn/reference/reference.hpp>
@@ -69,15 +70,19 @@ namespace
         float const scales[] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.05f, 0.5f, 1.0f};
         c.options.scale = scales[in.byte() % 8];
         c.capacity = c.positions + in.pick(0, 2);
-        c.keys.bits = in.flag() ? 8 : 4;
+        auto const code_bits = [&in] {
+            unsigned const b = in.byte();
+            return b & 1u ? 8u : b & 2u ? 3u : 4u;
+        };
+        c.keys.bits = code_bits();
         c.keys.scale_group = in.flag() && c.dim % 32 == 0 ? 32 : 0;
         c.keys.keyframe_interval = in.pick(0, 9);
         bool const coded_values = in.flag();
-        unsigned const value_bits = in.flag() ? 8 : 4;
+        unsigned const value_bits = code_bits();
         if (coded_values)
             c.values = quant_codec{value_bits, c.keys.scale_group, c.keys.keyframe_interval};
         c.half = in.flag();
-        c.keys.int8_queries = in.flag();
+        c.keys.int8_queries = in.flag() && c.keys.bits != 3;
         c.prompt = in.pick(0, c.positions);
         c.skipped = in.pick(0, c.positions - 1);
         fill_unit_rows(in, c.q, c.positions, c.q_heads() * c.dim);

@@ -32,6 +32,10 @@ class Seed:
     def flag(self, on):
         self.byte(1 if on else 0)
 
+    def code_bits(self, bits):
+        # fuzz_quant_attention's code width byte: 1 for 8 bits, 2 for 3, 0 for 4.
+        self.byte({8: 1, 3: 2, 4: 0}[bits])
+
     def word(self, w):
         self.data += struct.pack(">I", w & 0xFFFFFFFF)
 
@@ -229,11 +233,11 @@ def quant_seed(rng, name, kv_heads, group, dim, positions, sinks, window, slack,
     s.pick(1, positions + 2, window)
     s.byte(scale_index)  # {0, 0, 0, 0, 0, 0.05, 0.5, 1}
     s.pick(0, 2, slack)
-    s.flag(bits == 8)
+    s.code_bits(bits)
     s.flag(group32)
     s.pick(0, 9, keyframes)
     s.flag(coded_values)
-    s.flag(value_bits == 8)
+    s.code_bits(value_bits)
     s.flag(half)
     s.pick(0, positions, prompt)
     s.pick(0, positions - 1, skipped)
@@ -247,6 +251,7 @@ def write_quant_seeds(rng):
     quant_seed(rng, "k_only_window_one", 1, 1, 8, 20, 3, 1, 0, 4, False, 1, False, 4, False, 3, 2, [3], [0] * 17)
     quant_seed(rng, "gqa3_d64_mixed_bits", 2, 3, 64, 18, 4, 5, 2, 4, True, 3, True, 8, False, 18, 0, [4, 4, 4, 4, 2], [])
     quant_seed(rng, "capacity_full_scale", 1, 2, 16, 12, 1, 2, 0, 8, False, 0, True, 4, True, 6, 11, [6], [0] * 6, scale_index=6)
+    quant_seed(rng, "b3_g32_kv_chunks", 1, 4, 64, 28, 2, 5, 0, 3, True, 4, True, 3, True, 12, 3, [6, 6], [0, 0, 0, 0, 0, 0, 0, 0])
 
 
 if __name__ == "__main__":
