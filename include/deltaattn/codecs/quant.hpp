@@ -138,13 +138,10 @@ namespace deltaattn
             int const nibble = (row[c / 2] >> (4 * (c % 2))) & 0x0F;
             return nibble >= 8 ? nibble - 16 : nibble;
         }
-        int field = 0;
-        for (unsigned i = 0; i < bits; ++i)
-        {
-            std::size_t const at = bits * c + i;
-            field |= (row[at / 8] >> (at % 8) & 1) << i;
-        }
-        return field >= 1 << (bits - 1) ? field - (1 << bits) : field;
+        // 3 bits: the 3 bytes of channel c's group of 8 hold its code whole.
+        std::uint8_t const* lane = row + 3 * (c / 8);
+        int const field = ((lane[0] | lane[1] << 8 | lane[2] << 16) >> (3 * (c % 8))) & 7;
+        return field >= 4 ? field - 8 : field;
     }
 
     /// Channels per scale of an int8 query (SPEC.md §10's last rule).
