@@ -212,7 +212,7 @@ namespace deltaattn
                 });
             }
             else
-                decode_detail::exact_values<Arch>(exact_values, s, stride, heads, d, 0, n, o);
+                decode_detail::streamed_exact_values<Arch>(exact_values, s, stride, heads, d, 0, n, o);
 
             decode_detail::write_outputs(o, sums, heads, d, out, 0);
             std::uint64_t const macs = std::uint64_t(n) * heads * d;
