@@ -456,7 +456,7 @@ namespace
                     benchmark::RegisterBenchmark(("prefill/" + l.name + shape(n, d)).c_str(), hybrid_prefill, n, d, l.policy, is_kv(l))
                         ->Unit(benchmark::kMillisecond);
                 if (d == 128 && n >= 1024)
-                    for (unsigned bits : {4u, 8u})
+                    for (unsigned bits : {3u, 4u, 8u})
                         benchmark::RegisterBenchmark(("prefill/quant_kv/bits:" + std::to_string(bits) + shape(n, d)).c_str(), quant_prefill, n, d, bits, true)
                             ->Unit(benchmark::kMillisecond);
             }

@@ -118,13 +118,26 @@ namespace deltaattn
         /// bytes).
         inline void put_code(std::uint8_t* row, unsigned bits, std::size_t c, int code) noexcept
         {
-            std::uint32_t const field = static_cast<std::uint32_t>(code) & ((1u << bits) - 1u);
-            for (unsigned i = 0; i < bits; ++i)
+            if (bits == 8)
             {
-                std::size_t const at = bits * c + i;
-                std::uint8_t const bit = static_cast<std::uint8_t>(1u << (at % 8));
-                row[at / 8] = (field >> i & 1u) != 0 ? static_cast<std::uint8_t>(row[at / 8] | bit) : static_cast<std::uint8_t>(row[at / 8] & ~bit);
+                row[c] = static_cast<std::uint8_t>(code);
+                return;
             }
+            if (bits == 4)
+            {
+                std::uint8_t const nibble = static_cast<std::uint8_t>(code) & 0x0F;
+                std::uint8_t& byte = row[c / 2];
+                byte = c % 2 == 0 ? static_cast<std::uint8_t>((byte & 0xF0) | nibble) : static_cast<std::uint8_t>((byte & 0x0F) | (nibble << 4));
+                return;
+            }
+            // 3 bits: rewrite the 3-byte lane of channel c's group of 8.
+            std::uint8_t* const lane = row + 3 * (c / 8);
+            unsigned const shift = 3 * static_cast<unsigned>(c % 8);
+            std::uint32_t bits24 = static_cast<std::uint32_t>(lane[0] | lane[1] << 8 | lane[2] << 16);
+            bits24 = (bits24 & ~(7u << shift)) | ((static_cast<std::uint32_t>(code) & 7u) << shift);
+            lane[0] = static_cast<std::uint8_t>(bits24);
+            lane[1] = static_cast<std::uint8_t>(bits24 >> 8);
+            lane[2] = static_cast<std::uint8_t>(bits24 >> 16);
         }
     }  // namespace codec_detail
 
