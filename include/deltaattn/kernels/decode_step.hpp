@@ -298,11 +298,11 @@ namespace deltaattn
                     }
             }
 
-            /// exact_values over rows [first, end) of one KV head's cache rows (a source that
-            /// lists its rows, like quant_exact_rows), in blocks of dense_block rows with the
-            /// rows dense_ahead ahead pulled into L2, as the dense step pulls its own. A K-only
-            /// quant step reads every V row this way; with exact_values' short L1 prefetch
-            /// alone it streamed them at ~6 GB/s (Zen 4), below the dense step's rate.
+            /// exact_values over rows [first, end) of one KV head's value rows, in blocks of
+            /// dense_block rows with the rows dense_ahead ahead pulled into L2, as the dense
+            /// step pulls its own. A step with dense (or K-only coded) values reads every V row
+            /// of the head this way; with exact_values' short L1 prefetch alone a K-only quant
+            /// step streamed them at ~6 GB/s (Zen 4), below the dense step's rate.
             template <class Arch, class Values>
             void streamed_exact_values(Values const& values, float const* p, std::size_t stride, std::size_t heads, std::size_t d,
                                        std::size_t first, std::size_t end, float* o) noexcept
@@ -312,7 +312,11 @@ namespace deltaattn
                 for (std::size_t j0 = first; j0 < end; j0 += dense_block)
                 {
                     std::size_t const a0 = std::min(end, j0 + dense_ahead), a1 = std::min(end, a0 + dense_block);
-                    values.exact_rows(a0, a1 - a0, rows);
+                    if constexpr (detail::lists_exact_rows<Values>::value)
+                        values.exact_rows(a0, a1 - a0, rows);  // (one ring division for the block)
+                    else
+                        for (std::size_t j = a0; j < a1; ++j)
+                            rows[j - a0] = values.exact_row(j);
                     for (std::size_t j = a0; j < a1; ++j)
                         prefetch_far(rows[j - a0], d * sizeof(*rows[0]));
                     exact_values<Arch>(values, p, stride, heads, d, j0, std::min(end, j0 + dense_block), o);
@@ -576,7 +580,7 @@ namespace deltaattn
             }
             else
             {
-                decode_detail::exact_values<Arch>(values, s, stride, heads, d, 0, n, o);
+                decode_detail::streamed_exact_values<Arch>(values, s, stride, heads, d, 0, n, o);
                 pv_macs = n * heads * d;
             }
 
