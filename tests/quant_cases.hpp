@@ -116,14 +116,20 @@ namespace deltaattn_test
     }
 
     /// The codec settings every arch is checked with (d a multiple of 32 unless g = 0).
+    /// Under an emulator a sample: keyframes R = 5 and 0 at 4 and 8 bits, one 3-bit codec
+    /// (every setting runs natively, on the scalar path and the x86 ones; the NEON unpack
+    /// of every width is checked on its own in test_quant.cpp).
     inline std::vector<quant_codec> codecs_for(std::size_t d)
     {
         std::vector<quant_codec> out;
         for (unsigned bits : {3u, 4u, 8u})
             for (std::size_t group : {std::size_t(32), std::size_t(0)})
                 for (std::size_t r : {std::size_t(1), std::size_t(5), std::size_t(0)})
-                    if (group == 0 || d % group == 0)
+                {
+                    bool const sampled_out = emulated_build && (bits == 3 ? group != 32 || r != 5 : r == 1);
+                    if ((group == 0 || d % group == 0) && !sampled_out)
                         out.push_back(quant_codec{bits, group, r});
+                }
         return out;
     }
 }  // namespace deltaattn_test

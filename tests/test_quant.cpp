@@ -195,6 +195,8 @@ TEMPLATE_LIST_TEST_CASE("quant decode steps agree with the oracle across shapes 
         for (unsigned bits : {3u, 4u, 8u})
             for (std::size_t r : {std::size_t(1), std::size_t(7), std::size_t(0)})
             {
+                if (emulated_build && (r == 1 || (bits == 3 && r != 7)))  // a sample under qemu (natively: all)
+                    continue;
                 quant_codec const codec{bits, s.d % 32 == 0 ? std::size_t(32) : std::size_t(0), r};
                 quant_case const q = make_case(s.n, s.hq, s.hkv, s.d, s.sinks, s.window, codec, codec, ++seed);
                 qkv_data const in = q.c.inputs();
