@@ -113,6 +113,9 @@ namespace deltaattn
             return h;
         }
 
+        /// The 24 bits of a 3-bit row's lane at p (8 codes, channel 8l + k in bits [3k, 3k + 3)).
+        inline std::uint32_t lane_bits(std::uint8_t const* p) noexcept { return static_cast<std::uint32_t>(p[0] | p[1] << 8 | p[2] << 16); }
+
         /// Writes the b-bit two's-complement `code` of channel c into `row`: bits
         /// [b·c, b·(c+1)) of the little-endian byte string (a 3-bit code may straddle two
         /// bytes).
@@ -133,8 +136,7 @@ namespace deltaattn
             // 3 bits: rewrite the 3-byte lane of channel c's group of 8.
             std::uint8_t* const lane = row + 3 * (c / 8);
             unsigned const shift = 3 * static_cast<unsigned>(c % 8);
-            std::uint32_t bits24 = static_cast<std::uint32_t>(lane[0] | lane[1] << 8 | lane[2] << 16);
-            bits24 = (bits24 & ~(7u << shift)) | ((static_cast<std::uint32_t>(code) & 7u) << shift);
+            std::uint32_t const bits24 = (lane_bits(lane) & ~(7u << shift)) | ((static_cast<std::uint32_t>(code) & 7u) << shift);
             lane[0] = static_cast<std::uint8_t>(bits24);
             lane[1] = static_cast<std::uint8_t>(bits24 >> 8);
             lane[2] = static_cast<std::uint8_t>(bits24 >> 16);
@@ -152,8 +154,7 @@ namespace deltaattn
             return nibble >= 8 ? nibble - 16 : nibble;
         }
         // 3 bits: the 3 bytes of channel c's group of 8 hold its code whole.
-        std::uint8_t const* lane = row + 3 * (c / 8);
-        int const field = ((lane[0] | lane[1] << 8 | lane[2] << 16) >> (3 * (c % 8))) & 7;
+        int const field = static_cast<int>(codec_detail::lane_bits(row + 3 * (c / 8)) >> (3 * (c % 8))) & 7;
         return field >= 4 ? field - 8 : field;
     }
 

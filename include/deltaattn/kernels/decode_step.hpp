@@ -312,11 +312,7 @@ namespace deltaattn
                 for (std::size_t j0 = first; j0 < end; j0 += dense_block)
                 {
                     std::size_t const a0 = std::min(end, j0 + dense_ahead), a1 = std::min(end, a0 + dense_block);
-                    if constexpr (detail::lists_exact_rows<Values>::value)
-                        values.exact_rows(a0, a1 - a0, rows);  // (one ring division for the block)
-                    else
-                        for (std::size_t j = a0; j < a1; ++j)
-                            rows[j - a0] = values.exact_row(j);
+                    detail::exact_rows_of(values, a0, a1 - a0, rows);
                     for (std::size_t j = a0; j < a1; ++j)
                         prefetch_far(rows[j - a0], d * sizeof(*rows[0]));
                     exact_values<Arch>(values, p, stride, heads, d, j0, std::min(end, j0 + dense_block), o);
