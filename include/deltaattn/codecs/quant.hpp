@@ -158,6 +158,10 @@ namespace deltaattn
         return field >= 4 ? field - 8 : field;
     }
 
+    /// Codes per lane as the kernels read a row of b-bit codes: 32 / b in a 32-bit word at
+    /// 4 and 8 bits, 8 in a 3-byte lane at 3 bits (the layout comment above).
+    constexpr std::size_t codes_per_lane(unsigned bits) noexcept { return bits == 3 ? 8 : 32 / bits; }
+
     /// Channels per scale of an int8 query (SPEC.md §10's last rule).
     constexpr std::size_t quant_query_group = 32;
     /// The largest |q| an int8 query can hold: 127 times binary16's largest value.

@@ -42,7 +42,7 @@ namespace deltaattn
         {
             if (!codec.int8_queries)
                 return 0;
-            std::size_t const fields = 32 / codec.bits, span = 16 * fields;  // the widest arch's span
+            std::size_t const fields = codes_per_lane(codec.bits), span = 16 * fields;  // the widest arch's span
             std::size_t const words = (dim + span - 1) / span * 16;
             return heads * words * (2 + 1);  // up to two query parts, and the start words
         }

@@ -44,7 +44,7 @@ namespace deltaattn
         template <class Arch, unsigned Bits>
         struct code_spans
         {
-            static constexpr std::size_t w = arch_traits<Arch>::width, fields = Bits == 3 ? 8 : 32 / Bits, span = w * fields;
+            static constexpr std::size_t w = arch_traits<Arch>::width, fields = codes_per_lane(Bits), span = w * fields;
             /// Bytes of codes per lane, and per register of lanes.
             static constexpr std::size_t lane_bytes = fields * Bits / 8, register_bytes = w * lane_bytes;
             static constexpr std::size_t max_span_groups = span >= 32 ? span / 32 : 1;
@@ -62,7 +62,7 @@ namespace deltaattn
         /// and the widened scales of one tile of rows.
         inline std::size_t quant_scratch_floats(std::size_t heads, std::size_t dim, quant_codec const& codec) noexcept
         {
-            std::size_t const span = 16 * (codec.bits == 3 ? 8 : 32 / codec.bits);  // the widest arch's span
+            std::size_t const span = 16 * codes_per_lane(codec.bits);  // the widest arch's span
             std::size_t const padded = (dim + span - 1) / span * span;
             return 2 * heads * padded + 64 * codec.scales(dim) + 64 + 64 * padded;  // + the lane-scale tile
         }
