@@ -97,7 +97,7 @@ TEMPLATE_LIST_TEST_CASE("code dots of every kernel equal the generic integer dot
     check_code_dots<TestType, 8>();
 }
 
-TEST_CASE("the code-dot kernel is the one the build's ISA flags promise", "[quant][int8]")
+TEST_CASE("the code-dot kernel and the group sums are the ones the build's ISA flags promise", "[quant][int8]")
 {
     kernels::code_dot_isa const isa = kernels::code_dot_isa_of<default_arch>();
     INFO("default_arch=" << arch_name<default_arch>() << " kernel=" << kernels::code_dot_isa_name(isa));
@@ -119,6 +119,19 @@ TEST_CASE("the code-dot kernel is the one the build's ISA flags promise", "[quan
         want = kernels::code_dot_isa::generic;
     CHECK(isa == want);
     CHECK(kernels::code_dot_isa_of<scalar>() == kernels::code_dot_isa::generic);
+
+    // The dots summed per group before any float (code_row_dots_int8_by_group): AVX-512 BW
+    // and AVX2 + FMA; every other arch keeps the generic kernel.
+    kernels::group_sums_isa want_sums = kernels::group_sums_isa::none;
+#if defined(__AVX512BW__)
+    want_sums = kernels::group_sums_isa::avx512;
+#elif defined(__AVX2__) && defined(__FMA__)
+    want_sums = kernels::group_sums_isa::avx2;
+#endif
+    if (std::is_same<default_arch, scalar>::value)
+        want_sums = kernels::group_sums_isa::none;
+    CHECK(kernels::group_sums_isa_of<default_arch>() == want_sums);
+    CHECK(kernels::group_sums_isa_of<scalar>() == kernels::group_sums_isa::none);
 }
 
 TEMPLATE_LIST_TEST_CASE("int8-query decode steps agree with the oracle of the rounded query, not with the fp32 one", "[quant][int8]", tested_archs)
@@ -126,16 +139,17 @@ TEMPLATE_LIST_TEST_CASE("int8-query decode steps agree with the oracle of the ro
     std::uint64_t seed = 300;
     struct shape
     {
-        std::size_t n, hq, hkv, d, sinks, window;
+        std::size_t n, hq, hkv, d, sinks, window, group;  // group 0: one scale per row
     };
     std::size_t differs = 0, cases = 0;
-    for (shape const s : {shape{70, 1, 1, 32, 1, 1}, shape{129, 8, 1, 64, 4, 16}, shape{150, 4, 2, 128, 4, 20}, shape{90, 8, 4, 96, 3, 7},
-                          shape{40, 2, 1, 256, 1, 5}, shape{66, 16, 2, 80, 2, 5}, shape{50, 4, 1, 40, 2, 3}})
+    for (shape const s : {shape{70, 1, 1, 32, 1, 1, 32}, shape{129, 8, 1, 64, 4, 16, 32}, shape{150, 4, 2, 128, 4, 20, 32}, shape{90, 8, 4, 96, 3, 7, 32},
+                          shape{40, 2, 1, 256, 1, 5, 32}, shape{66, 16, 2, 80, 2, 5, 0}, shape{50, 4, 1, 40, 2, 3, 0}, shape{100, 4, 1, 128, 2, 9, 0},
+                          shape{60, 4, 1, 160, 2, 9, 32}})
         for (unsigned bits : {4u, 8u})
             for (std::size_t r : {std::size_t(1), std::size_t(0)})
                 for (bool coded_values : {true, false})
                 {
-                    quant_codec const keys = int8_codec(bits, s.d % 32 == 0 ? std::size_t(32) : std::size_t(0), r);
+                    quant_codec const keys = int8_codec(bits, s.group, r);
                     quant_codec const values{bits, keys.scale_group, r};
                     quant_case const q = make_case(s.n, s.hq, s.hkv, s.d, s.sinks, s.window, keys, coded_values ? std::optional<quant_codec>(values) : std::nullopt,
                                                    ++seed);

@@ -218,17 +218,31 @@ namespace deltaattn
         /// within 128-bit lanes (unpack, then shuffle), then across them (shuffle_f32x4).
         static reg reduce_add_rows_avx512(reg const* rows) noexcept
         {
-            __m512 pairs[8], quads[4], octs[2];
+            __m512 quads[4];
             DELTAATTN_UNROLL
-            for (int i = 0; i < 8; ++i)  // rows 2i, 2i+1: [a02 b02 a13 b13] per 128-bit lane
+            for (int i = 0; i < 4; ++i)
             {
-                __m512 const a = rows[2 * i], b = rows[2 * i + 1];
-                pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+                __m512 const four[4] = {rows[4 * i], rows[4 * i + 1], rows[4 * i + 2], rows[4 * i + 3]};
+                quads[i] = sum_within_128bit_lanes(four, [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); });
             }
-            DELTAATTN_UNROLL
-            for (int i = 0; i < 4; ++i)  // rows 4i..4i+3, one partial sum each per 128-bit lane
-                quads[i] = _mm512_add_ps(_mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                                         _mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+            return reduce_add_quads_avx512(quads);
+        }
+        /// The first two levels of reduce_add_rows_avx512, on 4 registers: lane 4k + r =
+        /// the sum of 128-bit lane k of x[r]. `add` sums two registers: float lanes, or
+        /// int32 lanes carried in __m512 (the shuffles only move bits).
+        template <class Add>
+        static __m512 sum_within_128bit_lanes(__m512 const* x, Add add) noexcept
+        {
+            // rows 0, 1 (and 2, 3): [a02 b02 a13 b13] per 128-bit lane
+            __m512 const p = add(_mm512_unpacklo_ps(x[0], x[1]), _mm512_unpackhi_ps(x[0], x[1]));
+            __m512 const q = add(_mm512_unpacklo_ps(x[2], x[3]), _mm512_unpackhi_ps(x[2], x[3]));
+            return add(_mm512_shuffle_ps(p, q, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(p, q, _MM_SHUFFLE(3, 2, 3, 2)));
+        }
+        /// The last two levels of reduce_add_rows_avx512: quads[i] lane 4k + r holds a partial
+        /// sum of row 4i + r (k: its 128-bit lane); lane i of the result = row i's sum.
+        static reg reduce_add_quads_avx512(__m512 const* quads) noexcept
+        {
+            __m512 octs[2];
             DELTAATTN_UNROLL
             for (int i = 0; i < 2; ++i)  // 128-bit lanes 0+1 and 2+3 of rows 8i..8i+7
                 octs[i] = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2 * i], quads[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),

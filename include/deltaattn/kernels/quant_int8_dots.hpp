@@ -24,6 +24,7 @@
 #include "../codecs/quant.hpp"
 #include "../detail/validate.hpp"
 #include "arch/code_dots.hpp"
+#include "arch/group_sums.hpp"
 #include "quant_rows.hpp"
 
 #include <algorithm>
@@ -125,14 +126,120 @@ namespace deltaattn
         }
 
         /**
+         * code_row_dots_int8 on AVX-512 and AVX2 (4- and 8-bit codes): the integer dots
+         * summed per 32-channel group before any float. A row's score is
+         * Σ_g s_row[g] · s_q[g] · I_g with I_g, the group's integer dot, exact in int32: so
+         * the first two levels of the transpose-add run on the int32 word dots of 4 rows
+         * (kernels/arch/group_sums.hpp: lane 4k + r = row r, group k of a block), and the
+         * conversion and the two scales then cost 3 float ops per head and 4 rows, where
+         * the generic kernel pays them per head and row. Same integers, fewer roundings:
+         * within SPEC.md §9's tolerance like the generic kernel, not bit-identical to it.
+         */
+        template <class Arch, unsigned Bits, std::size_t H, class T>
+        void code_row_dots_int8_by_group(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, std::int32_t const* words,
+                                         float const* query_scales, std::size_t j0, std::size_t j1, float* s, std::size_t stride, float* scales) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            using q_layout = int8_query_layout<Arch, Bits>;
+            using dots = code_dots<Arch, Bits>;
+            using words_reg = typename ops::words;
+            using sums = group_sums<group_sums_isa_of<Arch>()>;
+            using floats = typename sums::floats;
+            using ints = typename sums::ints;
+            constexpr std::size_t w = q_layout::w, parts = q_layout::parts, spans_per_block = Bits == 4 ? 1 : 2, quads = w / 4;
+            q_layout const ql(layout);
+            std::size_t const blocks = (layout.count + spans_per_block - 1) / spans_per_block;
+            // Row and head's int32 word dots over block b, one group per chunk (0 past the last span).
+            auto const block_dot = [&](std::int32_t const* qw, typename dots::unpacked const* u, std::size_t b) {
+                ints dot[spans_per_block];
+                for (std::size_t k = 0; k < spans_per_block; ++k)
+                {
+                    std::size_t const sp = b * spans_per_block + k;
+                    if (sp >= layout.count)
+                    {
+                        dot[k] = words_reg(0);
+                        continue;
+                    }
+                    words_reg qp[parts];
+                    for (std::size_t p = 0; p < parts; ++p)
+                        qp[p] = words_reg::load_aligned(qw + (sp * parts + p) * w);
+                    dot[k] = dots::dot(words_reg::load_aligned(qw + ql.count * parts * w + sp * w), u[k], qp);
+                }
+                if constexpr (spans_per_block == 2)
+                    return sums::fold(dot[0], dot[1]);
+                else
+                    return dot[0];
+            };
+            // s_q of group (chunks·b + k) in every lane of chunk k: the scale of the group's
+            // first word (words past d hold 0).
+            auto const query_group_scales = [&](std::size_t h, std::size_t b) {
+                float const* qs = query_scales + h * ql.floats_per_head();
+                floats words_scales;
+                if constexpr (spans_per_block == 2)
+                {
+                    std::size_t const sp = 2 * b;
+                    words_scales = sums::pick(ops::load(qs + sp * w), sp + 1 < layout.count ? ops::load(qs + (sp + 1) * w) : ops::zero());
+                }
+                else
+                    words_scales = ops::load(qs + b * w);
+                return sums::spread_first(words_scales);
+            };
+
+            for (std::size_t t0 = j0; t0 < j1; t0 += w)
+            {
+                std::size_t const nb = std::min(w, j1 - t0);
+                if (t0 + w < j1)  // the next batch's codes: a decode step streams them once
+                    prefetch(cache.code_row(t0 + w).codes, std::min(w, j1 - t0 - w) * layout.row_bytes);
+                quant_detail::widen_scales<Arch>(cache, t0, nb, scales);
+                floats partial[H][quads];  // [head][rows 4i..4i+3]: lane 4k + r, summed over blocks
+                for (std::size_t i = 0; i < quads; ++i)
+                {
+                    floats acc[H];
+                    DELTAATTN_UNROLL
+                    for (auto& a : acc)
+                        a = ops::zero();
+                    for (std::size_t b = 0; b < blocks && 4 * i < nb; ++b)
+                    {
+                        floats dot[H][4];
+                        for (std::size_t r = 0; r < 4; ++r)
+                        {
+                            std::size_t const row = 4 * i + r < nb ? 4 * i + r : 0;  // rows past the batch: computed, discarded
+                            std::uint8_t const* codes = cache.code_row(t0 + row).codes;
+                            typename dots::unpacked u[spans_per_block];
+                            for (std::size_t k = 0; k < spans_per_block; ++k)
+                                u[k] = dots::unpack(ops::load_words(codes + (b * spans_per_block + k) * w * 4));
+                            DELTAATTN_UNROLL
+                            for (std::size_t h = 0; h < H; ++h)
+                                dot[h][r] = sums::as_floats(block_dot(words + h * ql.words_per_head(), u, b));
+                        }
+                        floats const rs = sums::row_scales(scales, layout.groups, i, b);
+                        DELTAATTN_UNROLL
+                        for (std::size_t h = 0; h < H; ++h)
+                            acc[h] = sums::fma(sums::to_float(sums::sum_within_chunks(dot[h])), sums::mul(query_group_scales(h, b), rs), acc[h]);
+                    }
+                    DELTAATTN_UNROLL
+                    for (std::size_t h = 0; h < H; ++h)
+                        partial[h][i] = acc[h];
+                }
+                for (std::size_t h = 0; h < H; ++h)
+                    store_first<Arch>(s + h * stride + t0, sums::reduce_quads(partial[h]), nb);
+            }
+        }
+
+        /**
          * s[h * stride + j] = q̃_h · (s_j ⊙ c_j) for code rows j in [j0, j1) and H heads
          * prepared by prepare_int8_queries: w rows at a time, reduced with one
-         * transpose-add, as code_row_dots.
+         * transpose-add, as code_row_dots. (AVX-512, AVX2: code_row_dots_int8_by_group.)
          */
         template <class Arch, unsigned Bits, std::size_t H, class T>
         void code_row_dots_int8(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, std::int32_t const* words,
                                 float const* query_scales, std::size_t j0, std::size_t j1, float* s, std::size_t stride, float* scales) noexcept
         {
+            if constexpr (group_sums_isa_of<Arch>() != group_sums_isa::none)
+            {
+                code_row_dots_int8_by_group<Arch, Bits, H>(cache, layout, words, query_scales, j0, j1, s, stride, scales);
+                return;
+            }
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
             using q_layout = int8_query_layout<Arch, Bits>;
