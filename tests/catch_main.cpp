@@ -15,7 +15,7 @@
 
 int main(int argc, char* argv[])
 {
-    std::printf("deltaattn tests: default_arch = %s (the scalar path is tested too)\n", deltaattn_test::suite_build.arch);
+    std::printf("deltaattn tests: default_arch = %s %s\n", deltaattn_test::suite_build.arch, deltaattn_test::suite_build.also_tested);
     std::fflush(stdout);
     return Catch::Session().run(argc, argv);
 }

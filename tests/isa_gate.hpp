@@ -68,6 +68,7 @@ namespace deltaattn_test
     {
         char const* arch;                      ///< deltaattn::active_arch_name() of the suite
         char const* const* required_features;  ///< compiled_x86_features of the suite's flags
+        char const* also_tested;               ///< what tested_archs adds to the arch, for the banner
     };
 
     /// Defined by suite_build.cpp (built with the suite's flags), constant-initialized:

@@ -6,4 +6,10 @@
 
 // Constant-initialized, so it is ready before any constructor runs. The arch is what
 // deltaattn::active_arch_name() returns in a TU built with these flags.
-constexpr deltaattn_test::build_info deltaattn_test::suite_build{deltaattn::arch_name<deltaattn::default_arch>(), deltaattn_test::compiled_x86_features};
+#if defined(DELTAATTN_TEST_EMULATED)
+constexpr char const* also_tested = "(under an emulator: the scalar path is tested natively, not here)";
+#else
+constexpr char const* also_tested = "(the scalar path is tested too)";
+#endif
+constexpr deltaattn_test::build_info deltaattn_test::suite_build{deltaattn::arch_name<deltaattn::default_arch>(), deltaattn_test::compiled_x86_features,
+                                                                 also_tested};

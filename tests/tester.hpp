@@ -31,7 +31,9 @@ namespace deltaattn_test
     using namespace deltaattn;
 
     /// Every path this binary is built for: the scalar fallback and the flags' default.
-    using tested_archs = std::conditional_t<std::is_same<default_arch, scalar>::value, std::tuple<scalar>, std::tuple<scalar, default_arch>>;
+    /// Under an emulator, the flags' default only (the NEON path): the scalar path runs
+    /// natively in every x86 suite, with and without hardware FMA.
+    using tested_archs = std::conditional_t<std::is_same<default_arch, scalar>::value || emulated_build, std::tuple<default_arch>, std::tuple<scalar, default_arch>>;
 
     /// Appends T to the tuple unless it is already there.
     template <class Tuple, class T>
