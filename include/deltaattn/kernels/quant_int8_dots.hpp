@@ -227,19 +227,14 @@ namespace deltaattn
         }
 
         /**
-         * s[h * stride + j] = q̃_h · (s_j ⊙ c_j) for code rows j in [j0, j1) and H heads
-         * prepared by prepare_int8_queries: w rows at a time, reduced with one
-         * transpose-add, as code_row_dots. (AVX-512, AVX2: code_row_dots_int8_by_group.)
+         * code_row_dots_int8 on every other arch: each register of word dots converted and
+         * scaled per head and row, w rows at a time, reduced with one transpose-add, as
+         * code_row_dots.
          */
         template <class Arch, unsigned Bits, std::size_t H, class T>
-        void code_row_dots_int8(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, std::int32_t const* words,
-                                float const* query_scales, std::size_t j0, std::size_t j1, float* s, std::size_t stride, float* scales) noexcept
+        void code_row_dots_int8_by_register(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, std::int32_t const* words,
+                                            float const* query_scales, std::size_t j0, std::size_t j1, float* s, std::size_t stride, float* scales) noexcept
         {
-            if constexpr (group_sums_isa_of<Arch>() != group_sums_isa::none)
-            {
-                code_row_dots_int8_by_group<Arch, Bits, H>(cache, layout, words, query_scales, j0, j1, s, stride, scales);
-                return;
-            }
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
             using q_layout = int8_query_layout<Arch, Bits>;
@@ -272,6 +267,18 @@ namespace deltaattn
                     }
                 }
             });
+        }
+
+        /// s[h * stride + j] = q̃_h · (s_j ⊙ c_j) for code rows j in [j0, j1) and H heads
+        /// prepared by prepare_int8_queries: the group sums where the arch has them.
+        template <class Arch, unsigned Bits, std::size_t H, class T>
+        void code_row_dots_int8(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, std::int32_t const* words,
+                                float const* query_scales, std::size_t j0, std::size_t j1, float* s, std::size_t stride, float* scales) noexcept
+        {
+            if constexpr (group_sums_isa_of<Arch>() != group_sums_isa::none)
+                code_row_dots_int8_by_group<Arch, Bits, H>(cache, layout, words, query_scales, j0, j1, s, stride, scales);
+            else
+                code_row_dots_int8_by_register<Arch, Bits, H>(cache, layout, words, query_scales, j0, j1, s, stride, scales);
         }
     }  // namespace kernels
 }  // namespace deltaattn
