@@ -206,8 +206,11 @@ namespace deltaattn
                             std::size_t const row = 4 * i + r < nb ? 4 * i + r : 0;  // rows past the batch: computed, discarded
                             std::uint8_t const* codes = cache.code_row(t0 + row).codes;
                             typename dots::unpacked u[spans_per_block];
-                            for (std::size_t k = 0; k < spans_per_block; ++k)
-                                u[k] = dots::unpack(ops::load_words(codes + (b * spans_per_block + k) * w * 4));
+                            for (std::size_t k = 0; k < spans_per_block; ++k)  // (an odd count's last block has one span: no read past the row)
+                            {
+                                std::size_t const sp = b * spans_per_block + k;
+                                u[k] = dots::unpack(sp < layout.count ? ops::load_words(codes + sp * w * 4) : words_reg(0));
+                            }
                             DELTAATTN_UNROLL
                             for (std::size_t h = 0; h < H; ++h)
                                 dot[h][r] = sums::as_floats(block_dot(words + h * ql.words_per_head(), u, b));
