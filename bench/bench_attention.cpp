@@ -467,7 +467,7 @@ namespace
                     for (unsigned bits : {3u, 4u, 8u})
                         for (bool coded_values : {true, false})
                             for (bool int8_queries : {false, true})
-                                if (d == 128 && n >= 1024 && n != 8192 && !(bits == 3 && int8_queries))  // (3-bit codes: fp32 queries only)
+                                if (d == 128 && n >= 1024 && n != 8192)
                                     benchmark::RegisterBenchmark(("decode/quant_" + std::string(coded_values ? "kv" : "k") + "/bits:" + std::to_string(bits) +
                                                                   (int8_queries ? "/q:int8" : "") + shape(n, d, f16))
                                                                      .c_str(),

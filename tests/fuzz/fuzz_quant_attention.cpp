@@ -15,8 +15,8 @@
 //
 // Input layout: kv heads, group, dim, positions, sinks, window, scale, capacity slack,
 // key bits (a byte: bit 0 set 8 bits, else bit 1 set 3 bits, else 4), group flag,
-// keyframe interval, values flag, value bits (the same), storage flag, int8-queries flag
-// (ignored with 3-bit keys, which refuse int8 queries), prompt length, skipped queries, then q, k, v (position-major), then the schedule.
+// keyframe interval, values flag, value bits (the same), storage flag, int8-queries flag,
+// prompt length, skipped queries, then q, k, v (position-major), then the schedule.
 #include "fuzz_support.hpp"
 
 #include <deltaattn/reference/reference.hpp>
@@ -82,7 +82,7 @@ namespace
         if (coded_values)
             c.values = quant_codec{value_bits, c.keys.scale_group, c.keys.keyframe_interval};
         c.half = in.flag();
-        c.keys.int8_queries = in.flag() && c.keys.bits != 3;
+        c.keys.int8_queries = in.flag();
         c.prompt = in.pick(0, c.positions);
         c.skipped = in.pick(0, c.positions - 1);
         fill_unit_rows(in, c.q, c.positions, c.q_heads() * c.dim);

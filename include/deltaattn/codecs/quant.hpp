@@ -86,15 +86,13 @@ namespace deltaattn
      * Throws `std::invalid_argument` naming the parameter unless `codec` can code rows of
      * `dim` channels: bits 3, 4 or 8, a scale group of 32 (dividing dim) or the whole row,
      * dim a multiple of 8 (rows are whole lanes of 8 channels: 32-bit words of 4-bit codes,
-     * 3 bytes of 3-bit codes), int8 queries only with 4- or 8-bit codes (the integer dot
-     * kernels read whole bytes and nibbles). `bits_name` and `group_name` are what the
+     * 3 bytes of 3-bit codes). `bits_name` and `group_name` are what the
      * errors call the two parameters (a value codec's are "value_bits" and
      * "value_scale_group").
      */
     inline void validate_codec(quant_codec const& codec, std::size_t dim, char const* bits_name = "bits", char const* group_name = "scale_group")
     {
         DELTAATTN_REQUIRE(codec.bits == 3 || codec.bits == 4 || codec.bits == 8, bits_name, "must be 3, 4 or 8" + detail::got(codec.bits));
-        DELTAATTN_REQUIRE(!codec.int8_queries || codec.bits != 3, "int8_queries", "needs 4- or 8-bit codes (bits is 3)");
         DELTAATTN_REQUIRE(codec.scale_group == 0 || codec.scale_group == 32, group_name,
                         "must be 32 or 0 (one scale per row)" + detail::got(codec.scale_group));
         DELTAATTN_REQUIRE(dim % 8 == 0, "dim", "must be a multiple of 8 for quantized rows" + detail::got(dim));

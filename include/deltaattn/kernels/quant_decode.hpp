@@ -85,18 +85,15 @@ namespace deltaattn
                 std::copy(q, q + heads, base_q);
                 if (codec.int8_queries)
                 {
-                    if constexpr (Bits != 3)  // (validate_codec refuses int8 queries with 3-bit codes)
-                    {
-                        int8_query_layout<Arch, Bits> const ql(layout);
-                        float* const rounded = scratch + heads * layout.padded;  // (free until far_values)
-                        prepare_int8_queries(layout, q, heads, words, qP, rounded);
-                        for (std::size_t h = 0; h < heads; ++h)
-                            base_q[h] = rounded + h * layout.d;
-                        for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
-                            code_row_dots_int8<Arch, Bits, decltype(chunk)::value>(keys, layout, words + h0 * ql.words_per_head(), qP + h0 * ql.floats_per_head(),
-                                                                                   first, end, s + h0 * stride, stride, scales);
-                        });
-                    }
+                    int8_query_layout<Arch, Bits> const ql(layout);
+                    float* const rounded = scratch + heads * layout.padded;  // (free until far_values)
+                    prepare_int8_queries(layout, q, heads, words, qP, rounded);
+                    for (std::size_t h = 0; h < heads; ++h)
+                        base_q[h] = rounded + h * layout.d;
+                    for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
+                        code_row_dots_int8<Arch, Bits, decltype(chunk)::value>(keys, layout, words + h0 * ql.words_per_head(), qP + h0 * ql.floats_per_head(),
+                                                                               first, end, s + h0 * stride, stride, scales);
+                    });
                 }
                 else
                 {

@@ -85,7 +85,7 @@ namespace deltaattn
                                   float* rounded) noexcept
         {
             using q_layout = int8_query_layout<Arch, Bits>;
-            constexpr std::size_t w = q_layout::w, parts = q_layout::parts, F = 32 / Bits;
+            constexpr std::size_t w = q_layout::w, parts = q_layout::parts, F = codes_per_lane(Bits);
             constexpr int bias = code_dots<Arch, Bits>::bias;
             q_layout const ql(layout);
             std::size_t const d = layout.d;
@@ -146,7 +146,7 @@ namespace deltaattn
             using sums = group_sums<group_sums_isa_of<Arch>()>;
             using floats = typename sums::floats;
             using ints = typename sums::ints;
-            constexpr std::size_t w = q_layout::w, parts = q_layout::parts, spans_per_block = Bits == 4 ? 1 : 2, quads = w / 4;
+            constexpr std::size_t w = q_layout::w, parts = q_layout::parts, spans_per_block = Bits == 8 ? 2 : 1, quads = w / 4;
             q_layout const ql(layout);
             std::size_t const blocks = (layout.count + spans_per_block - 1) / spans_per_block;
             // Row and head's int32 word dots over block b, one group per chunk (0 past the last span).
@@ -209,7 +209,7 @@ namespace deltaattn
                             for (std::size_t k = 0; k < spans_per_block; ++k)  // (an odd count's last block has one span: no read past the row)
                             {
                                 std::size_t const sp = b * spans_per_block + k;
-                                u[k] = dots::unpack(sp < layout.count ? ops::load_words(codes + sp * w * 4) : words_reg(0));
+                                u[k] = dots::unpack(sp < layout.count ? ops::template load_code_lanes<Bits>(codes + sp * code_spans<Arch, Bits>::register_bytes) : words_reg(0));
                             }
                             DELTAATTN_UNROLL
                             for (std::size_t h = 0; h < H; ++h)
@@ -255,7 +255,7 @@ namespace deltaattn
             batched_row_dots<Arch, H>(cache, layout, j0, j1, s, stride, scales, [&](std::uint8_t const* codes, float const* row_scales, reg* acc) {
                 for (std::size_t sp = 0; sp < layout.count; ++sp)
                 {
-                    typename dots::unpacked const u = dots::unpack(ops::load_words(codes + sp * w * 4));
+                    typename dots::unpacked const u = dots::unpack(ops::template load_code_lanes<Bits>(codes + sp * code_spans<Arch, Bits>::register_bytes));
                     reg const ls = lane_scale(row_scales, sp);
                     DELTAATTN_UNROLL
                     for (std::size_t h = 0; h < H; ++h)

@@ -8,16 +8,19 @@
  * laid out to match, as `parts` words per code word:
  *   8-bit: one query word, byte k = channel 4w + k;
  *   4-bit: two query words, byte k of the first = channel 8w + 2k (the low nibbles),
- *          of the second = channel 8w + 2k + 1 (the high nibbles).
+ *          of the second = channel 8w + 2k + 1 (the high nibbles);
+ *   3-bit: the same (a word's 24 bits hold its 8 channels' codes, channel 8w + f at bit 3f).
  *
  * Kernels (picked at compile time, see code_dot_isa_of):
- *   avx512_vnni  vpdpbusd on codes biased to unsigned (c + 8, c + 128)
- *   maddubs      pmaddubsw + pmaddwd (SSSE3, AVX2, AVX-512 BW): 4-bit codes biased to
- *                unsigned nibbles (15 · 127 · 4 fits int16); 8-bit ones as |c| against
+ *   avx512_vnni  vpdpbusd on codes biased to unsigned (c + 4, c + 8, c + 128)
+ *   maddubs      pmaddubsw + pmaddwd (SSSE3, AVX2, AVX-512 BW): 3- and 4-bit codes biased
+ *                to unsigned (15 · 127 · 4 fits int16); 8-bit ones as |c| against
  *                q with c's sign (127 · 127 · 2 fits: no saturation either way)
  *   neon_sdot    sdot (armv8.2-a dotprod): signed codes, no bias
  *   neon_mull    vmull.s8 + pairwise adds (armv7, armv8.0)
  *   generic      one lane at a time (scalar, SSE2)
+ * 3-bit codes are first spread to one per byte (code_dot_detail::spread_fields, a few
+ * shifts and masks per register, on every arch).
  * A kernel with a bias adds `bias × Σ q` of each word to its dots; the caller starts
  * every accumulator from `−bias × Σ q` instead of 0 (code_dots::bias), so every kernel
  * returns the same integers (tests/test_quant_int8.cpp checks them against the generic
@@ -118,6 +121,13 @@ namespace deltaattn
                 return v >= 8 ? v - 16 : v;
             }
 
+            /// 3-bit field n (0..7) of a word, sign-extended.
+            inline int field3_of(std::int32_t x, unsigned n) noexcept
+            {
+                int const v = static_cast<int>((static_cast<std::uint32_t>(x) >> (3 * n)) & 0x7);
+                return v >= 4 ? v - 8 : v;
+            }
+
             /// The generic kernel on one word: signed codes, no bias.
             template <unsigned Bits>
             std::int32_t word_dot(std::int32_t acc, std::int32_t codes, std::int32_t const* q) noexcept
@@ -126,10 +136,21 @@ namespace deltaattn
                 {
                     if constexpr (Bits == 8)
                         acc += byte_of(codes, k) * byte_of(q[0], k);
-                    else
+                    else if constexpr (Bits == 4)
                         acc += nibble_of(codes, 2 * k) * byte_of(q[0], k) + nibble_of(codes, 2 * k + 1) * byte_of(q[1], k);
+                    else
+                        acc += field3_of(codes, 2 * k) * byte_of(q[0], k) + field3_of(codes, 2 * k + 1) * byte_of(q[1], k);
                 }
                 return acc;
+            }
+
+            /// The 3-bit fields of each word at bits 0, 6, 12 and 18 (codes 0, 2, 4, 6 of
+            /// its 24), each moved to the low bits of its own byte (byte k: code 2k); the
+            /// odd codes are the same of x >> 3. The high bits of each byte are 0.
+            template <class Words>
+            Words spread_fields(Words const& x) noexcept
+            {
+                return (x & Words(0x7)) | ((x << 2) & Words(0x700)) | ((x << 4) & Words(0x70000)) | ((x << 6) & Words(0x7000000));
             }
         }  // namespace code_dot_detail
 
@@ -144,17 +165,16 @@ namespace deltaattn
         template <class Arch, unsigned Bits>
         struct code_dots
         {
-            static_assert(Bits == 4 || Bits == 8, "codes are 4 or 8 bits");
+            static_assert(Bits == 3 || Bits == 4 || Bits == 8, "codes are 3, 4 or 8 bits");
             using ops = arch_traits<Arch>;
             using words = typename ops::words;
             using reg = typename ops::reg;
             static constexpr code_dot_isa isa = code_dot_isa_of<Arch>();
-            static constexpr std::size_t parts = Bits == 4 ? 2 : 1;
+            static constexpr std::size_t parts = Bits == 8 ? 1 : 2;
+            static constexpr bool x86 = isa == code_dot_isa::avx512_vnni || isa == code_dot_isa::avx512_maddubs || isa == code_dot_isa::avx2_maddubs ||
+                                        isa == code_dot_isa::ssse3_maddubs;
             /// What the kernel adds to each code (see the file comment).
-            static constexpr int bias = isa == code_dot_isa::avx512_vnni ? (Bits == 4 ? 8 : 128)
-                                        : (isa == code_dot_isa::avx512_maddubs || isa == code_dot_isa::avx2_maddubs || isa == code_dot_isa::ssse3_maddubs) && Bits == 4
-                                            ? 8
-                                            : 0;
+            static constexpr int bias = x86 && Bits != 8 ? 1 << (Bits - 1) : isa == code_dot_isa::avx512_vnni ? 128 : 0;
 
             /// A code register made ready for its dots (shared by every query head).
             struct unpacked
@@ -165,9 +185,21 @@ namespace deltaattn
             static unpacked unpack(words const& x) noexcept
             {
                 unpacked u;
-                constexpr bool x86 = isa == code_dot_isa::avx512_vnni || isa == code_dot_isa::avx512_maddubs || isa == code_dot_isa::avx2_maddubs ||
-                                     isa == code_dot_isa::ssse3_maddubs;
-                if constexpr (x86 && Bits == 4)
+                if constexpr (Bits == 3 && isa != code_dot_isa::generic)
+                {
+                    u.part[0] = code_dot_detail::spread_fields(x);
+                    u.part[1] = code_dot_detail::spread_fields(x >> 3);
+                    for (auto& p : u.part)
+                    {
+                        if constexpr (x86)
+                            p = p ^ words(0x04040404);  // c + 4: flip each code's top bit
+#if defined(__ARM_NEON)
+                        else  // sign-extended bytes
+                            p = words(vreinterpretq_s32_s8(vshrq_n_s8(vshlq_n_s8(vreinterpretq_s8_s32(p), 5), 5)));
+#endif
+                    }
+                }
+                else if constexpr (x86 && Bits == 4)
                 {
                     // Nibbles biased to unsigned (c + 8: flip each nibble's top bit), split
                     // into low and high ones. (>> is arithmetic; the mask drops its sign bits.)
@@ -203,7 +235,7 @@ namespace deltaattn
                 {
 #if defined(__AVX512VNNI__)
                     __m512i a = _mm512_dpbusd_epi32(acc, u.part[0], q[0]);
-                    if constexpr (Bits == 4)
+                    if constexpr (parts == 2)
                         a = _mm512_dpbusd_epi32(a, u.part[1], q[1]);
                     return words(a);
 #endif
@@ -211,7 +243,7 @@ namespace deltaattn
                 else if constexpr (isa == code_dot_isa::avx512_maddubs)
                 {
                     __m512i pairs;
-                    if constexpr (Bits == 4)
+                    if constexpr (parts == 2)
                         pairs = _mm512_add_epi16(_mm512_maddubs_epi16(u.part[0], q[0]), _mm512_maddubs_epi16(u.part[1], q[1]));
                     else
                     {
@@ -227,7 +259,7 @@ namespace deltaattn
                 else if constexpr (isa == code_dot_isa::avx2_maddubs)
                 {
                     __m256i pairs;
-                    if constexpr (Bits == 4)
+                    if constexpr (parts == 2)
                         pairs = _mm256_add_epi16(_mm256_maddubs_epi16(u.part[0], q[0]), _mm256_maddubs_epi16(u.part[1], q[1]));
                     else
                         pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(u.part[0]), _mm256_sign_epi8(q[0], u.part[0]));
@@ -238,7 +270,7 @@ namespace deltaattn
                 else if constexpr (isa == code_dot_isa::ssse3_maddubs)
                 {
                     __m128i pairs;
-                    if constexpr (Bits == 4)
+                    if constexpr (parts == 2)
                         pairs = _mm_add_epi16(_mm_maddubs_epi16(u.part[0], q[0]), _mm_maddubs_epi16(u.part[1], q[1]));
                     else
                         pairs = _mm_maddubs_epi16(_mm_abs_epi8(u.part[0]), _mm_sign_epi8(q[0], u.part[0]));
@@ -250,7 +282,7 @@ namespace deltaattn
                 {
 #if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
                     int32x4_t a = vdotq_s32(acc, vreinterpretq_s8_s32(u.part[0]), vreinterpretq_s8_s32(q[0]));
-                    if constexpr (Bits == 4)
+                    if constexpr (parts == 2)
                         a = vdotq_s32(a, vreinterpretq_s8_s32(u.part[1]), vreinterpretq_s8_s32(q[1]));
                     return words(a);
 #endif
