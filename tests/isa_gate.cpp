@@ -30,7 +30,7 @@ namespace
             {"bmi2", __builtin_cpu_supports("bmi2") != 0},         {"sse4.2", __builtin_cpu_supports("sse4.2") != 0},
             {"sse4.1", __builtin_cpu_supports("sse4.1") != 0},     {"ssse3", __builtin_cpu_supports("ssse3") != 0},
             {"popcnt", __builtin_cpu_supports("popcnt") != 0},     {"avx512vpopcntdq", __builtin_cpu_supports("avx512vpopcntdq") != 0},
-            {"avx512vnni", __builtin_cpu_supports("avx512vnni") != 0},
+            {"avx512vnni", __builtin_cpu_supports("avx512vnni") != 0}, {"avx512vbmi", __builtin_cpu_supports("avx512vbmi") != 0},
         };
         for (known const& f : features)
             if (std::strcmp(f.name, feature) == 0)

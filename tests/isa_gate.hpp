@@ -22,6 +22,9 @@ namespace deltaattn_test
 #if defined(__AVX512VNNI__)
         "avx512vnni",
 #endif
+#if defined(__AVX512VBMI__)
+        "avx512vbmi",
+#endif
 #if defined(__AVX512F__)
         "avx512f",
 #endif

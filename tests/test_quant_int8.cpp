@@ -136,6 +136,16 @@ TEST_CASE("the code-dot kernel and the group sums are the ones the build's ISA f
     if (std::is_same<default_arch, scalar>::value)
         want_sums = kernels::group_sums_isa::none;
     CHECK(kernels::group_sums_isa_of<default_arch>() == want_sums);
+
+    // 3-bit codes spread to bytes by vpmultishiftqb where AVX-512 has VBMI.
+    bool want_multishift = false;
+#if defined(__AVX512VBMI__) && defined(__AVX512BW__)
+    want_multishift = true;
+#endif
+    if (std::is_same<default_arch, scalar>::value)
+        want_multishift = false;
+    CHECK(kernels::code_dots<default_arch, 3>::multishift_spread == want_multishift);
+    CHECK_FALSE(kernels::code_dots<default_arch, 4>::multishift_spread);
     CHECK(kernels::group_sums_isa_of<scalar>() == kernels::group_sums_isa::none);
 }
 

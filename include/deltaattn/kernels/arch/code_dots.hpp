@@ -19,8 +19,9 @@
  *   neon_sdot    sdot (armv8.2-a dotprod): signed codes, no bias
  *   neon_mull    vmull.s8 + pairwise adds (armv7, armv8.0)
  *   generic      one lane at a time (scalar, SSE2)
- * 3-bit codes are first spread to one per byte (code_dot_detail::spread_fields, a few
- * shifts and masks per register, on every arch).
+ * 3-bit codes are first spread to one per byte: VBMI's vpmultishiftqb and a mask on
+ * AVX-512 with VBMI (Zen 4+, Ice Lake+), else a few shifts and masks per register
+ * (code_dot_detail::spread_fields).
  * A kernel with a bias adds `bias × Σ q` of each word to its dots; the caller starts
  * every accumulator from `−bias × Σ q` instead of 0 (code_dots::bias), so every kernel
  * returns the same integers (tests/test_quant_int8.cpp checks them against the generic
@@ -121,6 +122,13 @@ namespace deltaattn
                 return v >= 8 ? v - 16 : v;
             }
 
+            /// This translation unit's flags enable AVX-512 VBMI (vpmultishiftqb).
+#if defined(__AVX512VBMI__)
+            constexpr bool avx512_vbmi = true;
+#else
+            constexpr bool avx512_vbmi = false;
+#endif
+
             /// 3-bit field n (0..7) of a word, sign-extended.
             inline int field3_of(std::int32_t x, unsigned n) noexcept
             {
@@ -173,6 +181,9 @@ namespace deltaattn
             static constexpr std::size_t parts = Bits == 8 ? 1 : 2;
             static constexpr bool x86 = isa == code_dot_isa::avx512_vnni || isa == code_dot_isa::avx512_maddubs || isa == code_dot_isa::avx2_maddubs ||
                                         isa == code_dot_isa::ssse3_maddubs;
+            /// 3-bit codes spread to bytes by VBMI's vpmultishiftqb (AVX-512 with VBMI), not by
+            /// shifts and masks.
+            static constexpr bool multishift_spread = Bits == 3 && code_dot_detail::avx512_vbmi && (isa == code_dot_isa::avx512_vnni || isa == code_dot_isa::avx512_maddubs);
             /// What the kernel adds to each code (see the file comment).
             static constexpr int bias = x86 && Bits != 8 ? 1 << (Bits - 1) : isa == code_dot_isa::avx512_vnni ? 128 : 0;
 
@@ -185,6 +196,18 @@ namespace deltaattn
             static unpacked unpack(words const& x) noexcept
             {
                 unpacked u;
+#if defined(__AVX512VBMI__)
+                if constexpr (multishift_spread)
+                {
+                    // vpmultishiftqb: byte k of a qword takes the 8 bits at its own offset (a
+                    // qword holds two lanes' 24 code bits, at bits 0 and 32), then & 7, ^ 4.
+                    __m512i const even = _mm512_set1_epi64(0x322c'2620'120c'0600), odd = _mm512_set1_epi64(0x352f'2923'150f'0903);
+                    __m512i const low = _mm512_set1_epi8(0x07), top = _mm512_set1_epi8(0x04);
+                    u.part[0] = _mm512_ternarylogic_epi32(_mm512_multishift_epi64_epi8(even, x), low, top, 0x6A);  // (a & b) ^ c
+                    u.part[1] = _mm512_ternarylogic_epi32(_mm512_multishift_epi64_epi8(odd, x), low, top, 0x6A);
+                }
+                else
+#endif
                 if constexpr (Bits == 3 && isa != code_dot_isa::generic)
                 {
                     u.part[0] = code_dot_detail::spread_fields(x);
