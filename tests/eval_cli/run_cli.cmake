@@ -71,6 +71,17 @@ if(NOT bits EQUAL 4.5 OR NOT value_bits EQUAL 8.5 OR NOT baseline_name STREQUAL 
   message(FATAL_ERROR "quant.json: bits ${bits}, value bits ${value_bits}, baseline ${baseline_name}, policy ${policy}, int8_queries ${int8_queries}")
 endif()
 message(STATUS "quant run: ${quant_out}")
+# 3-bit codes take int8 queries too.
+eval_run(quant3 run ${inputs} --prompt 64 --sinks 2 --window 8 --policy quant --bits 3 --keyframes 16 --int8-queries --json "${WORK}/quant3.json")
+if(NOT quant3_code EQUAL 0)
+  message(FATAL_ERROR "3-bit quant run with int8 queries failed (${quant3_code}): ${quant3_err}")
+endif()
+file(READ "${WORK}/quant3.json" json)
+string(JSON bits GET "${json}" bits_per_value)
+string(JSON policy GET "${json}" policy)
+if(NOT bits EQUAL 3.5 OR NOT policy STREQUAL "quant b3 g32 R16 int8q")
+  message(FATAL_ERROR "quant3.json: bits ${bits}, policy ${policy}")
+endif()
 
 # The tiny LM's own activations (tests/data, dumped by tools/dump_traces.py): 160
 # positions, 4 query / 2 KV heads, d 64; prefill 100 and decode 60.
@@ -120,7 +131,6 @@ expect_rejected("theta with quant" "--theta: the quant policy does not read it" 
 expect_rejected("bits with relative" "--bits: the relative policy does not read it" run ${inputs} --bits 8)
 expect_rejected("int8 queries with relative" "--int8-queries: the relative policy does not read it" run ${inputs} --int8-queries)
 expect_rejected("5-bit codes" "bits" run ${inputs} --policy quant --bits 5)
-expect_rejected("int8 queries with 3-bit codes" "int8_queries" run ${inputs} --policy quant --bits 3 --int8-queries)
 expect_rejected("bad baseline" "--baseline" run ${inputs} --baseline q5_1)
 eval_run(sweep_bad sweep ${inputs} --sparsities 0.5 --ratio 0.2 --csv "${WORK}/bad.csv")
 if(sweep_bad_code EQUAL 0 OR NOT sweep_bad_err MATCHES "--ratio: the target policy does not read it" OR EXISTS "${WORK}/bad.csv")
