@@ -164,6 +164,13 @@ TEMPLATE_LIST_TEST_CASE("int8-query decode steps agree with the oracle of the ro
             for (std::size_t r : {std::size_t(1), std::size_t(0)})
                 for (bool coded_values : {true, false})
                 {
+                    // Under qemu a sample: one (R, values) pair per shape and width, rotating,
+                    // so every shape, width and pair still runs (natively: all).
+                    if (emulated_build && (s.n + s.d + bits) % 4 != r * 2 + coded_values)
+                    {
+                        ++seed;
+                        continue;
+                    }
                     quant_codec const keys = int8_codec(bits, s.group, r);
                     quant_codec const values{bits, keys.scale_group, r};
                     quant_case const q = make_case(s.n, s.hq, s.hkv, s.d, s.sinks, s.window, keys, coded_values ? std::optional<quant_codec>(values) : std::nullopt,
