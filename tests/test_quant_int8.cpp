@@ -136,6 +136,7 @@ TEST_CASE("the code-dot kernel and the group sums are the ones the build's ISA f
     if (std::is_same<default_arch, scalar>::value)
         want_sums = kernels::group_sums_isa::none;
     CHECK(kernels::group_sums_isa_of<default_arch>() == want_sums);
+    CHECK(kernels::group_sums_isa_of<scalar>() == kernels::group_sums_isa::none);
 
     // 3-bit codes spread to bytes by vpmultishiftqb where AVX-512 has VBMI.
     bool want_multishift = false;
@@ -146,7 +147,6 @@ TEST_CASE("the code-dot kernel and the group sums are the ones the build's ISA f
         want_multishift = false;
     CHECK(kernels::code_dots<default_arch, 3>::multishift_spread == want_multishift);
     CHECK_FALSE(kernels::code_dots<default_arch, 4>::multishift_spread);
-    CHECK(kernels::group_sums_isa_of<scalar>() == kernels::group_sums_isa::none);
 }
 
 TEMPLATE_LIST_TEST_CASE("int8-query decode steps agree with the oracle of the rounded query, not with the fp32 one", "[quant][int8]", tested_archs)
