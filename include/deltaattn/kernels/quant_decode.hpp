@@ -133,7 +133,6 @@ namespace deltaattn
                 code_spans<Arch, Bits> const layout(values.codec(), values.dim());
                 float* const oP = scratch + heads * layout.padded;
                 float* const scales = scratch + 2 * heads * layout.padded;
-                float* const lanes_scales = scales + 64 * values.codec().scales(values.dim()) + 64;
                 quant_codec const& codec = values.codec();
                 for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
                     constexpr std::size_t N = decltype(chunk)::value;
@@ -158,7 +157,7 @@ namespace deltaattn
                 std::fill(oP, oP + heads * layout.padded, 0.0f);
                 for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
                     code_row_values<Arch, Bits, decltype(chunk)::value>(values, layout, p + h0 * stride, stride, first, end, oP + h0 * layout.padded,
-                                                                        scales, lanes_scales);
+                                                                        scales);
                 });
                 add_unpermuted(layout, oP, heads, o);
             }

@@ -17,7 +17,7 @@
  *
  * Scales are per group of 32 channels (or per row): a span holds span / 32 groups
  * (AVX-512, 4-bit: 4), or lies inside one. The lanes' scales are built once per row and
- * span: one broadcast, or a sum of broadcasts times one-hot lane masks.
+ * span (and pass): one broadcast, one permute, or a sum of broadcasts times one-hot lane masks.
  *
  * Per code row and KV head this costs F unpacks (3 instructions each) shared by the
  * group's query heads, then F FMAs per head: the same FMAs as a dense row, on b/16 of
@@ -64,13 +64,13 @@ namespace deltaattn
         {
             std::size_t const span = 16 * codes_per_lane(codec.bits);  // the widest arch's span
             std::size_t const padded = (dim + span - 1) / span * span;
-            return 2 * heads * padded + 64 * codec.scales(dim) + 64 + 64 * padded;  // + the lane-scale tile
+            return 2 * heads * padded + 64 * codec.scales(dim) + 64;
         }
 
         namespace quant_detail
         {
             /// Rows per tile: the scales widened at once, and the rows the value passes
-            /// re-read from L1 (64 rows of 4-bit d 128: 4.5 KiB).
+            /// re-read from L1 (64 rows of 4-bit d 128: 4 KiB of codes).
             constexpr std::size_t tile_rows = 64;
 
             /// The scales of each lane of span `sp` of a row whose widened scales are `s`.
@@ -263,11 +263,14 @@ namespace deltaattn
         /**
          * oP_h += Σ_j m[h * stride + j] (s_j ⊙ c_j) over code rows j in [j0, j1), H heads,
          * in the permuted order: per tile of rows, per span and per four fields, the
-         * 4·H accumulators stay in registers while the tile's rows stream from L1.
+         * 4·H accumulators stay in registers while the tile's rows stream from L1. Each
+         * row's lane scales are rebuilt in every pass (one permute on AVX-512): a tile of
+         * them stored once and loaded by the passes cost 7–10% more of a step (Zen 4).
          */
         template <class Arch, unsigned Bits, std::size_t H, unsigned FirstField, class T>
         void code_row_values_fields(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, float const* m, std::size_t stride,
-                                    std::size_t t0, std::size_t t1, float const* lanes_scales, std::size_t sp, float* oP) noexcept
+                                    std::size_t t0, std::size_t t1, quant_detail::lane_scales<Arch, Bits> const& lane_scale, float const* scales,
+                                    std::size_t sp, float* oP) noexcept
         {
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
@@ -283,7 +286,7 @@ namespace deltaattn
             {
                 reg field[N];
                 quant_detail::unpack<Arch, Bits, FirstField>(ops::template load_code_lanes<Bits>(cache.code_row(j).codes + sp * spans::register_bytes), field, std::make_index_sequence<N>{});
-                reg const ls = ops::load(lanes_scales + ((j - t0) * layout.count + sp) * w);
+                reg const ls = lane_scale(scales + (j - t0) * layout.groups, sp);
                 DELTAATTN_UNROLL
                 for (std::size_t h = 0; h < H; ++h)
                 {
@@ -300,25 +303,9 @@ namespace deltaattn
                     ops::store(oP + h * layout.padded + (sp * F + FirstField + f) * w, acc[h][f]);
         }
 
-        /// The lane scales of every span of rows [t0, t1) into `out` ([row][span][lane]),
-        /// prefetching the rows' codes on the way: the value passes then read both from L1.
-        template <class Arch, unsigned Bits, class T>
-        void tile_lane_scales(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, quant_detail::lane_scales<Arch, Bits> const& lane_scale,
-                              std::size_t t0, std::size_t t1, float const* scales, float* out) noexcept
-        {
-            using ops = arch_traits<Arch>;
-            constexpr std::size_t w = code_spans<Arch, Bits>::w;
-            for (std::size_t j = t0; j < t1; ++j)
-            {
-                prefetch(cache.code_row(j).codes, layout.row_bytes);
-                for (std::size_t sp = 0; sp < layout.count; ++sp)
-                    ops::store(out + ((j - t0) * layout.count + sp) * w, lane_scale(scales + (j - t0) * layout.groups, sp));
-            }
-        }
-
         template <class Arch, unsigned Bits, std::size_t H, class T>
         void code_row_values(basic_quant_cache<T> const& cache, code_spans<Arch, Bits> const& layout, float const* m, std::size_t stride,
-                             std::size_t j0, std::size_t j1, float* oP, float* scales, float* lanes_scales) noexcept
+                             std::size_t j0, std::size_t j1, float* oP, float* scales) noexcept
         {
             constexpr std::size_t tile = quant_detail::tile_rows;
             quant_detail::lane_scales<Arch, Bits> const lane_scale(layout);
@@ -326,12 +313,11 @@ namespace deltaattn
             {
                 std::size_t const t1 = std::min(j1, t0 + tile);
                 quant_detail::widen_scales<Arch>(cache, t0, t1 - t0, scales);
-                tile_lane_scales(cache, layout, lane_scale, t0, t1, scales, lanes_scales);
                 for (std::size_t sp = 0; sp < layout.count; ++sp)
                 {
-                    code_row_values_fields<Arch, Bits, H, 0>(cache, layout, m, stride, t0, t1, lanes_scales, sp, oP);
+                    code_row_values_fields<Arch, Bits, H, 0>(cache, layout, m, stride, t0, t1, lane_scale, scales, sp, oP);
                     if constexpr (code_spans<Arch, Bits>::fields == 8)
-                        code_row_values_fields<Arch, Bits, H, 4>(cache, layout, m, stride, t0, t1, lanes_scales, sp, oP);
+                        code_row_values_fields<Arch, Bits, H, 4>(cache, layout, m, stride, t0, t1, lane_scale, scales, sp, oP);
                 }
             }
         }
