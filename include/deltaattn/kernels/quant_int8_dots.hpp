@@ -200,25 +200,31 @@ namespace deltaattn
                         a = ops::zero();
                     for (std::size_t b = 0; b < blocks && 4 * i < nb; ++b)
                     {
-                        floats dot[H][4];
+                        // The 4 rows unpacked first, then one head at a time: 4 dot registers
+                        // live, not 4·H (4·H of them spill on AVX-512 at H 4).
+                        typename dots::unpacked u[4][spans_per_block];
+                        DELTAATTN_UNROLL
                         for (std::size_t r = 0; r < 4; ++r)
                         {
                             std::size_t const row = 4 * i + r < nb ? 4 * i + r : 0;  // rows past the batch: computed, discarded
                             std::uint8_t const* codes = cache.code_row(t0 + row).codes;
-                            typename dots::unpacked u[spans_per_block];
+                            DELTAATTN_UNROLL
                             for (std::size_t k = 0; k < spans_per_block; ++k)  // (an odd count's last block has one span: no read past the row)
                             {
                                 std::size_t const sp = b * spans_per_block + k;
-                                u[k] = dots::unpack(sp < layout.count ? ops::template load_code_lanes<Bits>(codes + sp * code_spans<Arch, Bits>::register_bytes) : words_reg(0));
+                                u[r][k] = dots::unpack(sp < layout.count ? ops::template load_code_lanes<Bits>(codes + sp * code_spans<Arch, Bits>::register_bytes) : words_reg(0));
                             }
-                            DELTAATTN_UNROLL
-                            for (std::size_t h = 0; h < H; ++h)
-                                dot[h][r] = sums::as_floats(block_dot(words + h * ql.words_per_head(), u, b));
                         }
                         floats const rs = sums::row_scales(scales, layout.groups, i, b);
                         DELTAATTN_UNROLL
                         for (std::size_t h = 0; h < H; ++h)
-                            acc[h] = sums::fma(sums::to_float(sums::sum_within_chunks(dot[h])), sums::mul(query_group_scales(h, b), rs), acc[h]);
+                        {
+                            floats dot[4];
+                            DELTAATTN_UNROLL
+                            for (std::size_t r = 0; r < 4; ++r)
+                                dot[r] = sums::as_floats(block_dot(words + h * ql.words_per_head(), u[r], b));
+                            acc[h] = sums::fma(sums::to_float(sums::sum_within_chunks(dot)), sums::mul(query_group_scales(h, b), rs), acc[h]);
+                        }
                     }
                     DELTAATTN_UNROLL
                     for (std::size_t h = 0; h < H; ++h)
