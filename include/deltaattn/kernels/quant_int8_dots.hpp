@@ -13,6 +13,8 @@
  *   query words  [span][part][lane]  the int8 query bytes of each code word's channels
  *   start words  [span][lane]        −bias × Σ of those bytes: each dot's starting value
  *   query scales [span][lane]        s_q of each word's 32-channel group (0 past d)
+ * (8-bit codes on AVX-512 and AVX2: query and start words per pair of spans, regrouped
+ * as int8_query_layout::paired says.)
  * A word's channels never straddle a 32-channel group, so per lane
  *     q̃·(s ⊙ c) = Σ_lanes s_row[lane] · s_q[lane] · (integer dot of the lane's word).
  */
@@ -64,19 +66,48 @@ namespace deltaattn
         {
             using spans = code_spans<Arch, Bits>;
             using dots = code_dots<Arch, Bits>;
-            static constexpr std::size_t w = spans::w, parts = dots::parts;
+            static constexpr std::size_t w = spans::w, parts = dots::parts, chunks = w / 4;
+            /// 8-bit spans read in pairs by the group sums (kernels/arch/group_sums.hpp):
+            /// the query words of spans 2b and 2b + 1 regrouped as their code registers
+            /// are (even chunks, then odd ones, group k of the block in chunk k), and one
+            /// start word per lane of the pair. The registers of a pair then add up in
+            /// one accumulator, with no fold per head.
+            static constexpr bool paired = Bits == 8 && group_sums_isa_of<Arch>() != group_sums_isa::none;
 
-            std::size_t count;  // spans per row
+            std::size_t count;   // spans per row
+            std::size_t blocks;  // paired: pairs of spans (the last one may be half empty)
 
-            explicit int8_query_layout(spans const& layout) noexcept : count(layout.count) {}
-            std::size_t words_per_head() const noexcept { return count * w * (parts + 1); }
+            explicit int8_query_layout(spans const& layout) noexcept : count(layout.count), blocks((layout.count + 1) / 2) {}
+            /// Where the start words begin, after every query word.
+            std::size_t start_offset() const noexcept { return paired ? 2 * blocks * w : count * parts * w; }
+            std::size_t words_per_head() const noexcept { return paired ? 3 * blocks * w : count * w * (parts + 1); }
             std::size_t floats_per_head() const noexcept { return count * w; }
+
+            /// Where the query word of code word `word` (part p) goes, and its start word.
+            std::size_t query_slot(std::size_t word, std::size_t p) const noexcept
+            {
+                if constexpr (paired)
+                    return 2 * (word / w / 2) * w + paired_lane(word) + (word / 4 % 2) * w;  // odd chunks: the second register
+                else
+                    return word / w * w * parts + word % w + p * w;  // span word / w, lane word % w
+            }
+            std::size_t start_slot(std::size_t word) const noexcept { return paired ? word / w / 2 * w + paired_lane(word) : word; }
+
+        private:
+            /// A paired word's lane: chunk c of span 2b + half goes to chunk
+            /// half · chunks / 2 + c / 2 (of the even register if c is even, else the odd).
+            static std::size_t paired_lane(std::size_t word) noexcept
+            {
+                std::size_t const lane = word % w, half = word / w % 2, chunk = lane / 4;
+                return (half * chunks / 2 + chunk / 2) * 4 + lane % 4;
+            }
         };
 
         /**
          * Quantizes the query of each of `heads` heads and lays it out: head h's query and
          * start words at words + h * words_per_head() (query words of span sp, part p at
-         * (sp * parts + p) * w, start words after every span's), its lane scales at
+         * (sp * parts + p) * w, or int8_query_layout's pairs; start words after every
+         * span's), its lane scales at
          * scales + h * floats_per_head(); and the query as rounded, q̃ = s_q · code, at
          * rounded + h * d (the prefix sums' base row meets q̃ too, as every far row).
          */
@@ -85,14 +116,14 @@ namespace deltaattn
                                   float* rounded) noexcept
         {
             using q_layout = int8_query_layout<Arch, Bits>;
-            constexpr std::size_t w = q_layout::w, parts = q_layout::parts, F = codes_per_lane(Bits);
+            constexpr std::size_t parts = q_layout::parts, F = codes_per_lane(Bits);
             constexpr int bias = code_dots<Arch, Bits>::bias;
             q_layout const ql(layout);
             std::size_t const d = layout.d;
             for (std::size_t h = 0; h < heads; ++h)
             {
                 std::int32_t* const qw = words + h * ql.words_per_head();
-                std::int32_t* const start = qw + ql.count * parts * w;
+                std::int32_t* const start = qw + ql.start_offset();
                 float* const sq = scales + h * ql.floats_per_head();
                 std::fill(qw, qw + ql.words_per_head(), 0);  // the words past d stay 0
                 std::fill(sq, sq + ql.floats_per_head(), 0.0f);
@@ -105,7 +136,6 @@ namespace deltaattn
                         rounded[h * d + g0 + c] = group_scale * static_cast<float>(codes[c]);  // exact: 11 bits times 7
                     for (std::size_t word = g0 / F; word < (g0 + n) / F; ++word)  // d % 8 == 0: whole words
                     {
-                        std::size_t const slot = word / w * w * parts + word % w;  // span word / w, lane word % w
                         int sum = 0;
                         for (std::size_t p = 0; p < parts; ++p)
                         {
@@ -116,9 +146,9 @@ namespace deltaattn
                                 sum += v;
                                 packed |= static_cast<std::uint32_t>(static_cast<std::uint8_t>(v)) << (8 * k);
                             }
-                            qw[slot + p * w] = static_cast<std::int32_t>(packed);
+                            qw[ql.query_slot(word, p)] = static_cast<std::int32_t>(packed);
                         }
-                        start[word] = -bias * sum;
+                        start[ql.start_slot(word)] += -bias * sum;  // (paired: two words per slot)
                         sq[word] = group_scale;
                     }
                 }
@@ -145,30 +175,25 @@ namespace deltaattn
             using words_reg = typename ops::words;
             using sums = group_sums<group_sums_isa_of<Arch>()>;
             using floats = typename sums::floats;
-            using ints = typename sums::ints;
             constexpr std::size_t w = q_layout::w, parts = q_layout::parts, spans_per_block = Bits == 8 ? 2 : 1, quads = w / 4;
             q_layout const ql(layout);
             std::size_t const blocks = (layout.count + spans_per_block - 1) / spans_per_block;
-            // Row and head's int32 word dots over block b, one group per chunk (0 past the last span).
+            // Row and head's int32 word dots over block b (u: the row's registers of the
+            // block), group k in chunk k.
             auto const block_dot = [&](std::int32_t const* qw, typename dots::unpacked const* u, std::size_t b) {
-                ints dot[spans_per_block];
-                for (std::size_t k = 0; k < spans_per_block; ++k)
+                words_reg const start = words_reg::load_aligned(qw + ql.start_offset() + b * w);
+                if constexpr (q_layout::paired)
                 {
-                    std::size_t const sp = b * spans_per_block + k;
-                    if (sp >= layout.count)
-                    {
-                        dot[k] = words_reg(0);
-                        continue;
-                    }
+                    words_reg const even[1] = {words_reg::load_aligned(qw + 2 * b * w)}, odd[1] = {words_reg::load_aligned(qw + (2 * b + 1) * w)};
+                    return dots::dot(dots::dot(start, u[0], even), u[1], odd);
+                }
+                else
+                {
                     words_reg qp[parts];
                     for (std::size_t p = 0; p < parts; ++p)
-                        qp[p] = words_reg::load_aligned(qw + (sp * parts + p) * w);
-                    dot[k] = dots::dot(words_reg::load_aligned(qw + ql.count * parts * w + sp * w), u[k], qp);
+                        qp[p] = words_reg::load_aligned(qw + (b * parts + p) * w);
+                    return dots::dot(start, u[0], qp);
                 }
-                if constexpr (spans_per_block == 2)
-                    return sums::fold(dot[0], dot[1]);
-                else
-                    return dot[0];
             };
             // s_q of group (chunks·b + k) in every lane of chunk k: the scale of the group's
             // first word (words past d hold 0).
@@ -213,6 +238,12 @@ namespace deltaattn
                             {
                                 std::size_t const sp = b * spans_per_block + k;
                                 u[r][k] = dots::unpack(sp < layout.count ? ops::template load_code_lanes<Bits>(codes + sp * code_spans<Arch, Bits>::register_bytes) : words_reg(0));
+                            }
+                            if constexpr (q_layout::paired)  // the two spans regrouped once per row, for every head
+                            {
+                                typename dots::unpacked const first = u[r][0];
+                                u[r][0].part[0] = sums::even_chunks(first.part[0], u[r][1].part[0]);
+                                u[r][1].part[0] = sums::odd_chunks(first.part[0], u[r][1].part[0]);
                             }
                         }
                         floats const rs = sums::row_scales(scales, layout.groups, i, b);

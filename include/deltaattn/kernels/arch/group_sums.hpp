@@ -6,8 +6,10 @@
  * The registers are seen as 128-bit *chunks* of 4 lanes; a *block* is one group per
  * chunk (4 groups, 128 channels, on AVX-512; 2 groups, 64 channels, on AVX2): a register
  * of 4-bit code words holds a block as it is (8 channels per lane, 4 lanes per group),
- * two registers of 8-bit words hold one, folded. After `sum_within_chunks` on the word
- * dots of 4 rows, lane 4k + r holds row r's dot over group k of the block.
+ * two registers of 8-bit words hold one, their chunks regrouped (even_chunks,
+ * odd_chunks: 8 words per group, two in each lane of its chunk). After
+ * `sum_within_chunks` on the word dots of 4 rows, lane 4k + r holds row r's dot over
+ * group k of the block.
  *
  * Invariant: compiled only when the TU targets the ISA; selected by group_sums_isa_of,
  * which depends on the Arch type only (the same answer in every TU that can name it).
@@ -67,12 +69,11 @@ namespace deltaattn
             using ints = __m512i;
             static constexpr std::size_t chunks = 4;
 
-            /// Two 8-bit spans' dots (a: groups 0, 1 in chunks 0-1 and 2-3; b: groups 2, 3)
-            /// folded into one register, group k in chunk k.
-            static ints fold(ints a, ints b) noexcept
-            {
-                return _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
-            }
+            /// Two 8-bit spans (a: groups 0, 1 in chunks 0-1 and 2-3; b: groups 2, 3) as two
+            /// registers with group k in chunk k: the even chunks of a then b, and the odd
+            /// ones. Dots of both, added, hold the block's groups as a 4-bit span's do.
+            static ints even_chunks(ints a, ints b) noexcept { return _mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)); }
+            static ints odd_chunks(ints a, ints b) noexcept { return _mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)); }
             /// Per-word values of two 8-bit spans: the first chunk of each group.
             static floats pick(floats a, floats b) noexcept { return _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)); }
             /// Lane 0 of each chunk in all its lanes.
@@ -116,10 +117,8 @@ namespace deltaattn
             using ints = __m256i;
             static constexpr std::size_t chunks = 2;
 
-            static ints fold(ints a, ints b) noexcept
-            {
-                return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
-            }
+            static ints even_chunks(ints a, ints b) noexcept { return _mm256_permute2x128_si256(a, b, 0x20); }
+            static ints odd_chunks(ints a, ints b) noexcept { return _mm256_permute2x128_si256(a, b, 0x31); }
             static floats pick(floats a, floats b) noexcept { return _mm256_permute2f128_ps(a, b, 0x20); }
             static floats spread_first(floats x) noexcept { return _mm256_permute_ps(x, 0); }
             static floats sum_within_chunks(floats const* x) noexcept
