@@ -9,7 +9,8 @@ per second) is also printed as a share of memory/read, the roofline, and each pr
 GFLOP/s (the dense multiply-adds, x 2, per second of its own time) as a share of
 compute/fma, the FMA peak of the same threads. The expand/ cases
 and delta_rows/ cases (bench_expand.cpp) get a table of their own: ns per 16-lane register
-and the ratio to a plain load of the same bytes.
+and the ratio to a plain load of the same bytes; so do the quant_rows/ cases
+(bench_quant_rows.cpp): ns per code row of each pass over quantized rows.
 --json writes every case with both times and the sparsity counters.
 """
 import argparse
@@ -100,6 +101,17 @@ def expand_rows(table):
     return rows
 
 
+def code_row_passes(table):
+    """Each quant_rows/<pass>/bits:<b> case: ns per code row (all heads of its KV head)."""
+    rows = []
+    for name, case in sorted(table.items()):
+        m = re.match(r"quant_rows/([^/]+)/bits:(\d+)$", name)
+        if m:
+            rows.append({"pass": m.group(1), "bits": int(m.group(2)), "ns_per_row": case["time_per_row"] * 1e9,
+                         "label": case.get("label")})
+    return rows
+
+
 def prefill_rows(table, rows):
     """Each prefill case: its time, and the dense case's multiply-adds x 2 per second of
     that time (the work a dense prefill of that shape does)."""
@@ -168,10 +180,16 @@ def main():
         for e in expands:
             ratio = f"{e['ns_per_group'] / e['load_ns_per_group']:6.2f}x" if e["load_ns_per_group"] else "-"
             print(f"{e['form']:22} {e['type']:4} {e['kept']:4}% {e['ns_per_group']:9.2f} {ratio:>7}")
+    passes = code_row_passes(table)
+    if passes:
+        print(f"\ncode-row passes, cache in L2 ({passes[0]['label']}): ns per code row, 4 query heads")
+        print(f"{'pass':14} {'bits':>4} {'ns/row':>7}")
+        for c in passes:
+            print(f"{c['pass']:14} {c['bits']:4} {c['ns_per_row']:7.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"context": results["context"], "read_gbytes_per_s": read_gbs, "fma_gflops_per_s": peak, "cases": rows,
-                       "prefill": prefills, "expand": expands}, f, indent=1)
+                       "prefill": prefills, "expand": expands, "code_row_passes": passes}, f, indent=1)
         print(f"wrote {args.json}", file=sys.stderr)
 
 
