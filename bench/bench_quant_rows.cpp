@@ -33,18 +33,16 @@ namespace
     };
 
     /// A cache of `rows` coded rows (positions 1..rows, between one sink, the base row, and
-    /// a window of one) of a random walk, with its queries, weights and scratch.
+    /// a window of one) of a random walk, with its queries, weights, scores and scratch.
     struct code_rows_case
     {
-        quant_codec codec;
         basic_quant_cache<float> cache;
-        std::vector<float> q, p, scores, out;
+        std::vector<float> q, p, scores;
         aligned_vector<float> scratch;
         aligned_vector<std::int32_t> words;
 
         explicit code_rows_case(unsigned bits, bool int8_queries)
-            : codec{bits, 32, 256}, cache(dim, rows + 2, cache_options(), with_int8(codec, int8_queries)), q(heads * dim), p(heads * (rows + 1)),
-              scores(heads * (rows + 1)), out(heads * dim)
+            : cache(dim, rows + 2, cache_options(), codec(bits, int8_queries)), q(heads * dim), p(heads * (rows + 1)), scores(heads * (rows + 1))
         {
             std::mt19937 rng(11);
             std::normal_distribution<float> step(0.0f, 0.1f);
@@ -58,7 +56,7 @@ namespace
             for (auto& x : p)
                 x = 1.0f / rows;
             scratch.assign(kernels::quant_scratch_floats(heads, dim, cache.codec()), 0.0f);
-            words.assign(kernels::quant_scratch_words(heads, dim, cache.codec()) + 1, 0);
+            words.assign(kernels::quant_scratch_words(heads, dim, cache.codec()), 0);
         }
 
         static hybrid_options cache_options()
@@ -69,8 +67,9 @@ namespace
             return o;
         }
 
-        static quant_codec with_int8(quant_codec c, bool int8_queries)
+        static quant_codec codec(unsigned bits, bool int8_queries)
         {
+            quant_codec c{bits, 32, 256};
             c.int8_queries = int8_queries;
             return c;
         }

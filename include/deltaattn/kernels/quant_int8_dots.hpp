@@ -175,7 +175,7 @@ namespace deltaattn
             using words_reg = typename ops::words;
             using sums = group_sums<group_sums_isa_of<Arch>()>;
             using floats = typename sums::floats;
-            constexpr std::size_t w = q_layout::w, parts = q_layout::parts, spans_per_block = Bits == 8 ? 2 : 1, quads = w / 4;
+            constexpr std::size_t w = q_layout::w, parts = q_layout::parts, spans_per_block = q_layout::paired ? 2 : 1, quads = w / 4;
             q_layout const ql(layout);
             std::size_t const blocks = (layout.count + spans_per_block - 1) / spans_per_block;
             // Row and head's int32 word dots over block b (u: the row's registers of the
