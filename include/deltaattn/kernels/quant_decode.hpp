@@ -24,6 +24,7 @@
 #include "../views.hpp"
 #include "decode_step.hpp"
 #include "key_sources.hpp"
+#include "keyframe_sums.hpp"
 #include "quant_int8_dots.hpp"
 #include "quant_rows.hpp"
 #include "row_ops.hpp"
@@ -108,19 +109,7 @@ namespace deltaattn
                     float running[N];
                     for (std::size_t h = 0; h < N; ++h)
                         running[h] = from_base ? row_dot<Arch>(base_q[h0 + h], keys.base_row(), keys.dim()) : 0.0f;
-                    float* const row = s + h0 * stride;
-                    std::size_t keyframe = codec.next_keyframe(first);
-                    for (std::size_t j = first; j < end; ++j)
-                    {
-                        if (j == keyframe)
-                        {
-                            std::fill(running, running + N, 0.0f);
-                            keyframe = codec.next_keyframe(j + 1);
-                        }
-                        DELTAATTN_UNROLL
-                        for (std::size_t h = 0; h < N; ++h)
-                            row[h * stride + j] = running[h] += row[h * stride + j];
-                    }
+                    keyframe_prefix_sums<Arch, N>(s + h0 * stride, stride, first, end, codec, running);
                 });
             }
 
@@ -136,20 +125,8 @@ namespace deltaattn
                 quant_codec const& codec = values.codec();
                 for_head_chunks(heads, [&](std::size_t h0, auto chunk) {
                     constexpr std::size_t N = decltype(chunk)::value;
-                    float mass[N] = {};
-                    float* const row = p + h0 * stride;
-                    std::size_t keyframe = codec.previous_keyframe(end - 1);
-                    for (std::size_t j = end; j-- > first;)
-                    {
-                        DELTAATTN_UNROLL
-                        for (std::size_t h = 0; h < N; ++h)
-                            row[h * stride + j] = mass[h] += row[h * stride + j];
-                        if (j == keyframe)
-                        {
-                            std::fill(mass, mass + N, 0.0f);
-                            keyframe = j == 0 ? codec.none : codec.previous_keyframe(j - 1);
-                        }
-                    }
+                    float mass[N];
+                    keyframe_suffix_sums<Arch, N>(p + h0 * stride, stride, first, end, codec, mass);
                     for (std::size_t h = 0; h < N; ++h)
                         if (mass[h] != 0.0f)  // the first segment starts from v̂_{sinks-1}
                             row_axpy<Arch>(mass[h], values.base_row(), o + (h0 + h) * values.dim(), values.dim());
