@@ -34,6 +34,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 namespace deltaattn
@@ -103,29 +104,45 @@ namespace deltaattn
                     }
                 }
 
+                /// Where span sp's first scale sits among a row's scales. Groups are 32
+                /// channels (or the whole row): a shift, not a division.
+                std::size_t first_group(std::size_t sp) const noexcept { return whole_row ? 0 : sp * spans::span / 32; }
+                /// Whether a span holds more than one group (else its scale is broadcast).
+                bool spread() const noexcept { return per_span > 1; }
+
                 reg operator()(float const* s, std::size_t sp) const noexcept
                 {
-                    // Groups are 32 channels (or the whole row): a shift, not a division.
-                    std::size_t const first = whole_row ? 0 : sp * spans::span / 32;
-                    if (per_span == 1)
-                        return ops::broadcast(s[first]);
-#if defined(__AVX512F__)
-                    // One permute of the span's (up to 4) scales: lane l takes scale l·F / 32.
-                    // (Four broadcasts and FMAs made building the lane scales ~12% of a
-                    // 4-bit step, Zen 4.) s has a register of padding past its last scale.
-                    if constexpr (spans::w == 16 && std::is_base_of<xsimd::avx512f, Arch>::value)
+                    float const* const at = s + first_group(sp);
+                    return spread() ? of<true>(at) : of<false>(at);
+                }
+
+                /// The lane scales of a span whose first scale is at `at`, spread() known to
+                /// the caller: a loop over rows then tests nothing per row.
+                template <bool Spread>
+                reg of(float const* at) const noexcept
+                {
+                    if constexpr (!Spread)
+                        return ops::broadcast(*at);
+                    else
                     {
-                        static_assert(spans::max_span_groups <= 4, "one 128-bit load holds a span's scales");
-                        __m512i const index = _mm512_set_epi32(15 * F / 32, 14 * F / 32, 13 * F / 32, 12 * F / 32, 11 * F / 32, 10 * F / 32, 9 * F / 32,
-                                                               8 * F / 32, 7 * F / 32, 6 * F / 32, 5 * F / 32, 4 * F / 32, 3 * F / 32, 2 * F / 32,
-                                                               1 * F / 32, 0);
-                        return _mm512_permutexvar_ps(index, _mm512_castps128_ps512(_mm_loadu_ps(s + first)));
-                    }
+#if defined(__AVX512F__)
+                        // One permute of the span's (up to 4) scales: lane l takes scale l·F / 32.
+                        // (Four broadcasts and FMAs made building the lane scales ~12% of a
+                        // 4-bit step, Zen 4.) The scales have a register of padding past the last.
+                        if constexpr (spans::w == 16 && std::is_base_of<xsimd::avx512f, Arch>::value)
+                        {
+                            static_assert(spans::max_span_groups <= 4, "one 128-bit load holds a span's scales");
+                            __m512i const index = _mm512_set_epi32(15 * F / 32, 14 * F / 32, 13 * F / 32, 12 * F / 32, 11 * F / 32, 10 * F / 32, 9 * F / 32,
+                                                                   8 * F / 32, 7 * F / 32, 6 * F / 32, 5 * F / 32, 4 * F / 32, 3 * F / 32, 2 * F / 32,
+                                                                   1 * F / 32, 0);
+                            return _mm512_permutexvar_ps(index, _mm512_castps128_ps512(_mm_loadu_ps(at)));
+                        }
 #endif
-                    reg x = ops::mul(ops::broadcast(s[first]), onehot[0]);
-                    for (std::size_t k = 1; k < per_span && k < spans::max_span_groups; ++k)
-                        x = ops::fma(ops::broadcast(s[first + k]), onehot[k], x);
-                    return x;
+                        reg x = ops::mul(ops::broadcast(at[0]), onehot[0]);
+                        for (std::size_t k = 1; k < per_span && k < spans::max_span_groups; ++k)
+                            x = ops::fma(ops::broadcast(at[k]), onehot[k], x);
+                        return x;
+                    }
                 }
             };
 
@@ -291,22 +308,30 @@ namespace deltaattn
             // L2 (Zen 4); a tile's worth of prefetches at once is what the key dots
             // dropped (quant_int8_dots.hpp).
             bool const first_pass = sp == 0 && FirstField == 0;
-            for (std::size_t j = t0; j < t1; ++j)
-            {
-                if (first_pass && j + quant_detail::prefetch_rows < j1)
-                    prefetch(cache.code_row(j + quant_detail::prefetch_rows).codes, layout.row_bytes);
-                reg field[N];
-                quant_detail::unpack<Arch, Bits, FirstField>(ops::template load_code_lanes<Bits>(cache.code_row(j).codes + sp * spans::register_bytes), field, std::make_index_sequence<N>{});
-                reg const ls = lane_scale(scales + (j - t0) * layout.groups, sp);
-                DELTAATTN_UNROLL
-                for (std::size_t h = 0; h < H; ++h)
+            // The lane scales' kind chosen once, outside the rows (a test per row otherwise).
+            auto const rows = [&](auto spread) {
+                float const* row_scales = scales + lane_scale.first_group(sp);
+                for (std::size_t j = t0; j < t1; ++j, row_scales += layout.groups)
                 {
-                    reg const mh = ops::mul(ops::broadcast(m[h * stride + j]), ls);
+                    if (first_pass && j + quant_detail::prefetch_rows < j1)
+                        prefetch(cache.code_row(j + quant_detail::prefetch_rows).codes, layout.row_bytes);
+                    reg field[N];
+                    quant_detail::unpack<Arch, Bits, FirstField>(ops::template load_code_lanes<Bits>(cache.code_row(j).codes + sp * spans::register_bytes), field, std::make_index_sequence<N>{});
+                    reg const ls = lane_scale.template of<decltype(spread)::value>(row_scales);
                     DELTAATTN_UNROLL
-                    for (std::size_t f = 0; f < N; ++f)
-                        acc[h][f] = ops::fma(mh, field[f], acc[h][f]);
+                    for (std::size_t h = 0; h < H; ++h)
+                    {
+                        reg const mh = ops::mul(ops::broadcast(m[h * stride + j]), ls);
+                        DELTAATTN_UNROLL
+                        for (std::size_t f = 0; f < N; ++f)
+                            acc[h][f] = ops::fma(mh, field[f], acc[h][f]);
+                    }
                 }
-            }
+            };
+            if (lane_scale.spread())
+                rows(std::true_type{});
+            else
+                rows(std::false_type{});
             DELTAATTN_UNROLL
             for (std::size_t h = 0; h < H; ++h)
                 DELTAATTN_UNROLL
