@@ -7,6 +7,7 @@
 #include "quant_cases.hpp"
 #include "tester.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <random>
@@ -121,7 +122,68 @@ namespace
             }
         }
     }
+
+    /// keyframe_prefix_sums and keyframe_suffix_sums of N rows against the running sums
+    /// written out row by row. The terms are small integers, so every order of adding
+    /// them gives the same floats: the check is exact, whatever the arch's lane scans do.
+    template <class Arch, std::size_t N>
+    void check_keyframe_sums()
+    {
+        std::mt19937 rng(static_cast<unsigned>(N));
+        std::uniform_int_distribution<int> term(-9, 9);
+        std::size_t const stride = 160;
+        float const guard = 0.5f;  // never a sum of integers
+        for (std::size_t r : {std::size_t(0), std::size_t(1), std::size_t(2), std::size_t(5), std::size_t(16), std::size_t(20), std::size_t(37)})
+            for (std::size_t first : {std::size_t(1), std::size_t(4), std::size_t(16), std::size_t(21)})
+                for (std::size_t length = 0; length <= 90; length += 3)
+                {
+                    quant_codec codec;
+                    codec.keyframe_interval = r;
+                    std::size_t const end = first + length;
+                    std::vector<float> x(N * stride, guard);
+                    for (std::size_t h = 0; h < N; ++h)
+                        for (std::size_t j = first; j < end; ++j)
+                            x[h * stride + j] = static_cast<float>(term(rng));
+                    float start[N], running[N], mass[N];
+                    for (std::size_t h = 0; h < N; ++h)
+                        running[h] = start[h] = static_cast<float>(term(rng));
+                    std::vector<float> prefix = x, suffix = x;
+                    kernels::keyframe_prefix_sums<Arch, N>(prefix.data(), stride, first, end, codec, running);
+                    kernels::keyframe_suffix_sums<Arch, N>(suffix.data(), stride, first, end, codec, mass);
+                    // The expected rows and sums, one row at a time.
+                    std::vector<float> want_prefix = x, want_suffix = x;
+                    float want_running[N], want_mass[N];
+                    for (std::size_t h = 0; h < N; ++h)
+                    {
+                        float* const p = want_prefix.data() + h * stride;
+                        float* const q = want_suffix.data() + h * stride;
+                        want_running[h] = start[h];
+                        for (std::size_t j = first; j < end; ++j)
+                            p[j] = want_running[h] = (codec.is_keyframe(j) ? 0.0f : want_running[h]) + p[j];
+                        want_mass[h] = 0.0f;
+                        for (std::size_t j = end; j-- > first;)
+                        {
+                            q[j] = want_mass[h] += q[j];
+                            if (codec.is_keyframe(j))
+                                want_mass[h] = 0.0f;
+                        }
+                    }
+                    INFO("arch=" << arch_name<Arch>() << " N=" << N << " R=" << r << " rows [" << first << ", " << end << ")");
+                    REQUIRE(prefix == want_prefix);  // (rows outside [first, end) keep their guard)
+                    REQUIRE(suffix == want_suffix);
+                    REQUIRE(std::equal(running, running + N, want_running));
+                    REQUIRE(std::equal(mass, mass + N, want_mass));
+                }
+    }
 }  // namespace
+
+TEMPLATE_LIST_TEST_CASE("every compiled arch's keyframe sums equal running sums restarted at keyframes, rows outside untouched", "[quant]",
+                        every_compiled_arch)
+{
+    check_keyframe_sums<TestType, 1>();
+    check_keyframe_sums<TestType, 3>();
+    check_keyframe_sums<TestType, 4>();
+}
 
 TEMPLATE_LIST_TEST_CASE("every compiled arch unpacks 3-, 4- and 8-bit code lanes to the codes code_at reads", "[quant]", every_compiled_arch)
 {
