@@ -221,11 +221,11 @@ namespace deltaattn
             kernels::prepare_workspace<Arch>(m_workspace, m_executor, group, n_c, first + n_c, d);
             for (std::size_t worker = 0; worker < m_executor.workers; ++worker)
                 m_workspace.slot(worker).reserve_quant(quant_scratch_floats(group, d), kernels::quant_scratch_words(group, d, m_keys.front().codec()));
-            if (!step)
-            {
-                m_far_keys.resize(heads * far_rows * d);
-                m_far_values.resize(m_values.front().coded() ? heads * far_rows * d : 0);
-            }
+            // The far rows reconstructed for a multi-position chunk live only for the call:
+            // a dense fp32 copy of the far context is 8x the bytes of its 4-bit codes, and
+            // kept between calls it would outweigh the cache it serves.
+            aligned_vector<float> far_keys(step ? 0 : heads * far_rows * d);
+            aligned_vector<float> far_values(step || !m_values.front().coded() ? 0 : heads * far_rows * d);
             m_staged_keys.stage(k);
             m_staged_values.stage(v);
             code_chunk(k, v);
@@ -248,33 +248,37 @@ namespace deltaattn
             else
             {
                 m_executor(heads, [&](std::size_t h, std::size_t) {
-                    m_keys[h].reconstruct(far_end, m_far_keys.data() + h * far_rows * d);
+                    m_keys[h].reconstruct(far_end, far_keys.data() + h * far_rows * d);
                     if (m_values[h].coded())
-                        m_values[h].reconstruct(far_end, m_far_values.data() + h * far_rows * d);
+                        m_values[h].reconstruct(far_end, far_values.data() + h * far_rows * d);
                 });
                 work = kernels::run_blocks<Arch>(heads, group, n_c, m_executor, m_workspace,
                                                  [&](std::size_t h, auto const& plan, std::size_t block, block_scratch& scratch) {
-                                                     attend_block_of(plan, h, block, q, out, first, far_rows, alpha, split, scratch);
+                                                     float const* const head_far_values = far_values.empty() ? nullptr : far_values.data() + h * far_rows * d;
+                                                     attend_block_of(plan, h, block, q, out, first, far_keys.data() + h * far_rows * d, head_far_values,
+                                                                     alpha, split, scratch);
                                                  });
             }
             push_chunk(n_c, first);
             return work;
         }
 
+        /// One query block of head h; `far_keys` / `far_values` are the head's reconstructed
+        /// far rows (values: unused where they are not coded).
         template <class Plan>
         void attend_block_of(Plan const& plan, std::size_t h, std::size_t block, tensor_view<const float> q, tensor_view<float> out, std::size_t first,
-                             std::size_t far_rows, float alpha, kernels::hybrid_split split, block_scratch& scratch) const
+                             float const* far_keys, float const* far_values, float alpha, kernels::hybrid_split split, block_scratch& scratch) const
         {
             std::size_t const group = q.heads / kv_heads(), d = dim();
             kernels::quant_exact_rows<T> const exact_keys{&m_keys[h], m_staged_keys.head(h), first};
             kernels::quant_exact_rows<T> const exact_values{&m_values[h], m_staged_values.head(h), first};
-            kernels::dense_far_view const far_keys{m_keys[h].base_row(), m_far_keys.data() + h * far_rows * d, split.sinks, d};
-            kernels::reconstructed_rows<T> const keys{&far_keys, exact_keys};
+            kernels::dense_far_view const far_key_rows{m_keys[h].base_row(), far_keys, split.sinks, d};
+            kernels::reconstructed_rows<T> const keys{&far_key_rows, exact_keys};
             auto const qg = kernels::group_heads(q, h, group);
             auto const og = kernels::group_heads(out, h, group);
             if (m_values[h].coded())
-                plan.attend(block, keys, qg, og, first, kernels::reconstructed_values<T>{exact_values, m_far_values.data() + h * far_rows * d, split.sinks, d},
-                            alpha, split, scratch);
+                plan.attend(block, keys, qg, og, first, kernels::reconstructed_values<T>{exact_values, far_values, split.sinks, d}, alpha, split,
+                            scratch);
             else
                 plan.attend(block, keys, qg, og, first, exact_values, alpha, split, scratch);
         }
@@ -329,6 +333,8 @@ namespace deltaattn
                     m_values[h].push_exact(values.row(r), first + r);
                 }
             }
+            m_staged_keys.finish();
+            m_staged_values.finish();
         }
 
         void check_chunk(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out) const
@@ -376,7 +382,6 @@ namespace deltaattn
 
         std::vector<basic_quant_cache<T>> m_keys, m_values;
         kernels::stored_chunk<T> m_staged_keys, m_staged_values;
-        aligned_vector<float> m_far_keys, m_far_values;  // a prefill's reconstructed far rows, per head
         attention_workspace m_workspace;
         parallel_executor m_executor;
     };

@@ -311,6 +311,7 @@ namespace deltaattn
             for (std::size_t h = 0; h < heads; ++h)
                 for (std::size_t r = 0; r < k.positions; ++r)
                     m_heads[h].push_exact(m_staged_keys.head(h).row(r), first + r);
+            m_staged_keys.finish();
             if (stats)
             {
                 stats->prefill += work;

@@ -170,6 +170,8 @@ namespace deltaattn
                     m_values[h].push_exact(values.row(r), first + r);
                 }
             }
+            m_staged_keys.finish();
+            m_staged_values.finish();
             return work;
         }
 

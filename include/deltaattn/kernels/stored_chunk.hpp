@@ -48,6 +48,16 @@ namespace deltaattn
                     return make_matrix_view(m_rows.data() + h * m_input.positions * m_input.dim, m_input.positions, m_input.dim);
             }
 
+            /// Ends the chunk once its rows are pushed to the caches. A multi-position
+            /// chunk's float16 copy is freed: kept, it would hold a whole prefill chunk
+            /// (2 bytes a value) between calls. A one-position step's row stays for the next
+            /// step, so decode steps do not allocate.
+            void finish() noexcept
+            {
+                if (m_input.positions > 1)
+                    std::vector<T>().swap(m_rows);
+            }
+
         private:
             tensor_view<const float> m_input;
             std::vector<T> m_rows;  // float16 only
