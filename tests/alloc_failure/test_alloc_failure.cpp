@@ -247,34 +247,9 @@ namespace
         c.options.window = 16;
         return c;
     }
-}  // namespace
 
-TEST_CASE("a prefill leaves no dense copy of the far context in a quantized cache", "[alloc]")
-{
-#if !DELTAATTN_TEST_LIVE_BYTES
-    WARN("SKIPPED: counting live bytes needs glibc's malloc_usable_size");
-    return;
-#endif
-    attention_case const c = long_prefill_case();
-    auto const in = c.inputs();
-    std::vector<float> out(c.q_heads * c.dim * c.positions, 0.0f);
-    layer_quant_cache cache = subject<layer_quant_cache>::make(c);  // its rows reserved here
-    long long const before = live_bytes.load();
-    subject<layer_quant_cache>::step<default_arch>(cache, in, 0, c.positions, make_token_major(out.data(), c.positions, c.q_heads, c.dim));
-    long long const kept = live_bytes.load() - before;
-    // The prefill reconstructs the far rows' keys and values in fp32 for its blocks: that
-    // copy must go with the call (it is 8x the bytes of 4-bit codes). What stays is the
-    // cache's rows and a workspace whose size does not grow with the context.
-    auto const far_copy = static_cast<long long>(2 * c.kv_heads * (c.positions - c.options.sinks - c.options.window) * c.dim * sizeof(float));
-    INFO("kept " << kept << " bytes across the call; the far rows in fp32 are " << far_copy);
-    CHECK(cache.size() == c.positions);
-    CHECK(kept < far_copy / 4);
-}
-
-namespace
-{
-    /// Live bytes a binary16 layer cache of `c` keeps across one prefill of all positions,
-    /// less what its own rows grew by (bytes()).
+    /// Live bytes a layer cache made by `make` keeps across one prefill of all of c's
+    /// positions, less what its own rows grew by (bytes()).
     template <class Cache, class Make>
     long long kept_across_prefill(attention_case const& c, Make&& make)
     {
@@ -287,6 +262,22 @@ namespace
         return live_bytes.load() - before - (static_cast<long long>(cache.bytes()) - rows_before);
     }
 }  // namespace
+
+TEST_CASE("a prefill leaves no dense copy of the far context in a quantized cache", "[alloc]")
+{
+#if !DELTAATTN_TEST_LIVE_BYTES
+    WARN("SKIPPED: counting live bytes needs glibc's malloc_usable_size");
+    return;
+#endif
+    attention_case const c = long_prefill_case();
+    long long const kept = kept_across_prefill<layer_quant_cache>(c, [&] { return subject<layer_quant_cache>::make(c); });
+    // The prefill reconstructs the far rows' keys and values in fp32 for its blocks: that
+    // copy must go with the call (it is 8x the bytes of 4-bit codes). What stays is the
+    // cache's rows and a workspace whose size does not grow with the context.
+    auto const far_copy = static_cast<long long>(2 * c.kv_heads * (c.positions - c.options.sinks - c.options.window) * c.dim * sizeof(float));
+    INFO("kept " << kept << " bytes across the call besides the rows; the far rows in fp32 are " << far_copy);
+    CHECK(kept < far_copy / 4);
+}
 
 TEST_CASE("a prefill leaves no copy of its chunk in a binary16 layer cache", "[alloc]")
 {
