@@ -224,8 +224,8 @@ namespace deltaattn
             // The far rows reconstructed for a multi-position chunk live only for the call:
             // a dense fp32 copy of the far context is 8x the bytes of its 4-bit codes, and
             // kept between calls it would outweigh the cache it serves.
-            aligned_vector<float> far_keys(step ? 0 : heads * far_rows * d);
-            aligned_vector<float> far_values(step || !m_values.front().coded() ? 0 : heads * far_rows * d);
+            scratch_vector<float> far_keys(step ? 0 : heads * far_rows * d);
+            scratch_vector<float> far_values(step || !m_values.front().coded() ? 0 : heads * far_rows * d);
             m_staged_keys.stage(k);
             m_staged_values.stage(v);
             code_chunk(k, v);

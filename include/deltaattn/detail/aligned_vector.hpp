@@ -47,11 +47,44 @@ namespace deltaattn
                 return false;
             }
         };
+
+        /// cache_line_allocator whose value-less construct leaves the element
+        /// default-initialized: `std::vector<float, A>(n)` then allocates without writing.
+        template <class T>
+        struct uninitialized_allocator : cache_line_allocator<T>
+        {
+            template <class U>
+            struct rebind
+            {
+                using other = uninitialized_allocator<U>;
+            };
+            uninitialized_allocator() noexcept = default;
+            template <class U>
+            uninitialized_allocator(uninitialized_allocator<U> const&) noexcept
+            {
+            }
+            template <class U>
+            void construct(U* p) noexcept
+            {
+                ::new (static_cast<void*>(p)) U;
+            }
+            template <class U, class... Args>
+            void construct(U* p, Args&&... args)
+            {
+                ::new (static_cast<void*>(p)) U(static_cast<Args&&>(args)...);
+            }
+        };
     }  // namespace detail
 
     /// std::vector with cache-line-aligned storage (detail/aligned_vector.hpp says why).
     template <class T>
     using aligned_vector = std::vector<T, detail::cache_line_allocator<T>>;
+
+    /// aligned_vector whose sized constructor and resize leave floats unwritten: scratch a
+    /// call fills before it reads (a prefill's far rows, MiBs: zeroing them first is a
+    /// pass over memory the call does not need).
+    template <class T>
+    using scratch_vector = std::vector<T, detail::uninitialized_allocator<T>>;
 }  // namespace deltaattn
 
 #endif  // DELTAATTN_DETAIL_ALIGNED_VECTOR_HPP

@@ -138,29 +138,36 @@ namespace deltaattn
             std::size_t const last = first + q.positions - 1;
             std::size_t const far_end = q.positions > 1 && o.window <= last && last - o.window >= o.sinks ? last - o.window + 1 : o.sinks;
             std::size_t const far_rows = far_end - o.sinks;
-            // Allocated before anything changes, and only for the chunk: a dense copy of the
-            // far context is what this cache exists not to keep.
-            std::vector<float> far_values(heads * far_rows * d);
+            // One head's far rows at a time, its query blocks spread over the workers: the
+            // rows stay in L2 for every block that reads them (all heads' rows at once
+            // were 8x the bytes, read from L3 and faulted in fresh every call). Allocated
+            // before anything changes, and only for the call: a dense copy of the far
+            // context is what this cache exists not to keep.
+            scratch_vector<float> far_values(far_rows * d);
 
             // Deltas first (late queries' delta regions reach into the chunk), one task per
-            // head; attention by (head, query block); the window rings last.
-            m_executor(heads, [&](std::size_t h, std::size_t worker) {
+            // head; then, head by head, its far rows and attention by query block; the
+            // window rings last.
+            m_executor(heads, [&](std::size_t h, std::size_t) {
                 for (std::size_t r = 0; r < k.positions; ++r)
                 {
                     m_keys[h].append_delta(k.at(r, h));
                     m_values[h].append_delta(v.at(r, h));
                 }
-                block_scratch& scratch = m_workspace.slot(worker);
-                kernels::rebuild_far_values<Arch>(m_values[h], far_end, far_values.data() + h * far_rows * d, scratch.value_reference.data(),
-                                                  scratch.converted.data());
             });
             float const alpha = effective_scale(o.scale, d);
-            attention_work const work = kernels::run_blocks<Arch>(
-                heads, group, q.positions, m_executor, m_workspace, [&](std::size_t h, auto const& plan, std::size_t block, block_scratch& scratch) {
-                    kernels::cached_rows<T> const values{&m_values[h], m_staged_values.head(h), first, far_rows ? far_values.data() + h * far_rows * d : nullptr};
-                    plan.attend(block, kernels::cached_rows<T>{&m_keys[h], m_staged_keys.head(h), first}, kernels::group_heads(q, h, group),
-                                kernels::group_heads(out, h, group), first, values, alpha, kernels::hybrid_split{o.sinks, o.window}, scratch);
-                });
+            attention_work work;
+            for (std::size_t h = 0; h < heads; ++h)
+            {
+                block_scratch& scratch = m_workspace.slot(0);
+                kernels::rebuild_far_values<Arch>(m_values[h], far_end, far_values.data(), scratch.value_reference.data(), scratch.converted.data());
+                work += kernels::run_blocks<Arch>(
+                    1, group, q.positions, m_executor, m_workspace, [&](std::size_t, auto const& plan, std::size_t block, block_scratch& worker_scratch) {
+                        kernels::cached_rows<T> const values{&m_values[h], m_staged_values.head(h), first, far_rows ? far_values.data() : nullptr};
+                        plan.attend(block, kernels::cached_rows<T>{&m_keys[h], m_staged_keys.head(h), first}, kernels::group_heads(q, h, group),
+                                    kernels::group_heads(out, h, group), first, values, alpha, kernels::hybrid_split{o.sinks, o.window}, worker_scratch);
+                    });
+            }
             for (std::size_t h = 0; h < heads; ++h)
             {
                 matrix_view<const T> const keys = m_staged_keys.head(h), values = m_staged_values.head(h);
