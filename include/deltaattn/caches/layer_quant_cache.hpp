@@ -223,9 +223,10 @@ namespace deltaattn
                 m_workspace.slot(worker).reserve_quant(quant_scratch_floats(group, d), kernels::quant_scratch_words(group, d, m_keys.front().codec()));
             // The far rows reconstructed for a multi-position chunk live only for the call:
             // a dense fp32 copy of the far context is 8x the bytes of its 4-bit codes, and
-            // kept between calls it would outweigh the cache it serves.
-            scratch_vector<float> far_keys(step ? 0 : heads * far_rows * d);
-            scratch_vector<float> far_values(step || !m_values.front().coded() ? 0 : heads * far_rows * d);
+            // kept between calls it would outweigh the cache it serves. One head's rows at
+            // a time, so they stay in L2 for every query block that reads them.
+            scratch_vector<float> far_keys(step ? 0 : far_rows * d);
+            scratch_vector<float> far_values(step || !m_values.front().coded() ? 0 : far_rows * d);
             m_staged_keys.stage(k);
             m_staged_values.stage(v);
             code_chunk(k, v);
@@ -247,17 +248,18 @@ namespace deltaattn
             }
             else
             {
-                m_executor(heads, [&](std::size_t h, std::size_t) {
-                    m_keys[h].reconstruct(far_end, far_keys.data() + h * far_rows * d);
+                for (std::size_t h = 0; h < heads; ++h)
+                {
+                    m_keys[h].reconstruct(far_end, far_keys.data());
                     if (m_values[h].coded())
-                        m_values[h].reconstruct(far_end, far_values.data() + h * far_rows * d);
-                });
-                work = kernels::run_blocks<Arch>(heads, group, n_c, m_executor, m_workspace,
-                                                 [&](std::size_t h, auto const& plan, std::size_t block, block_scratch& scratch) {
-                                                     float const* const head_far_values = far_values.empty() ? nullptr : far_values.data() + h * far_rows * d;
-                                                     attend_block_of(plan, h, block, q, out, first, far_keys.data() + h * far_rows * d, head_far_values,
-                                                                     alpha, split, scratch);
-                                                 });
+                        m_values[h].reconstruct(far_end, far_values.data());
+                    float const* const head_far_values = far_values.empty() ? nullptr : far_values.data();
+                    work += kernels::run_blocks<Arch>(1, group, n_c, m_executor, m_workspace,
+                                                      [&](std::size_t, auto const& plan, std::size_t block, block_scratch& scratch) {
+                                                          attend_block_of(plan, h, block, q, out, first, far_keys.data(), head_far_values, alpha, split,
+                                                                          scratch);
+                                                      });
+                }
             }
             push_chunk(n_c, first);
             return work;
