@@ -92,15 +92,23 @@ namespace deltaattn
                 out[r] = ops::add(ops::add(acc[0][r], acc[1][r]), ops::add(acc[2][r], acc[3][r]));
         }
 
-        /// Keys per register block of the exact scores: K keys x R registers of query lanes
-        /// take about half the vector registers as accumulators (the rest hold queries and
-        /// broadcasts). A power of two, so it divides the tile.
+        /**
+         * Keys per register block of the exact scores: on x86, K keys x R registers of
+         * query lanes make as many accumulators as the arch has vector registers (up to 8
+         * keys), so a few spill (a load and a store each per channel). Measured faster
+         * than half the registers, the earlier rule, which spilled nothing: each block
+         * streams the whole transposed query block (32 KiB at 64 lanes, d 128) through L1,
+         * and wider blocks halve that traffic (Zen 5, dense prefill n 2048, d 128, best
+         * of 3-5 rounds: AVX-512 290 -> 256 ms, AVX2 619 -> 592). NEON keeps half: no
+         * ARM hardware here to measure the spills on. A power of two: it divides the tile.
+         */
         template <class Arch, std::size_t R>
         constexpr std::size_t score_keys() noexcept
         {
-            std::size_t const budget = arch_traits<Arch>::registers / 2;
+            constexpr std::size_t registers = arch_traits<Arch>::registers;
+            constexpr std::size_t accumulators = std::is_base_of<xsimd::neon, Arch>::value ? registers / 2 : registers;
             std::size_t k = 1;
-            while (k < block_scratch::max_score_keys && 2 * k * R <= budget)
+            while (k < block_scratch::max_score_keys && 2 * k * R <= accumulators)
                 k *= 2;
             return k;
         }
