@@ -33,7 +33,7 @@ namespace deltaattn
     {
     public:
         delta_builder(delta_policy policy, std::size_t dim)
-            : m_policy(policy), m_dim(dim), m_error(dim), m_rank(dim)
+            : m_policy(policy), m_dim(dim), m_error(dim), m_rank(dim), m_updated(detail::mask_words(dim) * 64, 0)
         {
             DELTAATTN_REQUIRE(dim >= 1, "dim", "must be >= 1" + detail::got(dim));
             validate_policy(policy, dim);
@@ -56,14 +56,16 @@ namespace deltaattn
 
             // Branch-free: a row's updates fall at random channels, and a branch per channel
             // mispredicted about as often as it was taken. (packed[nnz] is written for every
-            // channel and kept by the ones updated; nnz <= c keeps it inside `dim`.)
+            // channel and kept by the ones updated; nnz <= c keeps it inside `dim`.) The
+            // reference blend is a loop of its own, which the compiler vectorizes.
+            std::uint8_t const* const updated = m_updated.data();
+            for (std::size_t c = 0; c < m_dim; ++c)
+                reference[c] = blend(updated[c], key[c], reference[c]);
             std::size_t nnz = 0;
             for (std::size_t c = 0; c < m_dim; ++c)
             {
-                std::uint32_t const updated = mask[c / 64] >> (c % 64) & 1u;
                 packed[nnz] = m_error[c];
-                nnz += updated;
-                reference[c] = blend(updated, key[c], reference[c]);
+                nnz += updated[c];
             }
             return nnz;
         }
@@ -110,19 +112,33 @@ namespace deltaattn
             return out;
         }
 
-        /// mask = the channels c for which `updated(c)` holds, called in channel order. Each
-        /// word is gathered in a register and stored once, without a branch (updates fall at
-        /// random channels): or-ing bits into the mask in memory chained every channel
-        /// through a store and a reload, ~4 ns per channel (Zen 5).
+        /// m_updated[c] = `updated(c)` (0 or 1), called in channel order, then the mask from
+        /// those bytes. A byte per channel first, so that a stateless predicate's loop
+        /// vectorizes and build's loops read a byte, not a bit extracted from a word.
         template <class Predicate>
-        void fill_mask(std::uint64_t* mask, Predicate updated) const
+        void fill_mask(std::uint64_t* mask, Predicate updated)
         {
+            for (std::size_t c = 0; c < m_dim; ++c)
+                m_updated[c] = static_cast<std::uint8_t>(updated(c));
+            pack_updated(mask);
+        }
+
+        /// The mask words from m_updated (zero past dim), eight channels a multiply: with
+        /// bytes x_i in {0, 1}, byte 7 of x * 0x0102040810204080 is Σ x_i << i (each x_i
+        /// lands on a bit of its own, so no sum carries). Or-ing one bit a channel into a
+        /// word chained 64 dependent instructions a word.
+        void pack_updated(std::uint64_t* mask) const noexcept
+        {
+            static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "byte i of the loaded word is channel i's byte");
             for (std::size_t w = 0; w < detail::mask_words(m_dim); ++w)
             {
                 std::uint64_t word = 0;
-                std::size_t const end = std::min<std::size_t>(64, m_dim - w * 64);
-                for (std::size_t b = 0; b < end; ++b)
-                    word |= std::uint64_t(updated(w * 64 + b)) << b;
+                for (std::size_t k = 0; k < 8; ++k)
+                {
+                    std::uint64_t bytes;
+                    std::memcpy(&bytes, m_updated.data() + w * 64 + k * 8, sizeof bytes);
+                    word |= (bytes * 0x0102040810204080ull) >> 56 << (8 * k);
+                }
                 mask[w] = word;
             }
         }
@@ -136,19 +152,19 @@ namespace deltaattn
             return static_cast<float>(static_cast<double>(ratio) * std::sqrt(s / static_cast<double>(dim)));
         }
 
-        void select_above(float theta, std::uint64_t* mask) const noexcept
+        void select_above(float theta, std::uint64_t* mask) noexcept
         {
             fill_mask(mask, [&](std::size_t c) { return std::fabs(m_error[c]) > theta; });
         }
 
-        void select(fixed_threshold const& p, float const*, std::uint64_t* mask) const noexcept { select_above(p.theta, mask); }
+        void select(fixed_threshold const& p, float const*, std::uint64_t* mask) noexcept { select_above(p.theta, mask); }
 
-        void select(relative_threshold const& p, float const* key, std::uint64_t* mask) const noexcept
+        void select(relative_threshold const& p, float const* key, std::uint64_t* mask) noexcept
         {
             select_above(relative_theta(p.ratio, key, m_dim), mask);
         }
 
-        void select(block_threshold const& p, float const*, std::uint64_t* mask) const noexcept
+        void select(block_threshold const& p, float const*, std::uint64_t* mask) noexcept
         {
             bool any = false;  // the group of channel c has an |error| above θ
             fill_mask(mask, [&](std::size_t c) {
@@ -218,17 +234,22 @@ namespace deltaattn
             }
             cut += count_at_least(cut + 1) >= keep;  // bit 0
             std::size_t ties = keep - count_at_least(cut + 1);
-            fill_mask(mask, [&](std::size_t c) {
-                bool const tie = m_rank[c] == cut && ties > 0;
-                ties -= tie;
-                return m_rank[c] > cut || tie;
-            });
+            for (std::size_t c = 0; c < m_dim; ++c)
+                m_updated[c] = m_rank[c] > cut;
+            for (std::size_t c = 0; c < m_dim && ties > 0; ++c)  // the first `ties` ranks equal to cut
+                if (m_rank[c] == cut)
+                {
+                    m_updated[c] = 1;
+                    --ties;
+                }
+            pack_updated(mask);
         }
 
         delta_policy m_policy;
         std::size_t m_dim;
         std::vector<float> m_error;
-        std::vector<std::uint32_t> m_rank;  // target_sparsity's scratch
+        std::vector<std::uint32_t> m_rank;      // target_sparsity's scratch
+        std::vector<std::uint8_t> m_updated;    // 1 per updated channel, 0 past dim
     };
 }  // namespace deltaattn
 
