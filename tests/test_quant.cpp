@@ -403,9 +403,14 @@ TEST_CASE("a row whose scale overflows binary16 is refused and leaves the cache 
     qkv_data in = q.c.inputs();
     auto const want = run_quant_steps<default_arch, float>(in, q, 20, 20);
 
+    // One thread, and two: the heads are coded in parallel tasks, head 0's row succeeds
+    // while head 1's is refused, and both must roll back.
+    std::size_t const threads = GENERATE(1, 2);
+    thread_pool pool(threads);
     std::vector<float> out;
     auto const view = in.make_output(out);
     layer_quant_cache cache(2, 32, 40, q.c.options, codec, codec);
+    cache.set_executor(pool.executor());
     cache.prefill(in.q_view().slice_positions(0, 20), in.k_view().slice_positions(0, 20), in.v_view().slice_positions(0, 20), view.slice_positions(0, 20));
     std::vector<float> bad_k(in.k.begin() + 20 * 2 * 32, in.k.begin() + 21 * 2 * 32);
     bad_k[32 + 5] = 1e6f;  // head 1: a residual of 1e6 needs a scale of ~1.4e5 > 65504

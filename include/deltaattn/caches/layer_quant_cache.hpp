@@ -32,6 +32,8 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <exception>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -297,6 +299,14 @@ namespace deltaattn
         void code_chunk(tensor_view<const float> k, tensor_view<const float> v)
         {
             std::size_t const heads = kv_heads();
+            // A task per head (their caches share nothing). A task's exception (a scale
+            // beyond binary16, with checking on) is kept, not thrown across the caller's
+            // executor: the lowest head's, so the message does not depend on the threads.
+            // It is rethrown once all finished, and every head rolls back. (No allocation:
+            // decode steps come through here.)
+            std::mutex error_mutex;
+            std::exception_ptr error;
+            std::size_t error_head = heads;
             for (std::size_t h = 0; h < heads; ++h)
             {
                 m_keys[h].checkpoint();
@@ -304,12 +314,27 @@ namespace deltaattn
             }
             try
             {
-                for (std::size_t h = 0; h < heads; ++h)
-                    for (std::size_t r = 0; r < k.positions; ++r)
+                m_executor(heads, [&](std::size_t h, std::size_t) {
+                    try
                     {
-                        m_keys[h].append_coded(k.at(r, h));
-                        m_values[h].append_coded(v.at(r, h));
+                        for (std::size_t r = 0; r < k.positions; ++r)
+                        {
+                            m_keys[h].append_coded(k.at(r, h));
+                            m_values[h].append_coded(v.at(r, h));
+                        }
                     }
+                    catch (...)
+                    {
+                        std::lock_guard<std::mutex> lock(error_mutex);
+                        if (h < error_head)
+                        {
+                            error = std::current_exception();
+                            error_head = h;
+                        }
+                    }
+                });
+                if (error)
+                    std::rethrow_exception(error);
             }
             catch (...)
             {
