@@ -312,9 +312,12 @@ namespace deltaattn
                 m_keys[h].checkpoint();
                 m_values[h].checkpoint();
             }
+            // A decode step's one row per head is too little to wake the workers for.
+            parallel_executor const on_caller{};
+            parallel_executor const& coder = k.positions > 1 ? m_executor : on_caller;
             try
             {
-                m_executor(heads, [&](std::size_t h, std::size_t) {
+                coder(heads, [&](std::size_t h, std::size_t) {
                     try
                     {
                         for (std::size_t r = 0; r < k.positions; ++r)
