@@ -114,7 +114,7 @@ namespace deltaattn
             for (std::size_t worker = 0; worker < executor.workers; ++worker)
             {
                 // Any block of one position (a decode step, or a prefill's last block) runs
-                // decode_block; the others attend_block, with one or two registers of lanes.
+                // decode_block; the others attend_block, with up to block_registers of lanes.
                 workspace.slot(worker).reserve_decode(plan.block_heads, (keys + w - 1) / w * w, dim);
                 if (positions > 1)
                     workspace.slot(worker).reserve(block_registers<Arch>() * w, dim);

@@ -157,9 +157,9 @@ namespace deltaattn
             });
             float const alpha = effective_scale(o.scale, d);
             attention_work work;
+            block_scratch& scratch = m_workspace.slot(0);  // the rebuild runs between the tasks
             for (std::size_t h = 0; h < heads; ++h)
             {
-                block_scratch& scratch = m_workspace.slot(0);
                 kernels::rebuild_far_values<Arch>(m_values[h], far_end, far_values.data(), scratch.value_reference.data(), scratch.converted.data());
                 work += kernels::run_blocks<Arch>(
                     1, group, q.positions, m_executor, m_workspace, [&](std::size_t, auto const& plan, std::size_t block, block_scratch& worker_scratch) {
