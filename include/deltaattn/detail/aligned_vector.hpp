@@ -50,14 +50,10 @@ namespace deltaattn
 
         /// cache_line_allocator whose value-less construct leaves the element
         /// default-initialized: `std::vector<float, A>(n)` then allocates without writing.
+        /// (Construction with arguments falls back to std::allocator_traits' placement new.)
         template <class T>
         struct uninitialized_allocator : cache_line_allocator<T>
         {
-            template <class U>
-            struct rebind
-            {
-                using other = uninitialized_allocator<U>;
-            };
             uninitialized_allocator() noexcept = default;
             template <class U>
             uninitialized_allocator(uninitialized_allocator<U> const&) noexcept
@@ -67,11 +63,6 @@ namespace deltaattn
             void construct(U* p) noexcept
             {
                 ::new (static_cast<void*>(p)) U;
-            }
-            template <class U, class... Args>
-            void construct(U* p, Args&&... args)
-            {
-                ::new (static_cast<void*>(p)) U(static_cast<Args&&>(args)...);
             }
         };
     }  // namespace detail
