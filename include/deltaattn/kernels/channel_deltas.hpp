@@ -250,6 +250,11 @@ namespace deltaattn
             base = carry;
         }
 
+        /// Rows per block of the by-word delta kernels: every mask word of a block is done
+        /// before the next block, so the block's rows (about 15 KiB of fp32 keys at 60%
+        /// delta sparsity, d 128) are read from memory once and from L1 by the later words.
+        constexpr std::size_t delta_block_rows = 64;
+
         /// The first packed value of a row's mask word `word`: past the values of the
         /// words before it.
         template <class T>
@@ -265,9 +270,12 @@ namespace deltaattn
          * As channel_delta_scores_by, a 64-channel mask word at a time, for d % 64 == 0:
          * the pass's queries for one word stay in registers (H x 64 / width of them) while
          * every row's registers of that word are expanded and multiplied, as the values do
-         * in channel_delta_values_by. Each word's dots q_h·Δk_j are reduced `width` rows at a
-         * time and summed into scores[h * stride + j]; a last pass over the rows turns them
-         * into prefix sums, restarting at keyframes.
+         * in channel_delta_values_by. The rows go in blocks of delta_block_rows, every
+         * word of a block before the next block: the words after the first read the
+         * block's rows from L1, and add into the row's products of the words before, so
+         * a row's products are reduced once (`width` rows at a time, one transpose-add),
+         * not once per word. A last pass over the rows turns the dots q_h·Δk_j into prefix
+         * sums in scores[h * stride + j], restarting at keyframes.
          */
         template <class Arch, expand_form Form, std::size_t H, class Cache>
         std::uint64_t channel_delta_scores_by_words(Cache const& cache, float const* const* q, std::size_t heads, float const* start,
@@ -276,76 +284,75 @@ namespace deltaattn
             static_assert(H == 2 || H == 4, "heads per pass: 2 or 4");
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
-            constexpr std::size_t w = ops::width, groups = 64 / w;
-            static_assert(64 % w == 0, "a mask word holds whole registers");
+            constexpr std::size_t w = ops::width, groups = 64 / w, rows = delta_block_rows;
+            static_assert(64 % w == 0 && rows % w == 0, "a mask word holds whole registers; a block, whole reductions");
             std::size_t const d = cache.dim(), words = d / 64;
             std::uint64_t macs = 0;
+            reg products[H][rows];  // per head, each row's products summed over the words so far
             for (std::size_t h0 = 0; h0 < heads; h0 += H)
             {
                 std::size_t const hn = std::min(H, heads - h0);
                 float const* qh[H];
                 for (std::size_t h = 0; h < H; ++h)
                     qh[h] = q[h0 + (h < hn ? h : 0)];
-                for (std::size_t word = 0; word < words; ++word)
+                for (std::size_t b0 = first; b0 < end; b0 += rows)
                 {
-                    std::size_t const c0 = word * 64;
-                    reg qw[H][groups];
-                    DELTAATTN_UNROLL
-                    for (std::size_t h = 0; h < H; ++h)
-                        DELTAATTN_UNROLL
-                        for (std::size_t g = 0; g < groups; ++g)
-                            qw[h][g] = ops::load(qh[h] + c0 + g * w);
-                    reg products[H][w];
-                    std::size_t pending = 0, pending_first = first;
-                    auto const flush = [&] {
-                        for (std::size_t h = 0; h < hn; ++h)
-                        {
-                            for (std::size_t k = pending; k < w; ++k)
-                                products[h][k] = ops::zero();
-                            alignas(64) float dots[w];
-                            ops::store(dots, ops::reduce_add_rows(products[h]));
-                            float* out = scores + (h0 + h) * stride + pending_first;
-                            for (std::size_t k = 0; k < pending; ++k)
-                                out[k] = word == 0 ? dots[k] : out[k] + dots[k];
-                        }
-                        pending_first += pending;
-                        pending = 0;
-                    };
-                    std::size_t keyframe_at = cache.next_keyframe(first);
-                    for (std::size_t j = first; j < end; ++j)
+                    std::size_t const b1 = std::min(end, b0 + rows);
+                    for (std::size_t word = 0; word < words; ++word)
                     {
-                        reg acc[H];
-                        DELTAATTN_UNROLL
-                        for (auto& a : acc)
-                            a = ops::zero();
-                        if (j == keyframe_at)  // restarts the prefix below: no delta to add
-                            keyframe_at = cache.next_keyframe(j + 1);
-                        else
-                        {
-                            auto const row = cache.delta(j);
-                            macs += word == 0 ? hn * row.nnz : 0;
-                            std::uint64_t const bits = row.mask[word];
-                            auto const* value = word_values(row, word);
-                            DELTAATTN_UNROLL
-                            for (std::size_t g = 0; g < groups; ++g)
-                            {
-                                // Empty groups are expanded too (to zeros): at 80% delta
-                                // sparsity 3% of them are empty, and a branch that skipped them
-                                // mispredicted enough to make the step slower than at 60%.
-                                auto const group_bits = static_cast<std::uint32_t>(bits >> (g * w)) & ((1u << w) - 1u);
-                                reg const delta = expand_lanes<Arch, Form>(group_bits, value);
-                                DELTAATTN_UNROLL
-                                for (std::size_t h = 0; h < H; ++h)
-                                    acc[h] = ops::fma(qw[h][g], delta, acc[h]);
-                            }
-                        }
+                        std::size_t const c0 = word * 64;
+                        reg qw[H][groups];
                         DELTAATTN_UNROLL
                         for (std::size_t h = 0; h < H; ++h)
-                            products[h][pending] = acc[h];
-                        if (++pending == w)
-                            flush();
+                            DELTAATTN_UNROLL
+                            for (std::size_t g = 0; g < groups; ++g)
+                                qw[h][g] = ops::load(qh[h] + c0 + g * w);
+                        std::size_t keyframe_at = cache.next_keyframe(b0);
+                        for (std::size_t j = b0; j < b1; ++j)
+                        {
+                            std::size_t const i = j - b0;
+                            reg acc[H];
+                            DELTAATTN_UNROLL
+                            for (std::size_t h = 0; h < H; ++h)
+                                acc[h] = word == 0 ? ops::zero() : products[h][i];
+                            if (j == keyframe_at)  // restarts the prefix below: no delta to add
+                                keyframe_at = cache.next_keyframe(j + 1);
+                            else
+                            {
+                                auto const row = cache.delta(j);
+                                macs += word == 0 ? hn * row.nnz : 0;
+                                std::uint64_t const bits = row.mask[word];
+                                auto const* value = word_values(row, word);
+                                DELTAATTN_UNROLL
+                                for (std::size_t g = 0; g < groups; ++g)
+                                {
+                                    // Empty groups are expanded too (to zeros): at 80% delta
+                                    // sparsity 3% of them are empty, and a branch that skipped them
+                                    // mispredicted enough to make the step slower than at 60%.
+                                    auto const group_bits = static_cast<std::uint32_t>(bits >> (g * w)) & ((1u << w) - 1u);
+                                    reg const delta = expand_lanes<Arch, Form>(group_bits, value);
+                                    DELTAATTN_UNROLL
+                                    for (std::size_t h = 0; h < H; ++h)
+                                        acc[h] = ops::fma(qw[h][g], delta, acc[h]);
+                                }
+                            }
+                            DELTAATTN_UNROLL
+                            for (std::size_t h = 0; h < H; ++h)
+                                products[h][i] = acc[h];
+                        }
                     }
-                    flush();
+                    // The block's dots, `width` rows per transpose-add.
+                    std::size_t const count = b1 - b0;
+                    for (std::size_t h = 0; h < hn; ++h)
+                    {
+                        std::fill(products[h] + count, products[h] + (count + w - 1) / w * w, ops::zero());
+                        for (std::size_t i0 = 0; i0 < count; i0 += w)
+                        {
+                            alignas(64) float dots[w];
+                            ops::store(dots, ops::reduce_add_rows(products[h] + i0));
+                            std::copy_n(dots, std::min(w, count - i0), scores + (h0 + h) * stride + b0 + i0);
+                        }
+                    }
                 }
                 // The prefix sums, restarting at keyframes.
                 for (std::size_t h = 0; h < hn; ++h)
@@ -424,7 +431,10 @@ namespace deltaattn
          * added to o ([head][channel]): suffix sums P_h(m) of each segment, walked
          * backwards, a 64-channel mask word at a time so that the accumulators of H
          * heads stay in registers (H x 64 / width). For `width` 16 and d % 64 == 0.
-         * `p` is [head][key] with row stride `stride`. Returns the PV work (SPEC.md §4).
+         * The rows go in blocks of delta_block_rows, from the last: a block's suffix
+         * weights are summed once, then every word of the block runs before the next
+         * block, so the words after the first read the block's rows from L1. `p` is
+         * [head][key] with row stride `stride`. Returns the PV work (SPEC.md §4).
          * `converted` is scratch for a word's packed values widened from float16.
          */
         template <class Arch, expand_form Form, std::size_t H, class Cache>
@@ -433,7 +443,7 @@ namespace deltaattn
         {
             using ops = arch_traits<Arch>;
             using reg = typename ops::reg;
-            constexpr std::size_t w = ops::width, groups = 64 / w;
+            constexpr std::size_t w = ops::width, groups = 64 / w, rows = delta_block_rows;
             static_assert(64 % w == 0, "a mask word holds whole registers");
             std::size_t const d = cache.dim(), words = d / 64;
             std::uint64_t macs = 0;
@@ -443,37 +453,61 @@ namespace deltaattn
                 float const* ph[H];
                 for (std::size_t h = 0; h < H; ++h)
                     ph[h] = p + (h0 + (h < hn ? h : 0)) * stride;
-                for (std::size_t word = 0; word < words; ++word)
-                {
-                    std::size_t const c0 = word * 64;
-                    reg acc[H][groups];
-                    for (auto& head : acc)
-                        for (auto& a : head)
-                            a = ops::zero();
-                    float mass[H] = {};
-                    auto const add_dense_row = [&](float const* row) {  // P(f) v̂_f, this word's channels
-                        for (std::size_t h = 0; h < H; ++h)
+                // Adds Σ_rows weight * row to o's heads, one word at a time. `row_at(i, word, acc)`
+                // adds row i's share of a word to the word's accumulators.
+                auto const add_rows = [&](std::size_t count, auto&& row_at) {
+                    for (std::size_t word = 0; word < words; ++word)
+                    {
+                        reg acc[H][groups];
+                        for (auto& head : acc)
+                            for (auto& a : head)
+                                a = ops::zero();
+                        for (std::size_t i = count; i-- > 0;)
+                            row_at(i, word, acc);
+                        for (std::size_t h = 0; h < hn; ++h)
                             for (std::size_t g = 0; g < groups; ++g)
-                                acc[h][g] = ops::fma(ops::broadcast(mass[h]), ops::load(row + c0 + g * w), acc[h][g]);
-                        macs += word == 0 ? hn * d : 0;
-                    };
-                    std::size_t keyframe_at = cache.previous_keyframe(end - 1);
-                    for (std::size_t m = end; m-- > first;)
+                            {
+                                float* out = o + (h0 + h) * d + word * 64 + g * w;
+                                ops::store(out, ops::add(ops::load(out), acc[h][g]));
+                            }
+                    }
+                };
+                auto const add_dense_row = [&](float const* row, float const* weight, std::size_t word, reg (&acc)[H][groups]) {
+                    for (std::size_t h = 0; h < H; ++h)
+                        for (std::size_t g = 0; g < groups; ++g)
+                            acc[h][g] = ops::fma(ops::broadcast(weight[h]), ops::load(row + word * 64 + g * w), acc[h][g]);
+                };
+                float mass[H] = {};  // P_h(m): the suffix of the segment m lies in
+                std::size_t keyframe_at = cache.previous_keyframe(end - 1);
+                for (std::size_t b1 = end; b1 > first;)
+                {
+                    std::size_t const b0 = b1 - first > rows ? b1 - rows : first;
+                    // The block's weights, row by row from its last: P_h(m), and at a
+                    // keyframe the mass that multiplies its dense row (the suffix restarts).
+                    alignas(64) float weight[rows][H];
+                    bool keyframe[rows];
+                    for (std::size_t m = b1; m-- > b0;)
                     {
                         for (std::size_t h = 0; h < H; ++h)
-                            mass[h] += ph[h][m];
+                            weight[m - b0][h] = mass[h] += ph[h][m];
+                        keyframe[m - b0] = m == keyframe_at;
                         if (m == keyframe_at)
                         {
-                            add_dense_row(cache.keyframe_row(m));
                             std::fill(mass, mass + H, 0.0f);
                             keyframe_at = m > 0 ? cache.previous_keyframe(m - 1) : Cache::no_keyframe;
-                            continue;
+                            macs += hn * d;
                         }
+                        else
+                            macs += hn * cache.delta(m).nnz;
+                    }
+                    add_rows(b1 - b0, [&](std::size_t i, std::size_t word, reg(&acc)[H][groups]) {
+                        std::size_t const m = b0 + i;
+                        if (keyframe[i])
+                            return add_dense_row(cache.keyframe_row(m), weight[i], word, acc);
                         auto const row = cache.delta(m);
-                        macs += word == 0 ? hn * row.nnz : 0;
                         std::uint64_t const bits = row.mask[word];
                         if (bits == 0)
-                            continue;
+                            return;
                         auto const* stored = word_values(row, word);
                         auto const* value = [&] {
                             if constexpr (expands_stored<Arch, typename Cache::element_type>())
@@ -481,25 +515,22 @@ namespace deltaattn
                             else
                                 return as_floats<Arch>(stored, detail::popcount64(bits), converted);
                         }();
-                        reg weight[H];
+                        reg weights[H];
                         for (std::size_t h = 0; h < H; ++h)
-                            weight[h] = ops::broadcast(mass[h]);
+                            weights[h] = ops::broadcast(weight[i][h]);
                         for (std::size_t g = 0; g < groups; ++g)
                         {
                             auto const group_bits = static_cast<std::uint32_t>(bits >> (g * w)) & ((1u << w) - 1u);
-                            reg const delta = expand_lanes<Arch, Form>(group_bits, value);  // empty groups too, as above
+                            reg const delta = expand_lanes<Arch, Form>(group_bits, value);  // empty groups too (scores_by_words)
                             for (std::size_t h = 0; h < H; ++h)
-                                acc[h][g] = ops::fma(weight[h], delta, acc[h][g]);
+                                acc[h][g] = ops::fma(weights[h], delta, acc[h][g]);
                         }
-                    }
-                    add_dense_row(cache.base_row());  // P(S) v̂_{S-1}
-                    for (std::size_t h = 0; h < hn; ++h)
-                        for (std::size_t g = 0; g < groups; ++g)
-                        {
-                            float* out = o + (h0 + h) * d + c0 + g * w;
-                            ops::store(out, ops::add(ops::load(out), acc[h][g]));
-                        }
+                    });
+                    b1 = b0;
                 }
+                // P(S) v̂_{S-1}: the mass left at the region's first row.
+                add_rows(1, [&](std::size_t, std::size_t word, reg(&acc)[H][groups]) { add_dense_row(cache.base_row(), mass, word, acc); });
+                macs += hn * d;
             }
             return macs;
         }
