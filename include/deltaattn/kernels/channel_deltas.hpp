@@ -482,14 +482,14 @@ namespace deltaattn
                 for (std::size_t b1 = end; b1 > first;)
                 {
                     std::size_t const b0 = b1 - first > rows ? b1 - rows : first;
-                    // The block's weights, row by row from its last: P_h(m), and at a
-                    // keyframe the mass that multiplies its dense row (the suffix restarts).
-                    alignas(64) float weight[rows][H];
+                    // The block's suffix weights, row by row from its last: P_h(m), and at
+                    // a keyframe the mass that multiplies its dense row (the suffix restarts).
+                    alignas(64) float suffix[rows][H];
                     bool keyframe[rows];
                     for (std::size_t m = b1; m-- > b0;)
                     {
                         for (std::size_t h = 0; h < H; ++h)
-                            weight[m - b0][h] = mass[h] += ph[h][m];
+                            suffix[m - b0][h] = mass[h] += ph[h][m];
                         keyframe[m - b0] = m == keyframe_at;
                         if (m == keyframe_at)
                         {
@@ -503,7 +503,7 @@ namespace deltaattn
                     add_rows(b1 - b0, [&](std::size_t i, std::size_t word, reg(&acc)[H][groups]) {
                         std::size_t const m = b0 + i;
                         if (keyframe[i])
-                            return add_dense_row(cache.keyframe_row(m), weight[i], word, acc);
+                            return add_dense_row(cache.keyframe_row(m), suffix[i], word, acc);
                         auto const row = cache.delta(m);
                         std::uint64_t const bits = row.mask[word];
                         if (bits == 0)
@@ -517,7 +517,7 @@ namespace deltaattn
                         }();
                         reg weights[H];
                         for (std::size_t h = 0; h < H; ++h)
-                            weights[h] = ops::broadcast(weight[i][h]);
+                            weights[h] = ops::broadcast(suffix[i][h]);
                         for (std::size_t g = 0; g < groups; ++g)
                         {
                             auto const group_bits = static_cast<std::uint32_t>(bits >> (g * w)) & ((1u << w) - 1u);
