@@ -74,6 +74,24 @@ namespace
         return std::max<std::size_t>(1, static_cast<std::size_t>(std::ceil(rotate_bytes() / std::max(bytes, 1.0))));
     }
 
+    /**
+     * The timed loop of a decode case over `copies` rotated copies of its cache:
+     * `step(c)` runs one step on copy c. Every copy is read once first, untimed: on the
+     * VMs measured here, memory written during a case's set-up (seconds of it) and not
+     * touched since reads several times slower the first time round (a K-only fp32 step
+     * at n 16384 ran 16–85 ms over 3–14 iterations, 8.8–10.8 ms over hundreds), and an
+     * engine's cache is read every step, never cold like that.
+     */
+    template <class Step>
+    void rotate_steps(benchmark::State& state, std::size_t copies, Step const& step)
+    {
+        for (std::size_t c = 0; c < copies; ++c)
+            step(c);
+        std::size_t i = 0;
+        for (auto _ : state)
+            step(i++ % copies);
+    }
+
     /// The pool every case runs on (the calling thread only, by default).
     parallel_executor executor()
     {
@@ -238,15 +256,12 @@ namespace
         auto const view = make_token_major(out.data(), 1, q_heads, d);
         attention_workspace ws;
         attention_work work;
-        std::size_t step = 0;
-        for (auto _ : state)
-        {
-            std::size_t const c = step++ % copies;
+        rotate_steps(state, copies, [&](std::size_t c) {
             work = attention_work{};
             dense_attention(in.q_view().slice_positions(n - 1, 1), token_major(in, keys[c]), token_major(in, values[c]), view, 0.0f, ws, &work,
                             executor());
             benchmark::DoNotOptimize(out.data());
-        }
+        });
         report(state, work, 0.0, dense_bytes<T>(n, d));
         state.counters["copies"] = static_cast<double>(copies);
     }
@@ -282,23 +297,18 @@ namespace
         std::vector<attention_stats> per_worker(pool.workers);
         attention_stats stats;
         auto const q = in.q_view().slice_positions(n - 1, 1);
-        std::size_t step = 0;
-        for (auto _ : state)
-        {
-            std::size_t const c = step++ % copies;
+        rotate_steps(state, copies, [&](std::size_t c) {
             std::fill(per_worker.begin(), per_worker.end(), attention_stats{});
             if (!delta_values)  // the layer's step: values position-major, as the dense step reads them
-            {
                 hybrid_decode(key_copies[c], q, token_major(in, dense_values[c]), make_token_major(out.data(), 1, q_heads, d), ws[0], &per_worker[0], pool);
-                continue;
-            }
-            pool(kv_heads, [&](std::size_t h, std::size_t worker) {
-                matrix_view<const float> const qh{q.at(0, h * group), group, d, q.head_stride};
-                auto const oh = make_matrix_view(out.data() + h * group * d, group, d);
-                hybrid_decode(key_copies[c][h], value_copies[c][h], qh, oh, ws[worker], &per_worker[worker]);
-            });
+            else
+                pool(kv_heads, [&](std::size_t h, std::size_t worker) {
+                    matrix_view<const float> const qh{q.at(0, h * group), group, d, q.head_stride};
+                    auto const oh = make_matrix_view(out.data() + h * group * d, group, d);
+                    hybrid_decode(key_copies[c][h], value_copies[c][h], qh, oh, ws[worker], &per_worker[worker]);
+                });
             benchmark::DoNotOptimize(out.data());
-        }
+        });
         for (auto const& w : per_worker)
             stats.decode += w.decode;
         report(state, stats.decode, deltas.sparsity(), bytes);
@@ -334,10 +344,7 @@ namespace
         std::vector<attention_workspace> ws(pool.workers);
         std::vector<attention_stats> per_worker(pool.workers);
         auto const q = in.q_view().slice_positions(n - 1, 1);
-        std::size_t step = 0;
-        for (auto _ : state)
-        {
-            std::size_t const c = step++ % copies;
+        rotate_steps(state, copies, [&](std::size_t c) {
             std::fill(per_worker.begin(), per_worker.end(), attention_stats{});
             pool(kv_heads, [&](std::size_t h, std::size_t worker) {
                 matrix_view<const float> const qh{q.at(0, h * group), group, d, q.head_stride};
@@ -345,7 +352,7 @@ namespace
                              &per_worker[worker]);
             });
             benchmark::DoNotOptimize(out.data());
-        }
+        });
         attention_stats stats;
         for (auto const& w : per_worker)
             stats.decode += w.decode;
