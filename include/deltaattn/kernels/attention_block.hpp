@@ -93,24 +93,29 @@ namespace deltaattn
         }
 
         /**
-         * Keys per register block of the exact scores: on x86, K keys x R registers of
-         * query lanes make as many accumulators as the arch has vector registers (up to 8
-         * keys), so a few spill (a load and a store each per channel). Measured faster
-         * than half the registers, the earlier rule, which spilled nothing: each block
-         * streams the whole transposed query block (32 KiB at 64 lanes, d 128) through L1,
-         * and wider blocks halve that traffic (Zen 5, dense prefill n 2048, d 128, best
-         * of 3-5 rounds: AVX-512 290 -> 256 ms, AVX2 619 -> 592). NEON keeps half: no
-         * ARM hardware here to measure the spills on. A power of two: it divides the tile.
+         * Keys per register block of the exact scores: on x86, as many keys as fit beside
+         * the R query registers and one broadcast, up to 8 (AVX-512 at R = 4: 6 keys, 24
+         * accumulators; AVX2 at R = 2: 6 keys, 12). The earlier rule filled every register
+         * with accumulators (8 keys), and both spilled some to the stack on every channel
+         * (13 stack operands in the AVX2 loop, 0 now): AVX2 dense
+         * prefill n 2048, d 128 565 -> 515 ms (Zen 5, four shuffled rounds, medians),
+         * AVX-512 within noise (the 6-key kernel alone, in L1: 96% of the FMA peak against
+         * 92%). Blocks wider than half the registers pay because each streams the whole
+         * transposed query block (32 KiB at 64 lanes, d 128) through L1. NEON keeps half:
+         * no ARM hardware here to measure on.
          */
         template <class Arch, std::size_t R>
         constexpr std::size_t score_keys() noexcept
         {
             constexpr std::size_t registers = arch_traits<Arch>::registers;
-            constexpr std::size_t accumulators = std::is_base_of<xsimd::neon, Arch>::value ? registers / 2 : registers;
-            std::size_t k = 1;
-            while (k < block_scratch::max_score_keys && 2 * k * R <= accumulators)
-                k *= 2;
-            return k;
+            if constexpr (std::is_base_of<xsimd::neon, Arch>::value)
+            {
+                std::size_t k = 1;
+                while (k < block_scratch::max_score_keys && 2 * k * R <= registers / 2)
+                    k *= 2;
+                return k;
+            }
+            return std::max<std::size_t>(1, std::min(block_scratch::max_score_keys, (registers - R - 1) / R));
         }
 
         /**
@@ -152,6 +157,44 @@ namespace deltaattn
                 DELTAATTN_UNROLL
                 for (std::size_t r = 0; r < R; ++r)
                     ops::store(out[k] + r * w, acc[k][r]);
+        }
+
+        /**
+         * transposed_dots over the `count` keys listed, K keys per register block, each
+         * into its row of `dst` (row jj at dst + jj * lanes). The rest after the full blocks
+         * runs in blocks of K/2, K/4, ..., a short last block repeating its last key into
+         * the `spare` row. row_of(jj, k): key jj's row as floats, widened into slot k if it
+         * must be (k < K).
+         */
+        template <class Arch, std::size_t R, std::size_t K, class RowOf>
+        void listed_dots_in_blocks(float const* qT, std::size_t lanes, std::uint16_t const* listed, std::size_t count, std::size_t d, float* dst,
+                                   float* spare, RowOf const& row_of) noexcept
+        {
+            std::size_t b = 0;
+            for (; b + K <= count; b += K)
+            {
+                float const* rows[K];
+                float* dots[K];
+                for (std::size_t k = 0; k < K; ++k)
+                {
+                    rows[k] = row_of(listed[b + k], k);
+                    dots[k] = dst + listed[b + k] * lanes;
+                }
+                transposed_dots<Arch, R, K>(qT, lanes, rows, d, dots);
+            }
+            if (b == count)
+                return;
+            if constexpr (K > 3)
+                return listed_dots_in_blocks<Arch, R, K / 2>(qT, lanes, listed + b, count - b, d, dst, spare, row_of);
+            float const* rows[K];
+            float* dots[K];
+            for (std::size_t k = 0; k < K; ++k)
+            {
+                std::size_t const jj = listed[std::min(b + k, count - 1)];
+                rows[k] = row_of(jj, k);
+                dots[k] = b + k < count ? dst + jj * lanes : spare;
+            }
+            transposed_dots<Arch, R, K>(qT, lanes, rows, d, dots);
         }
 
         /**
@@ -487,23 +530,10 @@ namespace deltaattn
                         exact_macs += (p_delta[jj] - p_visible[jj]) * heads * d;
                     }
                 }
-                // The dots of the `count` keys listed, K keys per register block, each into
-                // its row of `dst` (a short last block repeats its last key into a spare row);
+                // The dots of the `count` keys listed, each into its row of `dst`;
                 // row_of(jj, k): key jj's row as floats, widened into slot k if it must be.
-                constexpr std::size_t K = score_keys<Arch, R>();
                 auto const listed_dots = [&](std::size_t count, float* dst, auto const& row_of) {
-                    for (std::size_t b = 0; b < count; b += K)
-                    {
-                        float const* rows[K];
-                        float* dots[K];
-                        for (std::size_t k = 0; k < K; ++k)
-                        {
-                            std::size_t const jj = listed[std::min(b + k, count - 1)];
-                            rows[k] = row_of(jj, k);
-                            dots[k] = b + k < count ? dst + jj * lanes : spare_dots;
-                        }
-                        transposed_dots<Arch, R, K>(qT, lanes, rows, d, dots);
-                    }
+                    listed_dots_in_blocks<Arch, R, score_keys<Arch, R>()>(qT, lanes, listed, count, d, dst, spare_dots, row_of);
                 };
                 // The exact dots q·k_j, into the score rows.
                 listed_dots(exact_count, s, [&](std::size_t jj, std::size_t k) {
