@@ -7,7 +7,8 @@
  *  - `vexpandps`: a plain load, then the register form of vexpandps. One or two uops on
  *    Intel cores (uop tables; not measured here); on AMD Zen 5 a slow, unpipelined
  *    instruction (~2 ns per group measured, where a plain load and four FMAs take ~0.9
- *    ns). Zen 4 is taken to behave alike (not measured).
+ *    ns). On Zen 4 (family 0x19 model 0x11) ~2.1 ns a register, as slow, and the
+ *    permute form 0.80-0.87x of that (bench/bench_expand.cpp, 2026-12-03).
  *  - `permute`: a plain load, the lanes' source indices computed as
  *    popcount(mask & ((1 << lane) - 1)) with vpopcntd, then vpermps. Four pipelined
  *    uops: within 1.1-1.3x of a plain load on Zen 5 (bench/bench_expand.cpp). On Intel
