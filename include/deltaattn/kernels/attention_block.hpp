@@ -170,31 +170,25 @@ namespace deltaattn
         void listed_dots_in_blocks(float const* qT, std::size_t lanes, std::uint16_t const* listed, std::size_t count, std::size_t d, float* dst,
                                    float* spare, RowOf const& row_of) noexcept
         {
-            std::size_t b = 0;
-            for (; b + K <= count; b += K)
-            {
+            auto const block = [&](std::size_t b) {  // keys b.. (a short block repeats its last)
                 float const* rows[K];
                 float* dots[K];
                 for (std::size_t k = 0; k < K; ++k)
                 {
-                    rows[k] = row_of(listed[b + k], k);
-                    dots[k] = dst + listed[b + k] * lanes;
+                    std::size_t const jj = listed[std::min(b + k, count - 1)];
+                    rows[k] = row_of(jj, k);
+                    dots[k] = b + k < count ? dst + jj * lanes : spare;
                 }
                 transposed_dots<Arch, R, K>(qT, lanes, rows, d, dots);
-            }
+            };
+            std::size_t b = 0;
+            for (; b + K <= count; b += K)
+                block(b);
             if (b == count)
                 return;
             if constexpr (K > 3)
                 return listed_dots_in_blocks<Arch, R, K / 2>(qT, lanes, listed + b, count - b, d, dst, spare, row_of);
-            float const* rows[K];
-            float* dots[K];
-            for (std::size_t k = 0; k < K; ++k)
-            {
-                std::size_t const jj = listed[std::min(b + k, count - 1)];
-                rows[k] = row_of(jj, k);
-                dots[k] = b + k < count ? dst + jj * lanes : spare;
-            }
-            transposed_dots<Arch, R, K>(qT, lanes, rows, d, dots);
+            block(b);
         }
 
         /**
