@@ -44,6 +44,7 @@
 #include "../views.hpp"
 #include "arch/expand.hpp"
 #include "convert.hpp"
+#include "far_columns.hpp"
 #include "key_sources.hpp"
 #include "row_ops.hpp"
 #include "workspace.hpp"
@@ -459,6 +460,108 @@ namespace deltaattn
             }
         }
 
+        /// oT[c] *= factor for every channel c: oT holds R registers of lanes per channel.
+        template <class Arch, std::size_t R>
+        void rescale_transposed(float* oT, float const* factor, std::size_t d) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            constexpr std::size_t w = ops::width;
+            typename ops::reg f[R];
+            DELTAATTN_UNROLL
+            for (std::size_t r = 0; r < R; ++r)
+                f[r] = ops::load(factor + r * w);
+            for (std::size_t c = 0; c < d; ++c)
+                DELTAATTN_UNROLL
+                for (std::size_t r = 0; r < R; ++r)
+                    ops::store(oT + (c * R + r) * w, ops::mul(f[r], ops::load(oT + (c * R + r) * w)));
+        }
+
+        /**
+         * The far keys' share of a tile's p·V read from the delta rows themselves (SPEC.md
+         * §6.1's suffix sums, lane by lane), for a query block whose lanes are in
+         * registers: with v̂_j = v̂_{a-1} + Σ_{a<=m<=j} Δv_m,
+         *   Σ_{j in [a, b]} p_j v̂_j = P(a) v̂_{a-1} + Σ_m P(m) Δv_m,  P(m) = Σ_{j in [m, b]} p_j,
+         * restarted at keyframes (their dense row takes P(k)). The delta rows come as the
+         * tile's columns (far_columns.hpp): per stored element one broadcast and R FMAs
+         * into registers, where the dense rows v̂_j cost d / width FMAs per lane group and
+         * key whatever they hold. oT ([channel][lane]) becomes oT * factor + the share,
+         * one pass over it.
+         * `p` ([key][lane], tile rows) holds on entry the probabilities of the lanes that
+         * read key t0 + jj as far (0 elsewhere), far keys being jj in [a, b] (far-ness is a
+         * prefix of the tile for every lane); it is overwritten with the suffix weights.
+         * `far_rows`: the rebuilt v̂_j of positions [sinks, ...), for v̂_{a-1}.
+         */
+        template <class Arch, std::size_t R, class T>
+        void accumulate_sparse_far_values(basic_delta_cache<T> const& cache, far_delta_columns const& columns, float const* far_rows, std::size_t t0,
+                                          std::size_t a, std::size_t b, std::size_t sinks, float* p, float const* factor, float* oT) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            using reg = typename ops::reg;
+            constexpr std::size_t w = ops::width, lanes = R * w, tile = block_scratch::tile;
+            std::size_t const d = cache.dim();
+            // The suffix weights, and the dense rows they multiply: keyframes, then
+            // v̂_{a-1} unless a is a keyframe; weight of dense row k: p + dense_at[k] * lanes.
+            float const* dense_rows[tile + 1];
+            std::size_t dense_at[tile + 1], dense_count = 0;
+            reg suffix[R];
+            for (auto& s : suffix)
+                s = ops::zero();
+            for (std::size_t jj = b + 1; jj-- > a;)
+            {
+                float* const weight = p + jj * lanes;
+                for (std::size_t r = 0; r < R; ++r)
+                    ops::store(weight + r * w, suffix[r] = ops::add(suffix[r], ops::load(weight + r * w)));
+                if (float const* keyframe = cache.keyframe_row(t0 + jj))
+                {
+                    dense_rows[dense_count] = keyframe;
+                    dense_at[dense_count++] = jj;
+                    for (auto& s : suffix)
+                        s = ops::zero();
+                }
+            }
+            if (!cache.keyframe_row(t0 + a))  // P(a) multiplies v̂_{a-1}
+            {
+                dense_rows[dense_count] = t0 + a == sinks ? cache.base_row() : far_rows + (t0 + a - 1 - sinks) * d;
+                dense_at[dense_count++] = a;
+            }
+            // The tile's columns may hold rows outside [a, b] (far for later blocks only).
+            std::fill(p, p + a * lanes, 0.0f);
+            std::fill(p + (b + 1) * lanes, p + tile * lanes, 0.0f);
+            reg f[R];
+            DELTAATTN_UNROLL
+            for (std::size_t r = 0; r < R; ++r)
+                f[r] = ops::load(factor + r * w);
+            std::size_t const t = t0 / tile;
+            std::uint8_t const* const keys = columns.keys();
+            float const* const values = columns.values();
+            for (std::size_t c = 0; c < d; ++c)
+            {
+                reg acc[R];
+                DELTAATTN_UNROLL
+                for (std::size_t r = 0; r < R; ++r)
+                    acc[r] = ops::mul(f[r], ops::load(oT + (c * R + r) * w));
+                for (std::size_t k = 0; k < dense_count; ++k)
+                {
+                    auto const x = ops::broadcast(dense_rows[k][c]);
+                    float const* const weight = p + dense_at[k] * lanes;
+                    DELTAATTN_UNROLL
+                    for (std::size_t r = 0; r < R; ++r)
+                        acc[r] = ops::fma(ops::load(weight + r * w), x, acc[r]);
+                }
+                for (std::uint32_t e = columns.start(t, c), e1 = columns.start(t, c + 1); e < e1; ++e)
+                {
+                    auto const x = ops::broadcast(values[e]);
+                    float const* const weight = p + keys[e] * lanes;
+                    DELTAATTN_UNROLL
+                    for (std::size_t r = 0; r < R; ++r)
+                        acc[r] = ops::fma(ops::load(weight + r * w), x, acc[r]);
+                }
+                DELTAATTN_UNROLL
+                for (std::size_t r = 0; r < R; ++r)
+                    ops::store(oT + (c * R + r) * w, acc[r]);
+            }
+        }
+
         /**
          * Attention of one query block: `q` and `out` are P positions x g heads x d with
          * P * g <= R * width, the first at absolute position `first`. `keys` and `values`
@@ -489,6 +592,8 @@ namespace deltaattn
             float* const o = ws.lane_acc.data();
             std::fill(o, o + lanes * d, 0.0f);
             float* const s = ws.lane_scores.data();
+            float* const oT = ws.value_weighted.data();  // delta values read sparsely: their share, [channel][lane]
+            bool sparse_far_started = false;
 
             reg lane_index[R], row_max[R], row_sum[R], first_dot[R];
             prefix_sums<Arch, R> prefix;
@@ -647,6 +752,7 @@ namespace deltaattn
                 // reconstructed rows. Then the p·V of every key is the dense micro-kernel's.
                 constexpr bool far_values = Values::has_deltas || reads_dense_far_rows<Values>::value;
                 float const* far_rows[tile] = {};
+                std::size_t far_first = tile, far_last = 0;  // the tile's far keys, if any: [far_first, far_last]
                 if constexpr (Values::has_deltas)
                 {
                     auto const& cache = *values.cache;
@@ -655,6 +761,8 @@ namespace deltaattn
                         std::size_t const j = t0 + jj;
                         if (j < split.sinks || split.window > last - j)
                             continue;  // no lane reads v̂_j
+                        far_first = std::min(far_first, jj);
+                        far_last = jj;
                         // Lanes [delta_from, nq) have key j in their delta region.
                         std::size_t const delta_from = std::min(nq, (j + split.window > first ? j + split.window - first : 0) * heads);
                         std::size_t const count = nq - delta_from;
@@ -688,7 +796,39 @@ namespace deltaattn
                     bool const block_reads = !far_values || j < split.sinks || j + split.window > first;
                     value_rows[jj] = block_reads ? pack_row<Arch>(values.exact_row(j), d, ws.value_tile.data() + jj * d) : nullptr;
                 }
-                if constexpr (far_values)
+                if constexpr (Values::has_deltas)
+                {
+                    if (values.far_columns && far_first <= far_last && values.far_columns->kept(t0 / tile) <= sparse_values_max_kept)
+                    {
+                        // The far lanes' probabilities move to p_far: the lane groups below
+                        // then read the exact rows only.
+                        float* const p_far = ws.far_scores.data();
+                        for (std::size_t jj = far_first; jj <= far_last; ++jj)
+                        {
+                            reg const exact_end = ops::broadcast(static_cast<float>(p_delta[jj] * heads));
+                            for (std::size_t r = 0; r < R; ++r)
+                            {
+                                reg const p = ops::load(s + jj * lanes + r * w);
+                                auto const exact = ops::less(lane_index[r], exact_end);
+                                ops::store(s + jj * lanes + r * w, ops::select(exact, p, ops::zero()));
+                                ops::store(p_far + jj * lanes + r * w, ops::select(exact, ops::zero(), p));
+                            }
+                        }
+                        if (!sparse_far_started)
+                            std::fill(oT, oT + d * lanes, 0.0f);
+                        accumulate_sparse_far_values<Arch, R>(*values.cache, *values.far_columns, values.far, t0, far_first, far_last, split.sinks, p_far,
+                                                              factor, oT);
+                        sparse_far_started = true;
+                    }
+                    else
+                    {
+                        if (sparse_far_started)  // every tile moves the softmax's shift
+                            rescale_transposed<Arch, R>(oT, factor, d);
+                        accumulate_dense_far_values<Arch, G>(far_rows, t0, nt, first, heads, nq, split, factor, s, lanes, value_rows, listed, o, d);
+                        continue;
+                    }
+                }
+                else if constexpr (far_values)
                 {
                     accumulate_dense_far_values<Arch, G>(far_rows, t0, nt, first, heads, nq, split, factor, s, lanes, value_rows, listed, o, d);
                     continue;
@@ -698,17 +838,26 @@ namespace deltaattn
                     // Keys past the group's last position have p = 0: skip them.
                     std::size_t const i_last = first + (std::min(lane0 + G, nq) - 1) / heads, i_first = first + lane0 / heads;
                     std::size_t const seen = i_last < t0 ? 0 : std::min(nt, i_last + 1 - t0);
-                    std::size_t count = 0;
-                    for (std::size_t jj = 0; jj < seen; ++jj)
+                    // The keys read as exact rows by some lane: all, or with delta values
+                    // the sinks and the keys from i_first - window + 1 on.
+                    std::size_t count = 0, sink_end = seen, window_from = seen;
+                    if constexpr (Values::has_deltas)
                     {
-                        std::size_t const j = t0 + jj;
-                        if (!Values::has_deltas || j < split.sinks || j + split.window > i_first)
-                            listed[count++] = static_cast<std::uint16_t>(jj);
+                        sink_end = std::min(seen, split.sinks > t0 ? split.sinks - t0 : 0);
+                        window_from = std::max(sink_end, i_first + 1 > t0 + split.window ? i_first + 1 - split.window - t0 : 0);
                     }
+                    for (std::size_t jj = 0; jj < sink_end; ++jj)
+                        listed[count++] = static_cast<std::uint16_t>(jj);
+                    for (std::size_t jj = window_from; jj < seen; ++jj)
+                        listed[count++] = static_cast<std::uint16_t>(jj);
                     accumulate_lanes<Arch, G>(o, lane0, factor, s, lanes, value_rows, listed, count, d);
                 }
             }
 
+            if (sparse_far_started)  // the far values' share, [channel][lane]
+                for (std::size_t c = 0; c < d; ++c)
+                    for (std::size_t lane = 0; lane < nq; ++lane)
+                        o[lane * d + c] += oT[c * lanes + lane];
             for (std::size_t r = 0; r < R; ++r)
                 ops::store(ws.lane_sum.data() + r * w, row_sum[r]);
             for (std::size_t lane = 0; lane < nq; ++lane)

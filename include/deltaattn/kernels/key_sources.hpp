@@ -9,6 +9,7 @@
 #include "../delta/delta_key_cache.hpp"
 #include "../detail/exact_rows.hpp"
 #include "../views.hpp"
+#include "far_columns.hpp"
 
 #include <cstddef>
 #include <type_traits>
@@ -42,6 +43,9 @@ namespace deltaattn
             /// once for a whole prefill chunk (d floats each); else the prefill kernel
             /// rebuilds them block by block.
             float const* far = nullptr;
+            /// Values only, optional, with `far`: the same rows' delta rows by tile and
+            /// channel, for the prefill kernel's sparse p·V (far_columns.hpp).
+            far_delta_columns const* far_columns = nullptr;
 
             static constexpr bool has_deltas = true;
             T const* exact_row(std::size_t j) const noexcept

@@ -144,6 +144,7 @@ namespace deltaattn
             // before anything changes, and only for the call: a dense copy of the far
             // context is what this cache exists not to keep.
             scratch_vector<float> far_values(far_rows * d);
+            kernels::far_delta_columns far_columns;  // the same rows' deltas, for a sparse p·V
 
             // Deltas first (late queries' delta regions reach into the chunk), one task per
             // head; then, head by head, its far rows and attention by query block; the
@@ -161,9 +162,11 @@ namespace deltaattn
             for (std::size_t h = 0; h < heads; ++h)
             {
                 kernels::rebuild_far_values<Arch>(m_values[h], far_end, far_values.data(), scratch.value_reference.data(), scratch.converted.data());
+                bool const columns = far_columns.build(m_values[h], far_end, block_scratch::tile);
                 work += kernels::run_blocks<Arch>(
                     1, group, q.positions, m_executor, m_workspace, [&](std::size_t, auto const& plan, std::size_t block, block_scratch& worker_scratch) {
-                        kernels::cached_rows<T> const values{&m_values[h], m_staged_values.head(h), first, far_rows ? far_values.data() : nullptr};
+                        kernels::cached_rows<T> const values{&m_values[h], m_staged_values.head(h), first, far_rows ? far_values.data() : nullptr,
+                                                                       far_rows && columns ? &far_columns : nullptr};
                         plan.attend(block, kernels::cached_rows<T>{&m_keys[h], m_staged_keys.head(h), first}, kernels::group_heads(q, h, group),
                                     kernels::group_heads(out, h, group), first, values, alpha, kernels::hybrid_split{o.sinks, o.window}, worker_scratch);
                     });

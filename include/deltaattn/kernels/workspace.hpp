@@ -75,7 +75,7 @@ namespace deltaattn
         aligned_vector<std::uint16_t> value_keys;     ///< tile keys one lane group reads exact values of
         aligned_vector<float> value_tile;             ///< a tile's exact value rows, contiguous and widened, [key][dim]
         aligned_vector<float> far_tile;               ///< a tile's rebuilt far value rows v̂_j, [key][dim]
-        aligned_vector<float> value_weighted;         ///< decode, delta values: Σ C Δv per head, [dim][head]
+        aligned_vector<float> value_weighted;         ///< delta values: Σ weight Δv, [dim][head] (decode) or [dim][lane] (prefill)
         aligned_vector<float> value_reference;        ///< prefill, delta values: the running reference v̂
         aligned_vector<float> decode_scores;  ///< decode: scores, then probabilities, [head][key]
         aligned_vector<float> converted;      ///< a float16 row widened to float (convert.hpp)
