@@ -245,3 +245,55 @@ TEST_CASE("next_keyframe and previous_keyframe find the rows keyframe_row holds"
             }
         }
 }
+
+TEST_CASE("far delta columns hold every stored element of the far rows, by tile, channel and key", "[delta][prefill]")
+{
+    // The prefill's sparse p·V reads the value cache's delta rows regrouped by tile and
+    // channel (kernels/far_columns.hpp): against the oracle's dense delta rows, every
+    // stored element once, in its tile and channel, keys ascending; keyframe rows absent.
+    std::size_t const dim = GENERATE(32, 80, 128);
+    std::size_t const end = GENERATE(5, 40, 97);
+    hybrid_options o;
+    o.sinks = 3;
+    o.keyframe_interval = 20;
+    attention_case c;
+    c.positions = 100;
+    c.dim = dim;
+    c.kv_heads = 1;
+    auto const in = c.inputs();
+    auto const keys = in.k_view().head(0);
+    delta_policy const policy = target_sparsity{0.6f};
+    delta_key_cache cache(dim, c.positions, o, policy);
+    cache.append(keys);
+    auto const want = reference::build_delta_rows(keys, policy);
+    INFO("d=" << dim << " end=" << end);
+
+    std::size_t const tile = 32;
+    deltaattn::kernels::far_delta_columns columns;
+    REQUIRE(columns.build(cache, end, tile));
+    REQUIRE(columns.tiles() == (end + tile - 1) / tile);
+    for (std::size_t t = 0; t < columns.tiles(); ++t)
+    {
+        std::size_t const j0 = std::max(o.sinks, t * tile), j1 = std::min(end, (t + 1) * tile);
+        std::size_t stored = 0, keyframes = 0;
+        for (std::size_t c0 = 0; c0 < dim; ++c0)
+        {
+            // The oracle's stored deltas of channel c0 in the tile's far rows, in key order.
+            std::vector<std::pair<std::size_t, float>> expected;
+            for (std::size_t j = j0; j < j1; ++j)
+                if (!cache.keyframe_row(j) && want.updated_row(j)[c0])
+                    expected.emplace_back(j - t * tile, want.delta_row(j)[c0]);
+            std::uint32_t const e0 = columns.start(t, c0), e1 = columns.start(t, c0 + 1);
+            REQUIRE(e1 - e0 == expected.size());
+            for (std::size_t e = 0; e < expected.size(); ++e)
+            {
+                CHECK(columns.keys()[e0 + e] == expected[e].first);
+                CHECK(same_bits(columns.values()[e0 + e], expected[e].second));
+            }
+            stored += expected.size();
+        }
+        for (std::size_t j = j0; j < j1; ++j)
+            keyframes += cache.keyframe_row(j) ? 1 : 0;
+        CHECK(columns.kept(t) == Approx(static_cast<double>(stored + keyframes * dim) / static_cast<double>((j1 - j0) * dim)));
+    }
+}

@@ -26,9 +26,10 @@
  * The three classes of a key are contiguous lane ranges, so two comparisons against
  * the lane index pick each lane's score.
  *
- * With delta values (SPEC.md §6.1) the block rebuilds each far row v̂_j once, in
- * position order from the delta rows (a sparse add per row), and the p·V of far keys
- * runs on those rows like any other. (A decode step, where a row serves one position,
+ * With delta values (SPEC.md §6.1) the far keys' p·V reads either dense rows v̂_j
+ * (rebuilt once per chunk, or here per block, in position order from the delta rows) like
+ * any other, or, in tiles that store at most half their values, the delta rows
+ * themselves by §6.1's suffix sums (accumulate_sparse_far_values). (A decode step, where a row serves one position,
  * uses §6.1's suffix sums instead: decode_step.hpp.) The work counters keep §6.1's
  * accounting either way.
  *
