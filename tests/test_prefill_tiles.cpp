@@ -1,5 +1,5 @@
 // The prefill kernel's register blocks and tiles against the oracle (SPEC.md §9) at the
-// sizes where they split: sequence lengths either side of the key tile (32) and of its
+// sizes where they split: sequence lengths either side of the key tile (64), its half and
 // multiples, the score micro-kernel's key blocks (4 or 8 keys: short last blocks), the
 // query blocks (a few positions x the heads of a KV group), head dims that leave a tail
 // of channels (80, 96 on AVX-512), every GQA ratio; dense, and hybrid with delta keys

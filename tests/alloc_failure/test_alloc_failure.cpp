@@ -299,8 +299,9 @@ TEST_CASE("a prefill leaves no copy of its chunk in a binary16 layer cache", "[a
     long long const deltas =
         kept_across_prefill<layer_kv_cache_f16>(c, [&] { return layer_kv_cache_f16(c.kv_heads, c.dim, c.positions, c.options, c.policy, fixed_threshold{0.05f}); });
     INFO("the staged chunk is " << staged << " bytes; kept besides the rows: quant " << quant << ", delta K+V " << deltas);
-    // (Besides the rows: a workspace that does not grow with the context, and the delta
-    // caches' reserved room for values; a kept staged copy alone would exceed these bounds.)
-    CHECK(quant < staged / 2);
-    CHECK(deltas < staged / 2);
+    // (Besides the rows: a workspace that does not grow with the context, ~290 KB with
+    // its key tiles of 64 at d 128, and the delta caches' reserved room for values; a kept
+    // staged copy alone would exceed these bounds.)
+    CHECK(quant < staged * 3 / 4);
+    CHECK(deltas < staged * 3 / 4);
 }

@@ -595,6 +595,11 @@ namespace deltaattn
             float* const s = ws.lane_scores.data();
             float* const oT = ws.value_weighted.data();  // delta values read sparsely: their share, [channel][lane]
             bool sparse_far_started = false;
+            // A lane group that reads no exact row in a tile (far keys read sparsely) leaves
+            // its accumulators alone: o_scale is what they must still be multiplied by, and
+            // o_factor, the tile's factor times it, what the p·V below rescales them by.
+            alignas(64) float o_scale[lanes], o_factor[lanes];
+            std::fill(o_scale, o_scale + lanes, 1.0f);
 
             reg lane_index[R], row_max[R], row_sum[R], first_dot[R];
             prefix_sums<Arch, R> prefix;
@@ -744,6 +749,8 @@ namespace deltaattn
                     row_sum[r] = sum;
                     row_max[r] = m_new;
                     ops::store(ws.lane_factor.data() + r * w, factor);
+                    ops::store(o_factor + r * w, ops::mul(factor, ops::load(o_scale + r * w)));
+                    ops::store(o_scale + r * w, ops::broadcast(1.0f));
                 }
 
                 float const* factor = ws.lane_factor.data();
@@ -825,13 +832,13 @@ namespace deltaattn
                     {
                         if (sparse_far_started)  // every tile moves the softmax's shift
                             rescale_transposed<Arch, R>(oT, factor, d);
-                        accumulate_dense_far_values<Arch, G>(far_rows, t0, nt, first, heads, nq, split, factor, s, lanes, value_rows, listed, o, d);
+                        accumulate_dense_far_values<Arch, G>(far_rows, t0, nt, first, heads, nq, split, o_factor, s, lanes, value_rows, listed, o, d);
                         continue;
                     }
                 }
                 else if constexpr (far_values)
                 {
-                    accumulate_dense_far_values<Arch, G>(far_rows, t0, nt, first, heads, nq, split, factor, s, lanes, value_rows, listed, o, d);
+                    accumulate_dense_far_values<Arch, G>(far_rows, t0, nt, first, heads, nq, split, o_factor, s, lanes, value_rows, listed, o, d);
                     continue;
                 }
                 for (std::size_t lane0 = 0; lane0 < nq; lane0 += G)
@@ -851,9 +858,17 @@ namespace deltaattn
                         listed[count++] = static_cast<std::uint16_t>(jj);
                     for (std::size_t jj = window_from; jj < seen; ++jj)
                         listed[count++] = static_cast<std::uint16_t>(jj);
-                    accumulate_lanes<Arch, G>(o, lane0, factor, s, lanes, value_rows, listed, count, d);
+                    if (count == 0)
+                        std::copy_n(o_factor + lane0, G, o_scale + lane0);
+                    else
+                        accumulate_lanes<Arch, G>(o, lane0, o_factor, s, lanes, value_rows, listed, count, d);
                 }
             }
+
+            for (std::size_t lane = 0; lane < nq; ++lane)
+                if (o_scale[lane] != 1.0f)
+                    for (std::size_t c = 0; c < d; ++c)
+                        o[lane * d + c] *= o_scale[lane];
 
             if (sparse_far_started)  // the far values' share, [channel][lane]
                 for (std::size_t c = 0; c < d; ++c)
