@@ -28,9 +28,9 @@
  *
  * With delta values (SPEC.md §6.1) the far keys' p·V reads either dense rows v̂_j
  * (rebuilt once per chunk, or here per block, in position order from the delta rows) like
- * any other, or, in tiles that store at most half their values, the delta rows
- * themselves by §6.1's suffix sums (accumulate_sparse_far_values). (A decode step, where a row serves one position,
- * uses §6.1's suffix sums instead: decode_step.hpp.) The work counters keep §6.1's
+ * any other, or, in tiles that store at most 70% of their values, the delta rows
+ * themselves by §6.1's suffix sums (accumulate_sparse_far_values; a decode step, where
+ * a row serves one position, always does: decode_step.hpp). The work counters keep §6.1's
  * accounting either way.
  *
  * Invariant: lanes past the block's query count ("padding") carry a copy of lane 0's
