@@ -804,9 +804,12 @@ namespace deltaattn
                     bool const block_reads = !far_values || j < split.sinks || j + split.window > first;
                     value_rows[jj] = block_reads ? pack_row<Arch>(values.exact_row(j), d, ws.value_tile.data() + jj * d) : nullptr;
                 }
+                bool read_sparsely = false;  // the far values of this tile, from their delta rows
                 if constexpr (Values::has_deltas)
                 {
-                    if (values.far_columns && far_first <= far_last && values.far_columns->kept(t0 / tile) <= sparse_values_max_kept)
+                    read_sparsely =
+                        values.far_columns && far_first <= far_last && values.far_columns->kept(t0 / tile) <= sparse_values_max_kept;
+                    if (read_sparsely)
                     {
                         // The far lanes' probabilities move to p_far: the lane groups below
                         // then read the exact rows only.
@@ -828,19 +831,15 @@ namespace deltaattn
                                                               factor, oT);
                         sparse_far_started = true;
                     }
-                    else
+                    else if (sparse_far_started)  // every tile moves the softmax's shift
+                        rescale_transposed<Arch, R>(oT, factor, d);
+                }
+                if constexpr (far_values)
+                    if (!read_sparsely)
                     {
-                        if (sparse_far_started)  // every tile moves the softmax's shift
-                            rescale_transposed<Arch, R>(oT, factor, d);
                         accumulate_dense_far_values<Arch, G>(far_rows, t0, nt, first, heads, nq, split, o_factor, s, lanes, value_rows, listed, o, d);
                         continue;
                     }
-                }
-                else if constexpr (far_values)
-                {
-                    accumulate_dense_far_values<Arch, G>(far_rows, t0, nt, first, heads, nq, split, o_factor, s, lanes, value_rows, listed, o, d);
-                    continue;
-                }
                 for (std::size_t lane0 = 0; lane0 < nq; lane0 += G)
                 {
                     // Keys past the group's last position have p = 0: skip them.
