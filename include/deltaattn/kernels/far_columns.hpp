@@ -57,7 +57,6 @@ namespace deltaattn
                 }
             }
 
-            bool empty() const noexcept { return m_starts.empty(); }
             std::size_t tile() const noexcept { return m_tile; }
             /// Tiles built: the ones that hold keys below build's `end`.
             std::size_t tiles() const noexcept { return m_dim ? m_starts.size() / (m_dim + 1) : 0; }
