@@ -220,7 +220,8 @@ namespace
 TEMPLATE_LIST_TEST_CASE("expand_lanes on binary16 rows equals the generic widening bit for bit on every mask", "[expand][fp16]", expand_archs)
 {
     auto const values = packed_halves(arch_traits<TestType>::width + expand_padding);
-    INFO(arch_name<TestType>() << (deltaattn::kernels::has_fast_expand<TestType>() ? ": the AVX-512 kernel" : ": the generic loop"));
+    bool const own_kernel = deltaattn::kernels::expands_stored<TestType, deltaattn::float16>();
+    INFO(arch_name<TestType>() << (own_kernel ? ": the kernel of its ISA" : ": the generic loop"));
     CHECK(mismatching_masks<TestType>(values, [](std::uint32_t bits, deltaattn::float16 const*& p) {
               return deltaattn::kernels::expand_lanes<TestType, vexpandps>(bits, p);
           }) == 0);

@@ -28,15 +28,20 @@ namespace deltaattn
 {
     namespace kernels
     {
-        /// Can this arch expand a register of a compressed row cheaply (AVX-512: a load,
-        /// then vexpandps or vpermps)? Only then does the channel-parallel delta path of a
-        /// decode step beat the lane path (measured: with a scalar expand loop it costs
-        /// ~1.7x the instructions on AVX2, and the LUT kernels of AVX2/NEON still cost
-        /// several).
+        /// Can this arch expand a register of a compressed row in a few instructions
+        /// (AVX-512: a load, then vexpandps or vpermps; AVX2: a load, a table entry,
+        /// vpermps and a blend)? Then the channel-parallel delta path of a decode step
+        /// beats the lane path, which pays a bit scan, an address and a broadcast per
+        /// stored element. On AVX2 (an AVX2 build on Zen 4, d 128, GQA 4) the K+V step at
+        /// 60% delta sparsity ran 1.4-1.9x faster by channel, though the by-word kernels'
+        /// queries and accumulators outnumber its 16 registers (the spills are L1 loads
+        /// and stores; kernels re-walking rows in chunks that fit were slower at n 16384).
+        /// With a scalar expand loop it cost ~1.7x the instructions; NEON's 4-lane `tbl`
+        /// kernel is not measured on hardware here, so NEON keeps the lane path.
         template <class Arch>
         constexpr bool has_fast_expand() noexcept
         {
-            return expand_isa_of<Arch>() == expand_isa::avx512;
+            return expand_isa_of<Arch>() == expand_isa::avx512 || expand_isa_of<Arch>() == expand_isa::avx2;
         }
 
         /// Can this translation unit run the permute form (expand_form.hpp) for Arch?
@@ -44,10 +49,23 @@ namespace deltaattn
         constexpr bool has_permute_expand() noexcept
         {
 #if defined(__AVX512VPOPCNTDQ__)
-            return has_fast_expand<Arch>();
+            return expand_isa_of<Arch>() == expand_isa::avx512;
 #else
             return false;
 #endif
+        }
+
+        /// Does expand_lanes take values stored as T fast, or should a row be widened first?
+        /// (Halves go through the generic loop where not.)
+        template <class Arch, class T>
+        constexpr bool expands_stored() noexcept
+        {
+#if defined(__F16C__)
+            constexpr bool widens_halves = has_fast_expand<Arch>();  // (AVX2's kernel widens with F16C)
+#else
+            constexpr bool widens_halves = expand_isa_of<Arch>() == expand_isa::avx512;
+#endif
+            return std::is_same<T, float>::value || widens_halves;
         }
 
         /// One register of a compressed row, stored as float or float16: lane l = the next
@@ -59,7 +77,7 @@ namespace deltaattn
         template <class Arch, expand_form Form, class T>
         typename arch_traits<Arch>::reg expand_lanes(std::uint32_t bits, T const*& packed) noexcept
         {
-            if constexpr (!has_fast_expand<Arch>())
+            if constexpr (!has_fast_expand<Arch>() || !expands_stored<Arch, T>())
                 return expand_kernel<expand_isa::generic>::template run<Arch>(bits, packed);
             else if constexpr (Form == expand_form::permute && has_permute_expand<Arch>())
                 return expand_kernel<expand_isa_of<Arch>()>::template run_permute<Arch>(bits, packed);
@@ -76,13 +94,6 @@ namespace deltaattn
                 if (detected_expand_form<Arch>() == expand_form::permute)
                     return f(std::integral_constant<expand_form, expand_form::permute>{});
             return f(std::integral_constant<expand_form, expand_form::vexpandps>{});
-        }
-
-        /// Does expand_lanes take values stored as T fast, or should a row be widened first?
-        template <class Arch, class T>
-        constexpr bool expands_stored() noexcept
-        {
-            return std::is_same<T, float>::value || has_fast_expand<Arch>();
         }
 
         /// A delta row as the channel kernels read it: as stored where expand_lanes widens
@@ -283,9 +294,10 @@ namespace deltaattn
 
         /**
          * As channel_delta_scores_by, a 64-channel mask word at a time, for d % 64 == 0:
-         * the pass's queries for one word stay in registers (H x 64 / width of them) while
-         * every row's registers of that word are expanded and multiplied, as the values do
-         * in channel_delta_values_by. The rows go in blocks of delta_block_rows, every
+         * the pass's queries for one word stay in registers (H x 64 / width of them; AVX2
+         * spills some) while every row's registers of that word are expanded and
+         * multiplied, as the values do in channel_delta_values_by. The rows go in blocks
+         * of delta_block_rows, every
          * word of a block before the next block: the words after the first read the
          * block's rows from L1, and add into the row's products of the words before, so
          * a row's products are reduced once (`width` rows at a time, one transpose-add),
@@ -447,7 +459,8 @@ namespace deltaattn
          * The delta region's values of a decode step, Σ_{j in [first, end)} p_h[j] v̂_j,
          * added to o ([head][channel]): suffix sums P_h(m) of each segment, walked
          * backwards, a 64-channel mask word at a time so that the accumulators of H
-         * heads stay in registers (H x 64 / width). For `width` 16 and d % 64 == 0.
+         * heads stay in registers (H x 64 / width: AVX-512's 32 hold them, AVX2's 16
+         * spill some to L1). For d % 64 == 0.
          * The rows go in blocks of delta_block_rows, from the last: a block's suffix
          * weights are summed once, then every word of the block runs before the next
          * block, so the words after the first read the block's rows from L1. `p` is

@@ -20,22 +20,21 @@ namespace deltaattn
         namespace expand_detail
         {
             /**
-             * 8 lanes of 32 bits, one 32-bit entry per mask: nibble l of entry m is
-             *   bits 0-2: the packed index lane l reads (the number of set bits of m below l),
-             *   bit 3:    set when lane l is active (bit l of m).
-             * vpermps reads only bits 0-2 of an index, and bit 3 shifted to bit 31 is a blend
-             * mask. Nibble 7 also gives the popcount: its index plus its active bit.
+             * 8 lanes, one 8-byte entry per mask: byte l of entry m is p, the number of set
+             * bits of m below l, with bit 7 set when lane l is active (bit l of m).
+             * Sign-extended to 32-bit lanes (vpmovsxbd) it is both vpermps's index (bits
+             * 0-2) and a blend mask (the sign bit). Byte 7 also gives the popcount.
              */
-            constexpr std::array<std::uint32_t, 256> make_permute_nibbles() noexcept
+            constexpr std::array<std::uint64_t, 256> make_permute_bytes() noexcept
             {
-                std::array<std::uint32_t, 256> table{};
+                std::array<std::uint64_t, 256> table{};
                 for (std::uint32_t m = 0; m < 256; ++m)
                 {
-                    std::uint32_t entry = 0, used = 0;
+                    std::uint64_t entry = 0, used = 0;
                     for (std::uint32_t l = 0; l < 8; ++l)
                     {
-                        std::uint32_t const active = m >> l & 1u;
-                        entry |= (used | active << 3) << (4 * l);
+                        std::uint64_t const active = m >> l & 1u;
+                        entry |= (used | active << 7) << (8 * l);
                         used += active;
                     }
                     table[m] = entry;
@@ -43,10 +42,10 @@ namespace deltaattn
                 return table;
             }
 
-            /// popcount(m) from entry m of the nibble table.
-            constexpr std::uint32_t nibble_entry_count(std::uint32_t entry) noexcept { return (entry >> 28 & 7u) + (entry >> 31); }
+            /// popcount(m) from entry m of the byte table: lane 7's index plus its active bit.
+            constexpr unsigned byte_entry_count(std::uint64_t entry) noexcept { return static_cast<unsigned>((entry >> 56 & 0x7Fu) + (entry >> 63)); }
 
-            alignas(64) inline constexpr std::array<std::uint32_t, 256> permute_nibbles = make_permute_nibbles();
+            alignas(64) inline constexpr std::array<std::uint64_t, 256> permute_bytes = make_permute_bytes();
 
             /**
              * 4 lanes of 32 bits as 16 byte indices, one row per mask: an active lane takes
