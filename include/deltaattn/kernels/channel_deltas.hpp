@@ -33,7 +33,7 @@ namespace deltaattn
         /// vpermps and a blend)? Then the channel-parallel delta path of a decode step
         /// beats the lane path, which pays a bit scan, an address and a broadcast per
         /// stored element. On AVX2 (an AVX2 build on Zen 4, d 128, GQA 4) the K+V step at
-        /// 60% delta sparsity ran 1.4-1.9x faster by channel, though the by-word kernels'
+        /// 60% delta sparsity ran 1.5-2x faster by channel, though the by-word kernels'
         /// queries and accumulators outnumber its 16 registers (the spills are L1 loads
         /// and stores; kernels re-walking rows in chunks that fit were slower at n 16384).
         /// With a scalar expand loop it cost ~1.7x the instructions; NEON's 4-lane `tbl`
