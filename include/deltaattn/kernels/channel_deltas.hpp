@@ -297,9 +297,9 @@ namespace deltaattn
          * the pass's queries for one word stay in registers (H x 64 / width of them; AVX2
          * spills some) while every row's registers of that word are expanded and
          * multiplied, as the values do in channel_delta_values_by. The rows go in blocks
-         * of delta_block_rows, every
-         * word of a block before the next block: the words after the first read the
-         * block's rows from L1, and add into the row's products of the words before, so
+         * of delta_block_rows, every word of a block before the next block: the words
+         * after the first read the block's rows from L1, and add into the row's products
+         * of the words before, so
          * a row's products are reduced once (`width` rows at a time, one transpose-add),
          * not once per word. A last pass over the rows turns the dots q_h·Δk_j into prefix
          * sums in scores[h * stride + j], restarting at keyframes.
