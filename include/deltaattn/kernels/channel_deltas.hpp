@@ -299,10 +299,10 @@ namespace deltaattn
          * multiplied, as the values do in channel_delta_values_by. The rows go in blocks
          * of delta_block_rows, every word of a block before the next block: the words
          * after the first read the block's rows from L1, and add into the row's products
-         * of the words before, so
-         * a row's products are reduced once (`width` rows at a time, one transpose-add),
-         * not once per word. A last pass over the rows turns the dots q_h·Δk_j into prefix
-         * sums in scores[h * stride + j], restarting at keyframes.
+         * of the words before, so a row's products are reduced once (`width` rows at a
+         * time, one transpose-add), not once per word. A last pass over the rows turns
+         * the dots q_h·Δk_j into prefix sums in scores[h * stride + j], restarting at
+         * keyframes.
          */
         template <class Arch, expand_form Form, std::size_t H, class Cache>
         std::uint64_t channel_delta_scores_by_words(Cache const& cache, float const* const* q, std::size_t heads, float const* start,
