@@ -15,6 +15,9 @@
 // binary16 storage (`/kv:f16` after d: float16 K/V views for dense, delta_key_cache_f16
 // for hybrid), paired with the dense case of the same storage; report.py also pairs
 // each f16 dense case with the fp32 one (variant dense_f16).
+// paired/decode/<variant>/rho:<r>/n:<n>/d:<d>[/kv:f16]: the hybrid step and the dense
+// step of the same storage run in turn, each timed (paired_decode_steps): the counter
+// `speedup` is the median of the pairs' ratios, steadier on a noisy host than two cases.
 // memory/read[/t:T] is the roofline: a plain read of 512 MiB, for the GB/s a decode
 // step can hope for.
 // Counters: attention_sparsity, value_sparsity, total_sparsity (SPEC §4, §6.1),
@@ -36,6 +39,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -246,73 +250,201 @@ namespace
 
     // ---- decode: one step at context n (the cache is built once, outside the timing) --
 
+    /// A dense decode case: the workload's K and V as storage T, in rotated copies.
+    template <class T>
+    class dense_decode_case
+    {
+    public:
+        dense_decode_case(std::size_t n, std::size_t d)
+            : m_in(workload(n, d)), m_bytes(dense_bytes<T>(n, d)), m_copies(copies_for(m_bytes)), m_keys(stored_copies<T>(m_in.k, m_copies)),
+              m_values(stored_copies<T>(m_in.v, m_copies)), m_out(q_heads * d)
+        {
+        }
+
+        std::size_t copies() const noexcept { return m_copies; }
+
+        /// One step on copy c.
+        void step(std::size_t c)
+        {
+            std::size_t const n = m_in.shape.positions, d = m_in.shape.dim;
+            m_work = attention_work{};
+            dense_attention(m_in.q_view().slice_positions(n - 1, 1), token_major(m_in, m_keys[c]), token_major(m_in, m_values[c]),
+                            make_token_major(m_out.data(), 1, q_heads, d), 0.0f, m_ws, &m_work, executor());
+            benchmark::DoNotOptimize(m_out.data());
+        }
+
+        void add_counters(benchmark::State& state) const
+        {
+            report(state, m_work, 0.0, m_bytes);
+            state.counters["copies"] = static_cast<double>(m_copies);
+        }
+
+    private:
+        qkv_data const& m_in;
+        double m_bytes;
+        std::size_t m_copies;
+        std::vector<stored_copy<T>> m_keys, m_values;
+        std::vector<float> m_out;
+        attention_workspace m_ws;
+        attention_work m_work;
+    };
+
+    /// A hybrid decode case on per-head delta caches in rotated copies: keys only (values
+    /// read densely, position-major, as the dense step and a layer read them), or keys and
+    /// values (`delta_values`). T: the storage element.
+    template <class T>
+    class hybrid_decode_case
+    {
+    public:
+        hybrid_decode_case(std::size_t n, std::size_t d, delta_policy policy, bool delta_values)
+            : m_in(workload(n, d)), m_delta_values(delta_values), m_pool(executor()), m_ws(m_pool.workers), m_per_worker(m_pool.workers),
+              m_out(q_heads * d)
+        {
+            std::vector<basic_delta_cache<T>> keys, values;
+            m_bytes = delta_values ? 0.0 : dense_bytes<T>(n, d) / 2;
+            for (std::size_t h = 0; h < kv_heads; ++h)
+            {
+                keys.emplace_back(d, n, options(), policy, "k");
+                keys.back().append(m_in.k_view().head(h));
+                m_bytes += static_cast<double>(keys.back().bytes());
+                m_deltas += keys.back().stats();
+                if (!delta_values)
+                    continue;
+                values.emplace_back(d, n, options(), policy, "v");
+                values.back().append(m_in.v_view().head(h));
+                m_bytes += static_cast<double>(values.back().bytes());
+            }
+            m_copies = copies_for(m_bytes);
+            m_keys.assign(m_copies, keys);
+            m_values.assign(m_copies, values);
+            m_dense_values = stored_copies<T>(delta_values ? std::vector<float>{} : m_in.v, m_copies);
+        }
+
+        std::size_t copies() const noexcept { return m_copies; }
+        double delta_sparsity() const noexcept { return m_deltas.sparsity(); }
+
+        /// One step on copy c.
+        void step(std::size_t c)
+        {
+            std::size_t const n = m_in.shape.positions, d = m_in.shape.dim, group = q_heads / kv_heads;
+            auto const q = m_in.q_view().slice_positions(n - 1, 1);
+            std::fill(m_per_worker.begin(), m_per_worker.end(), attention_stats{});
+            if (!m_delta_values)  // the layer's step
+                hybrid_decode(m_keys[c], q, token_major(m_in, m_dense_values[c]), make_token_major(m_out.data(), 1, q_heads, d), m_ws[0],
+                              &m_per_worker[0], m_pool);
+            else
+                m_pool(kv_heads, [&](std::size_t h, std::size_t worker) {
+                    matrix_view<const float> const qh{q.at(0, h * group), group, d, q.head_stride};
+                    auto const oh = make_matrix_view(m_out.data() + h * group * d, group, d);
+                    hybrid_decode(m_keys[c][h], m_values[c][h], qh, oh, m_ws[worker], &m_per_worker[worker]);
+                });
+            benchmark::DoNotOptimize(m_out.data());
+        }
+
+        /// The last step's work, summed over the workers.
+        attention_work work() const
+        {
+            attention_stats stats;
+            for (auto const& w : m_per_worker)
+                stats.decode += w.decode;
+            return stats.decode;
+        }
+
+        void add_counters(benchmark::State& state) const
+        {
+            report(state, work(), delta_sparsity(), m_bytes);
+            state.counters["copies"] = static_cast<double>(m_copies);
+        }
+
+    private:
+        qkv_data const& m_in;
+        bool m_delta_values;
+        parallel_executor m_pool;
+        double m_bytes = 0.0;
+        delta_stats m_deltas;
+        std::size_t m_copies = 1;
+        std::vector<std::vector<basic_delta_cache<T>>> m_keys, m_values;
+        std::vector<stored_copy<T>> m_dense_values;
+        std::vector<attention_workspace> m_ws;
+        std::vector<attention_stats> m_per_worker;
+        std::vector<float> m_out;
+    };
+
     template <class T>
     void dense_decode_step(benchmark::State& state, std::size_t n, std::size_t d)
     {
-        auto const& in = workload(n, d);
-        std::size_t const copies = copies_for(dense_bytes<T>(n, d));
-        auto const keys = stored_copies<T>(in.k, copies), values = stored_copies<T>(in.v, copies);
-        std::vector<float> out(q_heads * d);
-        auto const view = make_token_major(out.data(), 1, q_heads, d);
-        attention_workspace ws;
-        attention_work work;
-        rotate_steps(state, copies, [&](std::size_t c) {
-            work = attention_work{};
-            dense_attention(in.q_view().slice_positions(n - 1, 1), token_major(in, keys[c]), token_major(in, values[c]), view, 0.0f, ws, &work,
-                            executor());
-            benchmark::DoNotOptimize(out.data());
-        });
-        report(state, work, 0.0, dense_bytes<T>(n, d));
-        state.counters["copies"] = static_cast<double>(copies);
+        dense_decode_case<T> dense(n, d);
+        rotate_steps(state, dense.copies(), [&](std::size_t c) { dense.step(c); });
+        dense.add_counters(state);
     }
 
-    /// One decode step on per-head delta caches: keys only (values read densely from the
-    /// workload), or keys and values (`delta_values`). T: the storage element.
     template <class T>
     void hybrid_decode_step(benchmark::State& state, std::size_t n, std::size_t d, delta_policy policy, bool delta_values)
     {
-        auto const& in = workload(n, d);
-        std::size_t const group = q_heads / kv_heads;
-        std::vector<basic_delta_cache<T>> keys, values;
-        double bytes = delta_values ? 0.0 : dense_bytes<T>(n, d) / 2;
-        delta_stats deltas;
-        for (std::size_t h = 0; h < kv_heads; ++h)
+        hybrid_decode_case<T> hybrid(n, d, policy, delta_values);
+        rotate_steps(state, hybrid.copies(), [&](std::size_t c) { hybrid.step(c); });
+        hybrid.add_counters(state);
+    }
+
+    double median(std::vector<double> x)
+    {
+        auto const mid = x.begin() + static_cast<std::ptrdiff_t>(x.size() / 2);
+        std::nth_element(x.begin(), mid, x.end());
+        return *mid;
+    }
+
+    /**
+     * A hybrid decode step and the dense step of the same storage, in turn (which goes
+     * first alternates), each timed on its own: the host's swings (on the VMs measured
+     * here the same dense step ran 0.75-1.14x of itself from one run to the next) reach
+     * both steps of a pair alike, so the median of the pairs' ratios, `speedup`, is far
+     * steadier than a ratio of two cases timed seconds apart. Also: the median step times
+     * (`dense_us`, `hybrid_us`). The iteration time is the pair's.
+     */
+    template <class T>
+    void paired_decode_steps(benchmark::State& state, std::size_t n, std::size_t d, delta_policy policy, bool delta_values)
+    {
+        using clock = std::chrono::steady_clock;
+        dense_decode_case<T> dense(n, d);
+        hybrid_decode_case<T> hybrid(n, d, policy, delta_values);
+        for (std::size_t c = 0; c < std::max(dense.copies(), hybrid.copies()); ++c)  // read once first (rotate_steps)
         {
-            keys.emplace_back(d, n, options(), policy, "k");
-            keys.back().append(in.k_view().head(h));
-            bytes += static_cast<double>(keys.back().bytes());
-            deltas += keys.back().stats();
-            if (!delta_values)
-                continue;
-            values.emplace_back(d, n, options(), policy, "v");
-            values.back().append(in.v_view().head(h));
-            bytes += static_cast<double>(values.back().bytes());
+            dense.step(c % dense.copies());
+            hybrid.step(c % hybrid.copies());
         }
-        std::size_t const copies = copies_for(bytes);
-        std::vector<std::vector<basic_delta_cache<T>>> const key_copies(copies, keys), value_copies(copies, values);
-        auto const dense_values = stored_copies<T>(delta_values ? std::vector<float>{} : in.v, copies);
-        std::vector<float> out(q_heads * d);
-        parallel_executor const pool = executor();
-        std::vector<attention_workspace> ws(pool.workers);
-        std::vector<attention_stats> per_worker(pool.workers);
-        attention_stats stats;
-        auto const q = in.q_view().slice_positions(n - 1, 1);
-        rotate_steps(state, copies, [&](std::size_t c) {
-            std::fill(per_worker.begin(), per_worker.end(), attention_stats{});
-            if (!delta_values)  // the layer's step: values position-major, as the dense step reads them
-                hybrid_decode(key_copies[c], q, token_major(in, dense_values[c]), make_token_major(out.data(), 1, q_heads, d), ws[0], &per_worker[0], pool);
+        std::vector<double> dense_s, hybrid_s, ratios;
+        std::size_t i = 0;
+        auto const timed = [&](auto& steps) {
+            auto const t0 = clock::now();
+            steps.step(i % steps.copies());
+            return std::chrono::duration<double>(clock::now() - t0).count();
+        };
+        for (auto _ : state)
+        {
+            double dense_time = 0.0, hybrid_time = 0.0;
+            if (i % 2 == 0)
+            {
+                dense_time = timed(dense);
+                hybrid_time = timed(hybrid);
+            }
             else
-                pool(kv_heads, [&](std::size_t h, std::size_t worker) {
-                    matrix_view<const float> const qh{q.at(0, h * group), group, d, q.head_stride};
-                    auto const oh = make_matrix_view(out.data() + h * group * d, group, d);
-                    hybrid_decode(key_copies[c][h], value_copies[c][h], qh, oh, ws[worker], &per_worker[worker]);
-                });
-            benchmark::DoNotOptimize(out.data());
-        });
-        for (auto const& w : per_worker)
-            stats.decode += w.decode;
-        report(state, stats.decode, deltas.sparsity(), bytes);
-        state.counters["copies"] = static_cast<double>(copies);
+            {
+                hybrid_time = timed(hybrid);
+                dense_time = timed(dense);
+            }
+            dense_s.push_back(dense_time);
+            hybrid_s.push_back(hybrid_time);
+            ratios.push_back(dense_time / hybrid_time);
+            state.SetIterationTime(dense_time + hybrid_time);
+            ++i;
+        }
+        auto const work = hybrid.work();
+        state.counters["speedup"] = median(ratios);
+        state.counters["dense_us"] = 1e6 * median(dense_s);
+        state.counters["hybrid_us"] = 1e6 * median(hybrid_s);
+        state.counters["attention_sparsity"] = work.sparsity();
+        state.counters["delta_sparsity"] = hybrid.delta_sparsity();
+        state.SetLabel(active_arch_name());
     }
 
     /// One decode step on per-head quantized caches (SPEC.md §10): keys coded with `bits`
@@ -434,13 +566,14 @@ namespace
         {
             std::string name;
             delta_policy policy;
+            bool paired;  // also timed in pairs with dense (paired/decode/...)
         };
         std::vector<level> levels;
         for (char const* variant : {"hybrid_k", "hybrid_kv"})
         {
             for (int rho : {40, 60, 80})
-                levels.push_back({std::string(variant) + "/rho:" + std::to_string(rho), target_sparsity{static_cast<float>(rho) / 100.0f}});
-            levels.push_back({std::string(variant) + "_block8", block_threshold{8, 0.45f}});
+                levels.push_back({std::string(variant) + "/rho:" + std::to_string(rho), target_sparsity{static_cast<float>(rho) / 100.0f}, rho >= 60});
+            levels.push_back({std::string(variant) + "_block8", block_threshold{8, 0.45f}, false});
         }
         auto const is_kv = [](level const& l) { return l.name.rfind("hybrid_kv", 0) == 0; };
         std::string const threads = bench_threads() > 1 ? "/t:" + std::to_string(bench_threads()) : "";
@@ -486,6 +619,12 @@ namespace
                     for (auto const& l : levels)
                         benchmark::RegisterBenchmark(("decode/" + l.name + shape(n, d, f16)).c_str(), hybrid, n, d, l.policy, is_kv(l))
                             ->Unit(benchmark::kMicrosecond);
+                    auto const paired = f16 ? paired_decode_steps<float16> : paired_decode_steps<float>;
+                    for (auto const& l : levels)
+                        if (l.paired && d == 128 && (n == 1024 || n == 4096 || n == 16384))
+                            benchmark::RegisterBenchmark(("paired/decode/" + l.name + shape(n, d, f16)).c_str(), paired, n, d, l.policy, is_kv(l))
+                                ->UseManualTime()
+                                ->Unit(benchmark::kMicrosecond);
                 }
         }
         return 0;

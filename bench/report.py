@@ -11,6 +11,9 @@ compute/fma, the FMA peak of the same threads. The expand/ cases
 and delta_rows/ cases (bench_expand.cpp) get a table of their own: ns per 16-lane register
 and the ratio to a plain load of the same bytes; so do the quant_rows/ cases
 (bench_quant_rows.cpp): ns per code row of each pass over quantized rows.
+The paired/decode/ cases (a hybrid step and the dense step of the same storage in turn,
+each timed) get a table of their own: the median of their pairs' ratios, steadier on a
+noisy host than a ratio of two cases timed apart.
 --json writes every case with both times and the sparsity counters.
 """
 import argparse
@@ -112,6 +115,22 @@ def code_row_passes(table):
     return rows
 
 
+def paired_rows(table):
+    """Each paired/decode/<variant>/... case (a hybrid step and the dense step of the same
+    storage run in turn, bench_attention.cpp): the median over repetitions of its median
+    pair ratio, and of its median step times."""
+    rows = []
+    for name, case in sorted(table.items()):
+        m = re.match(r"paired/(decode)/(.+?)(/n:\d+/d:\d+)(/kv:f16)?(/t:\d+)?/manual_time$", name)
+        if not m:
+            continue
+        stage, variant, shape, f16, threads = m.groups()
+        rows.append({"stage": stage, "variant": variant + ("_f16" if f16 else ""), "shape": (shape + (threads or "")).strip("/"),
+                     "dense_us": case.get("dense_us"), "hybrid_us": case.get("hybrid_us"), "speedup": case.get("speedup"),
+                     "attention_sparsity": case.get("attention_sparsity"), "delta_sparsity": case.get("delta_sparsity")})
+    return rows
+
+
 def prefill_rows(table, rows):
     """Each prefill case: its time, and the dense case's multiply-adds x 2 per second of
     that time (the work a dense prefill of that shape does)."""
@@ -173,6 +192,13 @@ def main():
         print(f"{'variant':21} {'shape':14} {'time':>10} {'GFLOP/s':>8} {'% peak':>6}")
         for p in prefills:
             print(f"{p['variant']:21} {p['shape']:14} {p['ms']:8.2f}ms {p['gflops']:8.1f} {pct(p['gflops'], peak):>6}")
+    paired = paired_rows(table)
+    if paired:
+        print("\ndecode steps timed in pairs (hybrid and dense in turn): speedup = median of the pairs' ratios")
+        print(f"{'variant':21} {'shape':14} {'dense':>11} {'hybrid':>11} {'speedup':>8} {'attn sp.':>8} {'delta sp.':>9}")
+        for r in paired:
+            print(f"{r['variant']:21} {r['shape']:14} {r['dense_us']:9.2f}us {r['hybrid_us']:9.2f}us {r['speedup']:7.2f}x "
+                  f"{100 * (r['attention_sparsity'] or 0):7.1f}% {100 * (r['delta_sparsity'] or 0):8.1f}%")
     expands = expand_rows(table)
     if expands:
         print(f"\nexpansion of one register of a delta row ({expands[0]['label']}): ns per group, and x a plain load")
@@ -189,7 +215,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"context": results["context"], "read_gbytes_per_s": read_gbs, "fma_gflops_per_s": peak, "cases": rows,
-                       "prefill": prefills, "expand": expands, "code_row_passes": passes}, f, indent=1)
+                       "prefill": prefills, "paired": paired, "expand": expands, "code_row_passes": passes}, f, indent=1)
         print(f"wrote {args.json}", file=sys.stderr)
 
 
