@@ -2,7 +2,8 @@
  * @file kernels/arch/expand_avx2.hpp
  * Expansion on AVX2, 8 lanes: AVX2 has no expand instruction, so a 256-entry table
  * of 8 bytes, sign-extended by one vpmovsxbd, gives each lane the index of its packed
- * value (vpermps) and whether it is active (a blend with zero). Binary16 values (where
+ * value (vpermps) and whether it is active (a blend with zero); a table of popcounts
+ * advances the pointer. Binary16 values (where
  * the TU has F16C, as every AVX2 CPU does) are loaded as 8 halves and widened by
  * vcvtph2ps first.
  *
@@ -55,10 +56,10 @@ namespace deltaattn
             {
                 // One vpmovsxbd: lane l's packed index in bits 0-2 (vpermps ignores the rest)
                 // and its "active" flag in the sign bit, which the blend reads.
-                std::uint64_t const& entry = expand_detail::permute_bytes[bits & 0xFFu];
-                __m256 const index = _mm256_castsi256_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<__m128i const*>(&entry))));
+                auto const* entry = &expand_detail::permute_bytes[bits & 0xFFu];
+                __m256 const index = _mm256_castsi256_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<__m128i const*>(entry))));
                 __m256 const moved = _mm256_permutevar8x32_ps(raw, _mm256_castps_si256(index));
-                packed += expand_detail::byte_entry_count(entry);
+                packed += expand_detail::popcounts8[bits & 0xFFu];
                 return _mm256_blendv_ps(_mm256_setzero_ps(), moved, index);
             }
         };
