@@ -164,7 +164,8 @@ def main():
     results = run(args.binary, args.repetitions, args.filter)
     table = medians(results)
     rows = pair(table)
-    arch = rows[0]["arch"] if rows else "?"
+    labels = [r["arch"] for r in rows] + [case.get("label") for case in table.values()]
+    arch = next((a for a in labels if a), "?")
     read = next((v for k, v in table.items() if k.startswith("memory/read")), None)
     read_gbs = (read or {}).get("cache_bytes_per_s", 0) / 1e9
     print(f"deltaattn hybrid vs dense, arch {arch}, medians of {args.repetitions} "
