@@ -397,7 +397,7 @@ namespace
      * A hybrid decode step and the dense step of the same storage, in turn (which goes
      * first alternates), each timed on its own: the host's swings (on the VMs measured
      * here the same dense step ran 0.75-1.14x of itself from one run to the next) reach
-     * both steps of a pair alike, so the median of the pairs' ratios, `speedup`, is far
+     * both steps of a pair alike, so the median of the pairs' ratios, `speedup`, is
      * steadier than a ratio of two cases timed seconds apart. Also: the median step times
      * (`dense_us`, `hybrid_us`). The iteration time is the pair's.
      */

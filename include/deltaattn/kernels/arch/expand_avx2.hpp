@@ -3,9 +3,8 @@
  * Expansion on AVX2, 8 lanes: AVX2 has no expand instruction, so a 256-entry table
  * of 8 bytes, sign-extended by one vpmovsxbd, gives each lane the index of its packed
  * value (vpermps) and whether it is active (a blend with zero); a table of popcounts
- * advances the pointer. Binary16 values (where
- * the TU has F16C, as every AVX2 CPU does) are loaded as 8 halves and widened by
- * vcvtph2ps first.
+ * advances the pointer. Binary16 values (where the TU has F16C, as every AVX2 CPU
+ * does) are loaded as 8 halves and widened by vcvtph2ps first.
  *
  * Invariants:
  * - Compiled only when the TU targets AVX2 (__AVX2__); used only for 8-lane archs
