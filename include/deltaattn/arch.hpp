@@ -89,6 +89,20 @@ namespace deltaattn
             return reg::load_unaligned(lanes);
         }
         static void store(float* p, reg const& x) noexcept { x.store_unaligned(p); }
+        /// Keeps `x` in a register: the compiler can no longer fold the load that made it
+        /// into each instruction that reads it. GCC folds a loaded register into every FMA
+        /// that uses it, so a value meant to be loaded once for several FMAs is reloaded
+        /// once per FMA.
+        static void pin(reg& x) noexcept
+        {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+            asm("" : "+v"(x.data));
+#elif defined(__GNUC__) && defined(__ARM_NEON)
+            asm("" : "+w"(x.data));
+#else
+            (void)x;
+#endif
+        }
 
         /// A register of 32-bit words of packed codes (codecs/quant.hpp).
         using words = xsimd::batch<std::int32_t, Arch>;
@@ -275,6 +289,7 @@ namespace deltaattn
         static reg load(float const* p) noexcept { return *p; }
         static reg load(float16 const* p) noexcept { return to_float(*p); }
         static void store(float* p, reg x) noexcept { *p = x; }
+        static void pin(reg&) noexcept {}
 
         using words = std::int32_t;
         static words load_words(std::uint8_t const* p) noexcept

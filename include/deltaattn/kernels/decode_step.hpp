@@ -45,6 +45,73 @@ namespace deltaattn
     {
         namespace decode_detail
         {
+            /// Where exact_dots multiplies a batch of keys by four heads at once: with 32
+            /// vector registers (a tile's 16 accumulators, 4 query and 4 key registers fit),
+            /// whole registers per row, and heads in fours.
+            template <class Arch>
+            constexpr bool tiles_dots(std::size_t heads, std::size_t d) noexcept
+            {
+                constexpr std::size_t w = arch_traits<Arch>::width;
+                return arch_traits<Arch>::registers >= 32 && w % 4 == 0 && heads % 4 == 0 && d % w == 0;
+            }
+
+            /**
+             * exact_dots of one batch (`width` rows k, the first nb real) for four heads q, in
+             * tiles of 4 heads x 4 keys: each register of a key row is loaded once and
+             * multiplies the four heads' query registers. Head by head (exact_dots' loop),
+             * GCC folds the key register into every head's FMA, so the batch's rows are
+             * loaded once per head, and rows 4 KiB apart (a token-major fp32 cache) share L1
+             * sets: the reloads came from L2. The tile made the dense fp32 step 1.15-1.36x
+             * faster on Zen 4 (fp16 1.06-1.28x).
+             */
+            template <class Arch, class Row>
+            void tile_dots(Row const* k, float const* const* q, std::size_t d, std::size_t nb, float* scores, std::size_t stride) noexcept
+            {
+                using ops = arch_traits<Arch>;
+                using reg = typename ops::reg;
+                constexpr std::size_t w = ops::width, H = 4, K = 4;
+                reg dots[H][w];  // per head, each key's products, reduced at the end
+                for (std::size_t k0 = 0; k0 < w; k0 += K)
+                {
+                    reg acc[H][K];
+                    DELTAATTN_UNROLL
+                    for (auto& a : acc)
+                        DELTAATTN_UNROLL
+                        for (auto& x : a)
+                            x = ops::zero();
+                    for (std::size_t c = 0; c < d; c += w)
+                    {
+                        reg qc[H];
+                        DELTAATTN_UNROLL
+                        for (std::size_t h = 0; h < H; ++h)
+                        {
+                            qc[h] = ops::load(q[h] + c);
+                            ops::pin(qc[h]);
+                        }
+                        DELTAATTN_UNROLL
+                        for (std::size_t kk = 0; kk < K; ++kk)
+                        {
+                            reg kc = ops::load(k[k0 + kk] + c);
+                            ops::pin(kc);
+                            DELTAATTN_UNROLL
+                            for (std::size_t h = 0; h < H; ++h)
+                                acc[h][kk] = ops::fma(qc[h], kc, acc[h][kk]);
+                        }
+                    }
+                    DELTAATTN_UNROLL
+                    for (std::size_t h = 0; h < H; ++h)
+                        DELTAATTN_UNROLL
+                        for (std::size_t kk = 0; kk < K; ++kk)
+                            dots[h][k0 + kk] = acc[h][kk];
+                }
+                for (std::size_t h = 0; h < H; ++h)
+                {
+                    alignas(64) float sums[w];
+                    ops::store(sums, ops::reduce_add_rows(dots[h]));
+                    std::copy_n(sums, nb, scores + h * stride);
+                }
+            }
+
             /// Raw dots q_h·k_j for keys [first, end) and every head, `width` keys at a time.
             /// (Widening float16 rows once per batch instead of once per head measured no
             /// faster: the step waits on memory, not on vcvtph2ps.)
@@ -72,6 +139,12 @@ namespace deltaattn
                         detail::exact_rows_of(keys, j0 + w, next_nb, next);
                         for (std::size_t kk = 0; kk < next_nb; ++kk)
                             prefetch(next[kk], d * sizeof(*next[kk]));
+                    }
+                    if (tiles_dots<Arch>(heads, d))
+                    {
+                        for (std::size_t h0 = 0; h0 < heads; h0 += 4)
+                            tile_dots<Arch>(k, q + h0, d, nb, scores + h0 * stride + j0, stride);
+                        continue;
                     }
                     for (std::size_t h = 0; h < heads; ++h)
                     {
