@@ -45,14 +45,14 @@ namespace deltaattn
     {
         namespace decode_detail
         {
-            /// Where exact_dots multiplies a batch of keys by four heads at once: with 32
-            /// vector registers (a tile's 16 accumulators, 4 query and 4 key registers fit),
-            /// whole registers per row, and heads in fours.
+            /// Whether exact_dots multiplies batches of keys by four heads at once on `Arch`:
+            /// with 32 vector registers (a tile's 16 accumulators, 4 query and 4 key
+            /// registers fit). It does where a row is whole registers, for each four heads
+            /// (GQA 7: one tile and three heads alone).
             template <class Arch>
-            constexpr bool tiles_dots(std::size_t heads, std::size_t d) noexcept
+            constexpr bool tiles_dots() noexcept
             {
-                constexpr std::size_t w = arch_traits<Arch>::width;
-                return arch_traits<Arch>::registers >= 32 && w % 4 == 0 && heads % 4 == 0 && d % w == 0;
+                return arch_traits<Arch>::registers >= 32 && arch_traits<Arch>::width % 4 == 0;
             }
 
             /**
@@ -61,8 +61,9 @@ namespace deltaattn
              * multiplies the four heads' query registers. Head by head (exact_dots' loop),
              * GCC folds the key register into every head's FMA, so the batch's rows are
              * loaded once per head, and rows 4 KiB apart (a token-major fp32 cache) share L1
-             * sets: the reloads came from L2. The tile made the dense fp32 step 1.15-1.36x
-             * faster on Zen 4 (fp16 1.06-1.28x).
+             * sets: the reloads came from L2. The tile made the dense step 1.15-1.4x faster
+             * on Zen 4, fp32 and fp16. (On AVX2's 16 registers a 4 x 2 tile measured within
+             * the noise.)
              */
             template <class Arch, class Row>
             void tile_dots(Row const* k, float const* const* q, std::size_t d, std::size_t nb, float* scores, std::size_t stride) noexcept
@@ -140,13 +141,12 @@ namespace deltaattn
                         for (std::size_t kk = 0; kk < next_nb; ++kk)
                             prefetch(next[kk], d * sizeof(*next[kk]));
                     }
-                    if (tiles_dots<Arch>(heads, d))
-                    {
-                        for (std::size_t h0 = 0; h0 < heads; h0 += 4)
-                            tile_dots<Arch>(k, q + h0, d, nb, scores + h0 * stride + j0, stride);
-                        continue;
-                    }
-                    for (std::size_t h = 0; h < heads; ++h)
+                    std::size_t tiled = 0;  // heads done in tiles; the rest (and every head elsewhere) one at a time
+                    if constexpr (tiles_dots<Arch>())
+                        if (full == d)
+                            for (; tiled + 4 <= heads; tiled += 4)
+                                tile_dots<Arch>(k, q + tiled, d, nb, scores + tiled * stride + j0, stride);
+                    for (std::size_t h = tiled; h < heads; ++h)
                     {
                         reg acc[w];
                         DELTAATTN_UNROLL
