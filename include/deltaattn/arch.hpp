@@ -41,6 +41,26 @@ namespace deltaattn
     using default_arch = std::conditional_t<DELTAATTN_DEFAULT_IS_SCALAR || std::is_same<xsimd::default_arch, xsimd::unavailable>::value,
                                             scalar, xsimd::default_arch>;
 
+    namespace detail
+    {
+        /// Keeps `r`, a vector register's value, in a register: the compiler can no longer
+        /// fold the load that made it into the instructions that read it (it emits
+        /// nothing). GCC folds a loaded register into every FMA that uses it, reloading a
+        /// value meant to be loaded once for several FMAs, and folds a plain load and a
+        /// register-form vexpandps back into the slow memory form.
+        template <class Register>
+        inline void keep_in_register(Register& r) noexcept
+        {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+            asm("" : "+v"(r));
+#elif defined(__GNUC__) && defined(__ARM_NEON)
+            asm("" : "+w"(r));
+#else
+            (void)r;
+#endif
+        }
+    }  // namespace detail
+
     /// Vector operations on `Arch` registers of floats.
     template <class Arch>
     struct arch_traits
@@ -89,20 +109,9 @@ namespace deltaattn
             return reg::load_unaligned(lanes);
         }
         static void store(float* p, reg const& x) noexcept { x.store_unaligned(p); }
-        /// Keeps `x` in a register: the compiler can no longer fold the load that made it
-        /// into each instruction that reads it. GCC folds a loaded register into every FMA
-        /// that uses it, so a value meant to be loaded once for several FMAs is reloaded
-        /// once per FMA.
-        static void pin(reg& x) noexcept
-        {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-            asm("" : "+v"(x.data));
-#elif defined(__GNUC__) && defined(__ARM_NEON)
-            asm("" : "+w"(x.data));
-#else
-            (void)x;
-#endif
-        }
+        /// Keeps `x` in a register (detail::keep_in_register): loaded once, however many
+        /// FMAs read it.
+        static void pin(reg& x) noexcept { detail::keep_in_register(x.data); }
 
         /// A register of 32-bit words of packed codes (codecs/quant.hpp).
         using words = xsimd::batch<std::int32_t, Arch>;

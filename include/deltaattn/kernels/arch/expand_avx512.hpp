@@ -37,21 +37,6 @@ namespace deltaattn
 {
     namespace kernels
     {
-        namespace expand_detail
-        {
-            /// Keeps `r` in a register: the compiler can no longer fold the load that made
-            /// it into the instruction that uses it.
-            template <class Register>
-            inline void keep_in_register(Register& r) noexcept
-            {
-#if defined(__GNUC__)
-                asm("" : "+v"(r));
-#else
-                (void)r;
-#endif
-            }
-        }  // namespace expand_detail
-
         template <>
         struct expand_kernel<expand_isa::avx512>
         {
@@ -61,7 +46,7 @@ namespace deltaattn
             static typename arch_traits<Arch>::reg run(std::uint32_t bits, float const*& packed) noexcept
             {
                 __m512 raw = _mm512_loadu_ps(packed);
-                expand_detail::keep_in_register(raw);
+                deltaattn::detail::keep_in_register(raw);
                 packed += expand_detail::popcount16(bits);
                 return typename arch_traits<Arch>::reg(_mm512_maskz_expand_ps(static_cast<__mmask16>(bits), raw));
             }
@@ -71,7 +56,7 @@ namespace deltaattn
             static typename arch_traits<Arch>::reg run(std::uint32_t bits, float16 const*& packed) noexcept
             {
                 __m256i raw = _mm256_loadu_si256(reinterpret_cast<__m256i const*>(packed));
-                expand_detail::keep_in_register(raw);
+                deltaattn::detail::keep_in_register(raw);
                 packed += expand_detail::popcount16(bits);
                 return typename arch_traits<Arch>::reg(_mm512_maskz_expand_ps(static_cast<__mmask16>(bits), _mm512_cvtph_ps(raw)));
             }
