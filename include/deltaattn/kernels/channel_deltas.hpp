@@ -376,11 +376,7 @@ namespace deltaattn
                     {
                         std::fill(products[h] + count, products[h] + (count + w - 1) / w * w, ops::zero());
                         for (std::size_t i0 = 0; i0 < count; i0 += w)
-                        {
-                            alignas(64) float dots[w];
-                            ops::store(dots, ops::reduce_add_rows(products[h] + i0));
-                            std::copy_n(dots, std::min(w, count - i0), scores + (h0 + h) * stride + b0 + i0);
-                        }
+                            store_first<Arch>(scores + (h0 + h) * stride + b0 + i0, ops::reduce_add_rows(products[h] + i0), std::min(w, count - i0));
                     }
                 }
                 // The prefix sums, restarting at keyframes.

@@ -106,11 +106,7 @@ namespace deltaattn
                             dots[h][k0 + kk] = acc[h][kk];
                 }
                 for (std::size_t h = 0; h < H; ++h)
-                {
-                    alignas(64) float sums[w];
-                    ops::store(sums, ops::reduce_add_rows(dots[h]));
-                    std::copy_n(sums, nb, scores + h * stride);
-                }
+                    store_first<Arch>(scores + h * stride, ops::reduce_add_rows(dots[h]), nb);
             }
 
             /// Raw dots q_h·k_j for keys [first, end) and every head, `width` keys at a time.

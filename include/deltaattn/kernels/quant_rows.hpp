@@ -193,23 +193,6 @@ namespace deltaattn
                 });
         }
 
-        /// Stores the first n lanes of x at p (n <= width). A whole register where it
-        /// can: a copy of n floats became `rep movsl`, ~10% of the code rows' dots (Zen 5).
-        template <class Arch>
-        void store_first(float* p, typename arch_traits<Arch>::reg const& x, std::size_t n) noexcept
-        {
-            using ops = arch_traits<Arch>;
-            if (n == ops::width)
-            {
-                ops::store(p, x);
-                return;
-            }
-            alignas(64) float lanes[ops::width];
-            ops::store(lanes, x);
-            for (std::size_t l = 0; l < n; ++l)
-                p[l] = lanes[l];
-        }
-
         /**
          * s[h * stride + j] = the lane sum of row j's accumulator for head h, over code rows
          * j in [j0, j1) and H heads: w rows at a time (their scales widened at once), each
