@@ -12,6 +12,8 @@
 //   expand/generic/...            the portable lane loop
 //   expand/avx512_vexpandps/...   load + register vexpandps (kernels/arch/expand_form.hpp)
 //   expand/avx512_permute/...     load + vpopcntd indices + vpermps (builds with VPOPCNTDQ)
+//   expand/avx512_permute_in_word/ the same, the mask bits read from memory (the by-word
+//                                 decode kernels' form)
 //   expand/avx512_expand_load/... vexpandps from memory (fp32; never chosen)
 //   expand/avx512_masked_load/... masked 16-bit load + vcvtph2ps + vexpandps (fp16; ditto)
 //
@@ -25,6 +27,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace
@@ -79,14 +82,20 @@ namespace
         {
             reg a0 = ops::zero(), a1 = ops::zero(), a2 = ops::zero(), a3 = ops::zero();
             T const* p = in.packed.data();
-            for (std::size_t g = 0; g < groups; ++g)
-            {
-                reg const delta = expand(std::uint32_t(in.masks[g]), p);
-                a0 = ops::fma(q0, delta, a0);
-                a1 = ops::fma(q1, delta, a1);
-                a2 = ops::fma(q2, delta, a2);
-                a3 = ops::fma(q3, delta, a3);
-            }
+            for (std::size_t g0 = 0; g0 < groups; g0 += 4)  // a mask word's four groups, as the kernels unroll them
+                DELTAATTN_UNROLL
+                for (std::size_t g = g0; g < g0 + 4; ++g)
+                {
+                    reg delta;
+                    if constexpr (std::is_invocable<Expand, std::uint64_t const*, unsigned, T const*&>::value)  // bits from memory
+                        delta = expand(reinterpret_cast<std::uint64_t const*>(in.masks.data() + g0), unsigned(g - g0), p);
+                    else
+                        delta = expand(std::uint32_t(in.masks[g]), p);
+                    a0 = ops::fma(q0, delta, a0);
+                    a1 = ops::fma(q1, delta, a1);
+                    a2 = ops::fma(q2, delta, a2);
+                    a3 = ops::fma(q3, delta, a3);
+                }
             benchmark::DoNotOptimize(ops::add(ops::add(a0, a1), ops::add(a2, a3)));
         }
         using counter = benchmark::Counter;
@@ -135,6 +144,18 @@ namespace
         run_groups<T>(state, kept, [](std::uint32_t bits, T const*& p) { return kernels::expand_lanes<arch, Form>(bits, p); });
     }
 
+#if defined(__AVX512VPOPCNTDQ__)
+    /// The permute form with each group's bits read from its mask word in memory (four
+    /// groups of 16 bits per 64-bit word, as the masks array lays them out).
+    template <class T>
+    void avx512_permute_in_word(benchmark::State& state, int kept)
+    {
+        run_groups<T>(state, kept, [](std::uint64_t const* word, unsigned g, T const*& p) {
+            return kernels::expand_kernel<kernels::expand_isa::avx512>::run_permute_in_word<arch>(word, g, p);
+        });
+    }
+#endif
+
     template <class T>
     void generic(benchmark::State& state, int kept)
     {
@@ -162,6 +183,10 @@ namespace
                 {
                     benchmark::RegisterBenchmark(("expand/avx512_permute" + f32).c_str(), avx512_form<float, form::permute>, kept);
                     benchmark::RegisterBenchmark(("expand/avx512_permute" + f16).c_str(), avx512_form<float16, form::permute>, kept);
+#if defined(__AVX512VPOPCNTDQ__)
+                    benchmark::RegisterBenchmark(("expand/avx512_permute_in_word" + f32).c_str(), avx512_permute_in_word<float>, kept);
+                    benchmark::RegisterBenchmark(("expand/avx512_permute_in_word" + f16).c_str(), avx512_permute_in_word<float16>, kept);
+#endif
                 }
                 using avx512 = kernels::expand_kernel<kernels::expand_isa::avx512>;
                 benchmark::RegisterBenchmark(("expand/avx512_expand_load" + f32).c_str(), [](benchmark::State& s, int k) {

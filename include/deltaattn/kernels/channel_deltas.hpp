@@ -85,6 +85,19 @@ namespace deltaattn
                 return expand_kernel<expand_isa_of<Arch>()>::template run<Arch>(bits, packed);
         }
 
+        /// expand_lanes of group g (of 64 / width) of the 64-bit mask word at `word`, for
+        /// kernels that walk a row's words. The permute form reads the group's bits from
+        /// memory itself (expand_avx512.hpp, run_permute_in_word).
+        template <class Arch, expand_form Form, class T>
+        typename arch_traits<Arch>::reg expand_word_group(std::uint64_t const* word, std::size_t g, T const*& packed) noexcept
+        {
+            constexpr std::size_t w = arch_traits<Arch>::width;
+            if constexpr (Form == expand_form::permute && has_permute_expand<Arch>() && expands_stored<Arch, T>())
+                return expand_kernel<expand_isa_of<Arch>()>::template run_permute_in_word<Arch>(word, static_cast<unsigned>(g), packed);
+            else
+                return expand_lanes<Arch, Form>(static_cast<std::uint32_t>(*word >> (g * w)) & ((1u << w) - 1u), packed);
+        }
+
         /// Calls f(std::integral_constant<expand_form, F>{}) with the form this process
         /// uses for Arch: detected_expand_form where the TU can run both, else vexpandps.
         template <class Arch, class F>
@@ -350,7 +363,6 @@ namespace deltaattn
                             {
                                 auto const row = cache.delta(j);
                                 macs += word == 0 ? hn * row.nnz : 0;
-                                std::uint64_t const bits = row.mask[word];
                                 auto const* value = word_values(row, word);
                                 DELTAATTN_UNROLL
                                 for (std::size_t g = 0; g < groups; ++g)
@@ -358,8 +370,7 @@ namespace deltaattn
                                     // Empty groups are expanded too (to zeros): at 80% delta
                                     // sparsity 3% of them are empty, and a branch that skipped them
                                     // mispredicted enough to make the step slower than at 60%.
-                                    auto const group_bits = static_cast<std::uint32_t>(bits >> (g * w)) & ((1u << w) - 1u);
-                                    reg const delta = expand_lanes<Arch, Form>(group_bits, value);
+                                    reg const delta = expand_word_group<Arch, Form>(row.mask + word, g, value);
                                     DELTAATTN_UNROLL
                                     for (std::size_t h = 0; h < H; ++h)
                                         acc[h] = ops::fma(qw[h][g], delta, acc[h]);
@@ -548,8 +559,7 @@ namespace deltaattn
                             weights[h] = ops::broadcast(suffix[i][h]);
                         for (std::size_t g = 0; g < groups; ++g)
                         {
-                            auto const group_bits = static_cast<std::uint32_t>(bits >> (g * w)) & ((1u << w) - 1u);
-                            reg const delta = expand_lanes<Arch, Form>(group_bits, value);  // empty groups too (scores_by_words)
+                            reg const delta = expand_word_group<Arch, Form>(row.mask + word, g, value);  // empty groups too (scores_by_words)
                             for (std::size_t h = 0; h < H; ++h)
                                 acc[h][g] = ops::fma(weights[h], delta, acc[h][g]);
                         }
