@@ -69,17 +69,38 @@ namespace deltaattn
             template <class Arch>
             static __m512i source_lanes(std::uint32_t bits) noexcept
             {
-                __m512i const below = _mm512_setr_epi32(0x0, 0x1, 0x3, 0x7, 0xF, 0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF,
-                                                        0x3FFF, 0x7FFF);
-                return _mm512_popcnt_epi32(_mm512_and_si512(_mm512_set1_epi32(static_cast<int>(bits)), below));
+                return source_lanes_in<Arch>(_mm512_set1_epi32(static_cast<int>(bits)), 0);
             }
 
-            /// As source_lanes, for a group's bits in half `half` (0 low, 1 high) of `pair`.
+            /// As source_lanes, for a group's bits in half `half` (0 low, 1 high) of every
+            /// 32-bit lane of `pair`.
+            template <class Arch>
             static __m512i source_lanes_in(__m512i pair, unsigned half) noexcept
             {
                 __m512i const below = _mm512_setr_epi32(0x0, 0x1, 0x3, 0x7, 0xF, 0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF,
                                                         0x3FFF, 0x7FFF);
                 return _mm512_popcnt_epi32(_mm512_and_si512(pair, half == 0 ? below : _mm512_slli_epi32(below, 16)));
+            }
+
+            /// A group's 16 packed values, widened to floats where stored as binary16.
+            template <class Arch>
+            static __m512 widened(float const* packed) noexcept
+            {
+                return _mm512_loadu_ps(packed);
+            }
+
+            template <class Arch>
+            static __m512 widened(float16 const* packed) noexcept
+            {
+                return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<__m256i const*>(packed)));
+            }
+
+            template <class Arch, class T>
+            static typename arch_traits<Arch>::reg run_permute(std::uint32_t bits, T const*& packed) noexcept
+            {
+                __m512 const values = widened<Arch>(packed);
+                packed += expand_detail::popcount16(bits);
+                return typename arch_traits<Arch>::reg(_mm512_maskz_permutexvar_ps(static_cast<__mmask16>(bits), source_lanes<Arch>(bits), values));
             }
 
             /**
@@ -98,32 +119,10 @@ namespace deltaattn
                 std::memcpy(&pair, bytes + 4 * (g / 2), sizeof pair);
                 std::uint16_t group;
                 std::memcpy(&group, bytes + 2 * g, sizeof group);
-                __m512 const widened = widen(packed);
+                __m512 const values = widened<Arch>(packed);
                 packed += expand_detail::popcount16(group);
-                return typename arch_traits<Arch>::reg(
-                    _mm512_maskz_permutexvar_ps(static_cast<__mmask16>(group), source_lanes_in(_mm512_set1_epi32(static_cast<int>(pair)), g % 2), widened));
-            }
-
-            static __m512 widen(float const* packed) noexcept { return _mm512_loadu_ps(packed); }
-            static __m512 widen(float16 const* packed) noexcept
-            {
-                return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<__m256i const*>(packed)));
-            }
-
-            template <class Arch>
-            static typename arch_traits<Arch>::reg run_permute(std::uint32_t bits, float const*& packed) noexcept
-            {
-                __m512 const raw = _mm512_loadu_ps(packed);
-                packed += expand_detail::popcount16(bits);
-                return typename arch_traits<Arch>::reg(_mm512_maskz_permutexvar_ps(static_cast<__mmask16>(bits), source_lanes<Arch>(bits), raw));
-            }
-
-            template <class Arch>
-            static typename arch_traits<Arch>::reg run_permute(std::uint32_t bits, float16 const*& packed) noexcept
-            {
-                __m512 const widened = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<__m256i const*>(packed)));
-                packed += expand_detail::popcount16(bits);
-                return typename arch_traits<Arch>::reg(_mm512_maskz_permutexvar_ps(static_cast<__mmask16>(bits), source_lanes<Arch>(bits), widened));
+                __m512i const lanes = source_lanes_in<Arch>(_mm512_set1_epi32(static_cast<int>(pair)), g % 2);
+                return typename arch_traits<Arch>::reg(_mm512_maskz_permutexvar_ps(static_cast<__mmask16>(group), lanes, values));
             }
 #endif
 
