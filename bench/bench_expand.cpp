@@ -82,7 +82,7 @@ namespace
         {
             reg a0 = ops::zero(), a1 = ops::zero(), a2 = ops::zero(), a3 = ops::zero();
             T const* p = in.packed.data();
-            for (std::size_t g0 = 0; g0 < groups; g0 += 4)  // a mask word's four groups, as the kernels unroll them
+            for (std::size_t g0 = 0; g0 < groups; g0 += 4)  // four groups at a time (an AVX-512 mask word), unrolled as the kernels do
                 DELTAATTN_UNROLL
                 for (std::size_t g = g0; g < g0 + 4; ++g)
                 {
