@@ -31,6 +31,30 @@ TEMPLATE_LIST_TEST_CASE("reduce_add_rows sums row i into lane i", "[arch]", test
     }
 }
 
+TEMPLATE_LIST_TEST_CASE("transpose moves lane c of row i to lane i of row c", "[arch]", tested_archs)
+{
+    using ops = arch_traits<TestType>;
+    constexpr std::size_t w = ops::width;
+    float m[w][w];
+    for (std::size_t i = 0; i < w; ++i)
+        for (std::size_t c = 0; c < w; ++c)
+            m[i][c] = static_cast<float>(100 * i + c);
+    typename ops::reg rows[w];
+    for (std::size_t i = 0; i < w; ++i)
+        rows[i] = ops::load(m[i]);
+    ops::transpose(rows);
+    for (std::size_t c = 0; c < w; ++c)
+    {
+        float column[w];
+        ops::store(column, rows[c]);
+        for (std::size_t i = 0; i < w; ++i)
+        {
+            INFO(arch_name<TestType>() << " row " << i << " lane " << c);
+            CHECK(column[i] == m[i][c]);
+        }
+    }
+}
+
 TEMPLATE_LIST_TEST_CASE("select, less and iota pick lanes by index", "[arch]", tested_archs)
 {
     using ops = arch_traits<TestType>;

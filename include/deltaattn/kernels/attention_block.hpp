@@ -563,6 +563,39 @@ namespace deltaattn
             }
         }
 
+        /// qT[c][lane] = the query of lane `lane` (position lane / heads, head lane % heads)
+        /// at channel c, for `lanes` lanes (a multiple of the width): lanes past the
+        /// block's queries copy lane 0's. A register of lanes at a time, `width` channels
+        /// transposed in registers.
+        template <class Arch>
+        void transpose_queries(tensor_view<const float> q, std::size_t lanes, float* qT) noexcept
+        {
+            using ops = arch_traits<Arch>;
+            constexpr std::size_t w = ops::width;
+            std::size_t const nq = q.positions * q.heads, d = q.dim;
+            for (std::size_t lane0 = 0; lane0 < lanes; lane0 += w)
+            {
+                float const* src[w];
+                for (std::size_t i = 0; i < w; ++i)
+                    src[i] = lane0 + i < nq ? q.at((lane0 + i) / q.heads, (lane0 + i) % q.heads) : q.at(0, 0);
+                std::size_t c = 0;
+                for (; c + w <= d; c += w)
+                {
+                    typename ops::reg x[w];
+                    DELTAATTN_UNROLL
+                    for (std::size_t i = 0; i < w; ++i)
+                        x[i] = ops::load(src[i] + c);
+                    ops::transpose(x);
+                    DELTAATTN_UNROLL
+                    for (std::size_t i = 0; i < w; ++i)
+                        ops::store(qT + (c + i) * lanes + lane0, x[i]);
+                }
+                for (; c < d; ++c)
+                    for (std::size_t i = 0; i < w; ++i)
+                        qT[c * lanes + lane0 + i] = src[i][c];
+            }
+        }
+
         /**
          * Attention of one query block: `q` and `out` are P positions x g heads x d with
          * P * g <= R * width, the first at absolute position `first`. `keys` and `values`
@@ -584,12 +617,7 @@ namespace deltaattn
             ws.reserve(lanes, d);
 
             float* const qT = ws.transposed.data();
-            for (std::size_t lane = 0; lane < lanes; ++lane)
-            {
-                float const* src = lane < nq ? q.at(lane / heads, lane % heads) : q.at(0, 0);
-                for (std::size_t c = 0; c < d; ++c)
-                    qT[c * lanes + lane] = src[c];
-            }
+            transpose_queries<Arch>(q, lanes, qT);
             float* const o = ws.lane_acc.data();
             std::fill(o, o + lanes * d, 0.0f);
             float* const s = ws.lane_scores.data();
