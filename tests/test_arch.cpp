@@ -2,7 +2,9 @@
 #include "catch.hpp"
 #include "tester.hpp"
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 using namespace deltaattn_test;
 
@@ -53,6 +55,36 @@ TEMPLATE_LIST_TEST_CASE("transpose moves lane c of row i to lane i of row c", "[
             CHECK(column[i] == m[i][c]);
         }
     }
+}
+
+TEMPLATE_LIST_TEST_CASE("exp is within 2 ulp of e^x, 0 at -inf", "[arch]", tested_archs)
+{
+    using ops = arch_traits<TestType>;
+    constexpr std::size_t w = ops::width;
+    double worst = 0.0, worst_at = 0.0;
+    for (int k = -870000; k <= 880000; k += static_cast<int>(w))  // x in [-87, 88], steps of 1e-4
+    {
+        float x[w], y[w];
+        for (std::size_t i = 0; i < w; ++i)
+            x[i] = static_cast<float>((k + static_cast<int>(i)) * 1e-4);
+        ops::store(y, ops::exp(ops::load(x)));
+        for (std::size_t i = 0; i < w; ++i)
+        {
+            double const want = std::exp(static_cast<double>(x[i]));
+            double const ulp = std::ldexp(1.0, std::ilogb(want) - 23);
+            double const error = std::fabs(y[i] - want) / ulp;
+            if (error > worst)
+                worst = error, worst_at = x[i];
+        }
+    }
+    INFO(arch_name<TestType>() << ": worst " << worst << " ulp at x = " << worst_at);
+    CHECK(worst <= 2.0);
+    float ends[w], e[w];
+    for (std::size_t i = 0; i < w; ++i)
+        ends[i] = i % 2 == 0 ? -std::numeric_limits<float>::infinity() : 0.0f;
+    ops::store(e, ops::exp(ops::load(ends)));
+    for (std::size_t i = 0; i < w; ++i)
+        CHECK(e[i] == (i % 2 == 0 ? 0.0f : 1.0f));
 }
 
 TEMPLATE_LIST_TEST_CASE("select, less and iota pick lanes by index", "[arch]", tested_archs)

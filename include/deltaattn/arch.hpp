@@ -204,7 +204,37 @@ namespace deltaattn
         static reg sub(reg const& a, reg const& b) noexcept { return a - b; }
         static reg mul(reg const& a, reg const& b) noexcept { return a * b; }
         static reg max(reg const& a, reg const& b) noexcept { return xsimd::max(a, b); }
-        static reg exp(reg const& x) noexcept { return xsimd::exp(x); }
+        static reg exp(reg const& x) noexcept
+        {
+#if defined(__AVX512F__)
+            if constexpr (std::is_base_of<xsimd::avx512f, Arch>::value)
+                return exp_avx512(x);
+#endif
+            return xsimd::exp(x);
+        }
+#if defined(__AVX512F__)
+        /// e^x = 2^n e^r, n = round(x log2 e), r = x - n ln 2 (in two parts, Cody-Waite),
+        /// e^r by Cephes' degree-5 polynomial; `vscalefps` applies 2^n, rounding subnormal
+        /// results and overflowing to inf by itself, so only x < -88 (and -inf: the masked
+        /// scores of the softmax) needs a mask, to 0. 14 instructions against xsimd's 22,
+        /// which builds 2^n from integer bits and blends both ends of the range: dense
+        /// prefill 1.01-1.02x (Zen 4), the softmax being a tenth of it.
+        static reg exp_avx512(__m512 x) noexcept
+        {
+            __m512 const n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+            r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+            __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+            __m512 const y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+            // Unordered compares true: a NaN goes through as NaN.
+            return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-88.0f), _CMP_NLT_UQ), y, n);
+        }
+#endif
         static mask less(reg const& a, reg const& b) noexcept { return a < b; }
         static mask equal(reg const& a, reg const& b) noexcept { return a == b; }
         static reg select(mask const& m, reg const& a, reg const& b) noexcept { return xsimd::select(m, a, b); }
