@@ -501,12 +501,15 @@ namespace deltaattn
                                 a = ops::zero();
                         for (std::size_t i = count; i-- > 0;)
                             row_at(i, word, acc);
-                        for (std::size_t h = 0; h < hn; ++h)
-                            for (std::size_t g = 0; g < groups; ++g)
-                            {
-                                float* out = o + (h0 + h) * d + word * 64 + g * w;
-                                ops::store(out, ops::add(ops::load(out), acc[h][g]));
-                            }
+                        DELTAATTN_UNROLL
+                        for (std::size_t h = 0; h < H; ++h)  // whole, so that acc stays in registers
+                            if (h < hn)
+                                DELTAATTN_UNROLL
+                                for (std::size_t g = 0; g < groups; ++g)
+                                {
+                                    float* out = o + (h0 + h) * d + word * 64 + g * w;
+                                    ops::store(out, ops::add(ops::load(out), acc[h][g]));
+                                }
                     }
                 };
                 auto const add_dense_row = [&](float const* row, float const* weight, std::size_t word, reg (&acc)[H][groups]) {
