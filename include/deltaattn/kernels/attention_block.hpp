@@ -245,7 +245,7 @@ namespace deltaattn
         /// Adds Σ_c qT[c] Δ[c] over the stored elements of a delta row to `sums`, the
         /// elements dealt round-robin to its sets. qT: R registers of lanes per channel.
         template <class Arch, std::size_t R>
-        void add_delta_row(float const* qT, delta_row const& row, std::size_t d, prefix_sums<Arch, R>& sums) noexcept
+        DELTAATTN_ALWAYS_INLINE void add_delta_row(float const* qT, delta_row const& row, std::size_t d, prefix_sums<Arch, R>& sums) noexcept
         {
             static_assert(prefix_sums<Arch, R>::sets == 4, "the loop below deals to four sets");
             // A local copy: through the reference the compiler cannot tell the accumulators
@@ -687,6 +687,49 @@ namespace deltaattn
                             listed[far_count++] = static_cast<std::uint16_t>(jj);
                     listed_dots(far_count, far_s, [&](std::size_t jj, std::size_t) { return keys.cache->keyframe_row(t0 + jj); });
                 }
+                else if constexpr (Keys::has_deltas)
+                {
+                    // The delta keys' dots q·k̂_j as prefix sums over the tile, into far_s
+                    // like the dense far rows' dots. A loop of their own, so that the sums
+                    // stay in registers: updated key by key inside the tile's main loop,
+                    // they went to memory and back for every key.
+                    auto const& cache = *keys.cache;
+                    prefix_sums<Arch, R> sums = prefix;
+                    for (std::size_t jj = 0; jj < nt; ++jj)
+                    {
+                        if (p_delta[jj] >= positions)
+                            continue;
+                        std::size_t const j = t0 + jj, count = (positions - p_delta[jj]) * heads;
+                        if (j == split.sinks)
+                        {
+                            reg base[R];
+                            if (split.sinks == 1)
+                                std::copy(first_dot, first_dot + R, base);
+                            else
+                                transposed_dot<Arch, R>(qT, lanes, cache.base_row(), d, base);
+                            sums.restart(base);
+                            if (split.sinks > 1)
+                                macs += count * d;
+                        }
+                        if (float const* keyframe = cache.keyframe_row(j))
+                        {
+                            reg restart[R];
+                            transposed_dot<Arch, R>(qT, lanes, keyframe, d, restart);
+                            sums.restart(restart);
+                            macs += count * d;
+                        }
+                        else
+                        {
+                            delta_row const row = as_float_row<Arch>(cache.delta(j), ws.converted.data());
+                            add_delta_row<Arch, R>(qT, row, d, sums);
+                            macs += count * row.nnz;
+                        }
+                        DELTAATTN_UNROLL
+                        for (std::size_t r = 0; r < R; ++r)
+                            ops::store(far_s + jj * lanes + r * w, sums.total(r));
+                    }
+                    prefix = sums;
+                }
 
                 for (std::size_t jj = 0; jj < nt; ++jj)
                 {
@@ -713,45 +756,13 @@ namespace deltaattn
                         if (p_delta[jj] < positions)
                             macs += (positions - p_delta[jj]) * heads * d;
                     }
-                    else if constexpr (Keys::has_deltas)
-                    {
-                        if (p_delta[jj] < positions)
-                        {
-                            auto const& cache = *keys.cache;
-                            std::size_t const count = (positions - p_delta[jj]) * heads;
-                            if (j == split.sinks)
-                            {
-                                reg base[R];
-                                if (split.sinks == 1)
-                                    std::copy(first_dot, first_dot + R, base);
-                                else
-                                    transposed_dot<Arch, R>(qT, lanes, cache.base_row(), d, base);
-                                prefix.restart(base);
-                                if (split.sinks > 1)
-                                    macs += count * d;
-                            }
-                            if (float const* keyframe = cache.keyframe_row(j))
-                            {
-                                reg restart[R];
-                                transposed_dot<Arch, R>(qT, lanes, keyframe, d, restart);
-                                prefix.restart(restart);
-                                macs += count * d;
-                            }
-                            else
-                            {
-                                delta_row const row = as_float_row<Arch>(cache.delta(j), ws.converted.data());
-                                add_delta_row<Arch, R>(qT, row, d, prefix);
-                                macs += count * row.nnz;
-                            }
-                        }
-                    }
                     // Lanes below p_visible * heads are masked, below p_delta * heads exact, the rest delta.
                     reg const masked_end = ops::broadcast(static_cast<float>(p_visible[jj] * heads));
                     reg const exact_end = ops::broadcast(static_cast<float>(p_delta[jj] * heads));
-                    bool const has_exact = p_visible[jj] < p_delta[jj];
+                    bool const has_exact = p_visible[jj] < p_delta[jj], has_delta = p_delta[jj] < positions;
                     for (std::size_t r = 0; r < R; ++r)
                     {
-                        reg const delta_score = ops::mul(alpha, reads_dense_far_rows<Keys>::value ? ops::load(far_s + jj * lanes + r * w) : prefix.total(r));
+                        reg const delta_score = has_delta ? ops::mul(alpha, ops::load(far_s + jj * lanes + r * w)) : ops::zero();
                         reg const exact = has_exact ? ops::load(s + jj * lanes + r * w) : ops::zero();
                         reg score = ops::select(ops::less(lane_index[r], exact_end), ops::mul(alpha, exact), delta_score);
                         score = ops::select(ops::less(lane_index[r], masked_end), neg_inf, score);
