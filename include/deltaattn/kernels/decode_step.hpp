@@ -351,6 +351,14 @@ namespace deltaattn
             /// pulled into L1 instead, a block's rows evict each other (they share L1 sets).
             constexpr std::size_t dense_block = 16, dense_ahead = 2 * dense_block;
 
+            /// The value pass's blocks of positions. It has no key batches to align with, and
+            /// with half a key block (every KV head's rows of 8 positions, then the next 8)
+            /// memory sees a more nearly sequential stream: the dense fp32 step ran 1.06-1.17x
+            /// faster at n 4096-16384 and the K-only step 1.12-1.14x (Zen 4, 1 thread);
+            /// binary16 rows (half the bytes per block) gained 0-10%. The next-block L1
+            /// prefetch inside exact_values was not the cause: without it, no change.
+            constexpr std::size_t value_block = 8;
+
             /// Pulls rows [first, end) of KV head `kv` of a token-major cache into L2.
             template <class T>
             void prefetch_rows_far(tensor_view<const T> x, std::size_t kv, std::size_t first, std::size_t end) noexcept
@@ -361,7 +369,7 @@ namespace deltaattn
 
             /// o += p·V for the query heads of KV heads [kv0, kv1) (`group` each, rows of
             /// `stride` probabilities in p) over positions [0, n) of the dense V cache `v`,
-            /// position-major: blocks of dense_block positions with every KV head of the
+            /// position-major: blocks of value_block positions with every KV head of the
             /// range inside each. In a token-major cache the heads of a position are
             /// adjacent, so this streams through memory instead of jumping a page per head
             /// row.
@@ -369,15 +377,16 @@ namespace deltaattn
             void position_major_values(tensor_view<const T> v, float const* p, std::size_t stride, std::size_t group, std::size_t kv0,
                                        std::size_t kv1, std::size_t d, std::size_t n, float* o) noexcept
             {
-                for (std::size_t j0 = 0; j0 < n; j0 += dense_block)
+                constexpr std::size_t block = value_block;
+                for (std::size_t j0 = 0; j0 < n; j0 += block)
                     for (std::size_t kv = kv0; kv < kv1; ++kv)
                     {
                         std::size_t const h0 = (kv - kv0) * group;
-                        prefetch_rows_far(v, kv, std::min(n, j0 + dense_ahead), std::min(n, j0 + dense_ahead + dense_block));
+                        prefetch_rows_far(v, kv, std::min(n, j0 + dense_ahead), std::min(n, j0 + dense_ahead + block));
                         if (j0 + dense_ahead < n)  // and the heads' probabilities (a step's scores outgrow L2 from n ~ 8k)
                             for (std::size_t h = h0; h < h0 + group; ++h)
-                                prefetch_far(p + h * stride + j0 + dense_ahead, std::min(dense_block, n - j0 - dense_ahead) * sizeof(float));
-                        exact_values<Arch>(dense_rows<T>{v.head(kv)}, p + h0 * stride, stride, group, d, j0, std::min(n, j0 + dense_block), o + h0 * d);
+                                prefetch_far(p + h * stride + j0 + dense_ahead, std::min(block, n - j0 - dense_ahead) * sizeof(float));
+                        exact_values<Arch>(dense_rows<T>{v.head(kv)}, p + h0 * stride, stride, group, d, j0, std::min(n, j0 + block), o + h0 * d);
                     }
             }
 
