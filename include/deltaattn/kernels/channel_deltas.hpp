@@ -286,12 +286,32 @@ namespace deltaattn
         /// (masks, offsets, values). 8, 16 and 32 rows measured alike, 16 best by a little.
         constexpr std::size_t delta_ahead = 16;
 
+        /**
+         * How many rows ahead the by-word kernels also pull a delta row's packed values
+         * into L2: two blocks, as the dense step pulls its rows two blocks ahead. The L1
+         * prefetch alone comes too late for rows that stream from memory: over 16384 rows
+         * of d 128 at 60% delta sparsity rotated through 64 copies (Zen 4), the fp32 key
+         * kernel took 28-30 ns a row against 20 ns from L3; 128 or 256 rows ahead in L2,
+         * 22-23 ns, and the value kernel 22 -> 19-20 ns. 64 rows ahead was no better than
+         * none, 1024 worse. (fp16 rows, half the bytes, were at their arithmetic's rate
+         * already: 19-20 ns a row either way.)
+         */
+        constexpr std::size_t delta_far = 2 * delta_block_rows;
+
         /// Pulls delta row j's packed values into L1.
         template <class Cache>
         void prefetch_delta_row(Cache const& cache, std::size_t j) noexcept
         {
             auto const row = cache.delta(j);
             prefetch(row.values, row.nnz * sizeof(*row.values));
+        }
+
+        /// Pulls delta row j's packed values into L2.
+        template <class Cache>
+        void prefetch_delta_row_far(Cache const& cache, std::size_t j) noexcept
+        {
+            auto const row = cache.delta(j);
+            prefetch_far(row.values, row.nnz * sizeof(*row.values));
         }
 
         /// The first packed value of a row's mask word `word`: past the values of the
@@ -356,7 +376,11 @@ namespace deltaattn
                             for (std::size_t h = 0; h < H; ++h)
                                 acc[h] = word == 0 ? ops::zero() : products[h][i];
                             if (word == 0 && j + delta_ahead < end)
+                            {
                                 prefetch_delta_row(cache, j + delta_ahead);
+                                if (j + delta_far < end)
+                                    prefetch_delta_row_far(cache, j + delta_far);
+                            }
                             if (j == keyframe_at)  // restarts the prefix below: no delta to add
                                 keyframe_at = cache.next_keyframe(j + 1);
                             else
@@ -543,7 +567,11 @@ namespace deltaattn
                     add_rows(b1 - b0, [&](std::size_t i, std::size_t word, reg(&acc)[H][groups]) {
                         std::size_t const m = b0 + i;
                         if (word == 0 && m >= first + delta_ahead)
+                        {
                             prefetch_delta_row(cache, m - delta_ahead);
+                            if (m >= first + delta_far)
+                                prefetch_delta_row_far(cache, m - delta_far);
+                        }
                         if (keyframe[i])
                             return add_dense_row(cache.keyframe_row(m), suffix[i], word, acc);
                         auto const row = cache.delta(m);
