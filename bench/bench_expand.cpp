@@ -206,26 +206,30 @@ namespace
     int const registered = register_all();
 }  // namespace
 
-// ---- the decode kernels' delta loops, on a cache that fits in L2 ------------------------
+// ---- the decode kernels' delta loops, from L2 and from memory ---------------------------
 //
 // delta_rows/<scores|values>/<f32|f16>/kept:<k>: channel_delta_scores (q·k̂ prefix sums,
 // GQA 4) and channel_delta_values (suffix sums of p·Δv) over 1024 delta rows of d 128,
-// target sparsity 1 - k%. time_per_group is per 16-channel register of the rows, so it
-// compares with the expand/ cases: the difference is what the loops add around the
-// expansion and its four FMAs.
+// target sparsity 1 - k%, a cache that stays in L2. time_per_group is per 16-channel
+// register of the rows, so it compares with the expand/ cases: the difference is what the
+// loops add around the expansion and its four FMAs.
+// delta_rows/<scores|values>_streamed/<f32|f16>/kept:40: the same loops over 16384 rows in
+// 64 copies of the cache (160-290 MB), one per call in turn, so the rows come from memory
+// as a long context's do; against the L2 cases, what the loops' prefetches leave exposed.
 namespace
 {
     template <class T>
     struct delta_rows_case
     {
-        static constexpr std::size_t d = 128, n = 1024, heads = 4;
-        basic_delta_cache<T> cache;
+        static constexpr std::size_t d = 128, heads = 4;
+        std::size_t n;
+        std::vector<basic_delta_cache<T>> copies;
         std::vector<float> q, start, p, scores, out, converted;
 
-        explicit delta_rows_case(int kept)
-            : cache(d, n, rows_options(), target_sparsity{1.0f - kept / 100.0f}), q(heads * d), start(heads, 0.25f), p(heads * n),
-              scores(heads * n), out(heads * d), converted(d + kernels::expand_padding)
+        delta_rows_case(int kept, std::size_t rows, std::size_t count)
+            : n(rows), q(heads * d), start(heads, 0.25f), p(heads * n), scores(heads * n), out(heads * d), converted(d + kernels::expand_padding)
         {
+            basic_delta_cache<T> cache(d, n, rows_options(), target_sparsity{1.0f - kept / 100.0f});
             std::mt19937 rng(7);
             std::normal_distribution<float> step(0.0f, 0.1f);
             std::vector<float> keys(n * d), key(d, 0.0f);
@@ -233,10 +237,11 @@ namespace
                 for (std::size_t c = 0; c < d; ++c)
                     keys[j * d + c] = key[c] += step(rng);
             cache.append(matrix_view<const float>{keys.data(), n, d, d});
+            copies.assign(count, cache);
             for (auto& x : q)
                 x = step(rng);
             for (auto& x : p)
-                x = 1.0f / n;
+                x = 1.0f / static_cast<float>(n);
         }
 
         static hybrid_options rows_options()
@@ -247,26 +252,32 @@ namespace
         }
 
         std::size_t groups() const { return (n - rows_options().sinks) * (d / width); }
+
+        /// One call of the key or value loop over copy c.
+        template <bool Values>
+        void run(std::size_t c)
+        {
+            float const* qh[heads] = {q.data(), q.data() + d, q.data() + 2 * d, q.data() + 3 * d};
+            std::size_t const first = rows_options().sinks;
+            kernels::with_expand_form<arch>([&](auto form) {
+                if constexpr (Values)
+                    return kernels::channel_delta_values<arch, decltype(form)::value>(copies[c], p.data(), n, heads, first, n, out.data(),
+                                                                                    converted.data());
+                else
+                    return kernels::channel_delta_scores<arch, decltype(form)::value>(copies[c], qh, heads, start.data(), first, n, scores.data(),
+                                                                                    n, converted.data());
+            });
+        }
     };
 
     template <class T, bool Values>
-    void delta_rows(benchmark::State& state, int kept)
+    void time_delta_rows(benchmark::State& state, delta_rows_case<T>& in)
     {
-        // Not const: the kernels write the cases' score and output buffers.
-        static delta_rows_case<T> by_kept[] = {delta_rows_case<T>(20), delta_rows_case<T>(40), delta_rows_case<T>(60)};
-        auto& in = by_kept[kept / 20 - 1];
-        constexpr std::size_t heads = delta_rows_case<T>::heads, n = delta_rows_case<T>::n, d = delta_rows_case<T>::d;
-        float const* qh[heads] = {in.q.data(), in.q.data() + d, in.q.data() + 2 * d, in.q.data() + 3 * d};
-        std::size_t const first = delta_rows_case<T>::rows_options().sinks;
+        for (std::size_t c = 0; c < in.copies.size(); ++c)  // each copy read once first (a cache a step reads is never cold)
+            in.template run<Values>(c);
+        std::size_t i = 0;
         for (auto _ : state)
-            kernels::with_expand_form<arch>([&](auto form) {
-                if constexpr (Values)
-                    return kernels::channel_delta_values<arch, decltype(form)::value>(in.cache, in.p.data(), n, heads, first, n, in.out.data(),
-                                                                                    in.converted.data());
-                else
-                    return kernels::channel_delta_scores<arch, decltype(form)::value>(in.cache, qh, heads, in.start.data(), first, n,
-                                                                                    in.scores.data(), n, in.converted.data());
-            });
+            in.template run<Values>(i++ % in.copies.size());
         benchmark::DoNotOptimize(in.scores.data());
         benchmark::DoNotOptimize(in.out.data());
         using counter = benchmark::Counter;
@@ -274,9 +285,25 @@ namespace
         state.SetLabel(std::string(active_arch_name()));
     }
 
+    template <class T, bool Values>
+    void delta_rows(benchmark::State& state, int kept)
+    {
+        // Not const: the kernels write the cases' score and output buffers.
+        static delta_rows_case<T> by_kept[] = {delta_rows_case<T>(20, 1024, 1), delta_rows_case<T>(40, 1024, 1), delta_rows_case<T>(60, 1024, 1)};
+        time_delta_rows<T, Values>(state, by_kept[kept / 20 - 1]);
+    }
+
+    template <class T, bool Values>
+    void streamed_delta_rows(benchmark::State& state)
+    {
+        static delta_rows_case<T> rows(40, 16384, 64);
+        time_delta_rows<T, Values>(state, rows);
+    }
+
     int register_delta_rows()
     {
-        if constexpr (kernels::has_fast_expand<arch>())  // the channel loops run on AVX-512 only
+        if constexpr (kernels::has_fast_expand<arch>())  // the channel loops run on AVX-512 and AVX2 only
+        {
             for (int kept : {20, 40, 60})
             {
                 std::string const f32 = "/f32/kept:" + std::to_string(kept), f16 = "/f16/kept:" + std::to_string(kept);
@@ -285,6 +312,11 @@ namespace
                 benchmark::RegisterBenchmark(("delta_rows/scores" + f16).c_str(), delta_rows<float16, false>, kept);
                 benchmark::RegisterBenchmark(("delta_rows/values" + f16).c_str(), delta_rows<float16, true>, kept);
             }
+            benchmark::RegisterBenchmark("delta_rows/scores_streamed/f32/kept:40", streamed_delta_rows<float, false>);
+            benchmark::RegisterBenchmark("delta_rows/values_streamed/f32/kept:40", streamed_delta_rows<float, true>);
+            benchmark::RegisterBenchmark("delta_rows/scores_streamed/f16/kept:40", streamed_delta_rows<float16, false>);
+            benchmark::RegisterBenchmark("delta_rows/values_streamed/f16/kept:40", streamed_delta_rows<float16, true>);
+        }
         return 0;
     }
 
