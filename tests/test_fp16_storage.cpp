@@ -4,7 +4,9 @@
 //    stays within the analytic bound of fp16 rounding from the fp32 result;
 //  - layer_kv_cache_f16 (prefill in chunks, then decode steps) equals the oracle of
 //    fp16 storage (reference::hybrid_attention<float16>); its bytes are the analytic
-//    count; it refuses keys that overflow binary16, changing nothing.
+//    count; it refuses keys that overflow binary16, changing nothing;
+//  - the one-call hybrid_attention on float16 K/V views (keys only, keys and values)
+//    equals that oracle on the widened halves, and refuses a non-finite half by name.
 #include "catch.hpp"
 #include "tester.hpp"
 
@@ -300,4 +302,66 @@ TEMPLATE_LIST_TEST_CASE("layer_key_cache_f16 over a binary16 V cache equals the 
     CHECK(max_abs_diff(got, expected) <= tolerance(expected));
     CHECK(stats.kcache_dense_bytes == sizeof(float16) * c.positions * c.dim * c.kv_heads);
     CHECK(stats.kcache_bytes == cache.bytes());
+}
+
+TEMPLATE_LIST_TEST_CASE("one-call hybrid_attention on float16 K/V equals the fp16 oracle, keys only and keys and values", "[fp16][hybrid]",
+                        tested_archs)
+{
+    std::size_t const queries = GENERATE(1, 37, 70);  // a decode step, a tail, the whole sequence
+    bool const with_values = GENERATE(false, true);
+    attention_case c;
+    c.positions = 70;
+    c.q_heads = 8;
+    c.dim = 64;
+    c.options.sinks = 2;
+    c.options.window = 9;
+    c.options.keyframe_interval = 20;
+    c.policy = relative_threshold{0.35f};
+    delta_policy const value_policy = relative_threshold{0.5f};
+    INFO(arch_name<TestType>() << " queries " << queries << (with_values ? " keys and values " : " keys only ") << c.describe());
+    auto const in = c.inputs();
+    auto const k16 = to_halves(in.k), v16 = to_halves(in.v);
+    auto const k = make_token_major<const float16>(k16.data(), c.positions, c.kv_heads, c.dim);
+    auto const v = make_token_major<const float16>(v16.data(), c.positions, c.kv_heads, c.dim);
+    auto const halves = widened(in);  // what the halves hold, as floats: the oracle's input
+    std::size_t const first = c.positions - queries;
+    auto const q = in.q_view().slice_positions(first, queries);
+    std::vector<float> got, expected;
+    auto const got_view = in.make_output(got).slice_positions(first, queries);
+    auto const expected_view = in.make_output(expected).slice_positions(first, queries);
+    attention_stats stats;
+    if (with_values)
+    {
+        hybrid_attention<TestType>(q, k, v, got_view, c.options, c.policy, value_policy, &stats);
+        reference::hybrid_attention<float16>(q, halves.k_view(), halves.v_view(), expected_view, c.options, c.policy, value_policy);
+        CHECK(stats.vcache_dense_bytes == sizeof(float16) * c.positions * c.dim * c.kv_heads);
+    }
+    else
+    {
+        hybrid_attention<TestType>(q, k, v, got_view, c.options, c.policy, &stats);
+        reference::hybrid_attention<float16>(q, halves.k_view(), halves.v_view(), expected_view, c.options, c.policy);
+    }
+    CHECK(max_abs_diff(got, expected) <= tolerance(expected));
+    CHECK(stats.kcache_dense_bytes == sizeof(float16) * c.positions * c.dim * c.kv_heads);
+    CHECK(stats.prefill.queries == queries * c.q_heads);
+}
+
+TEST_CASE("one-call hybrid_attention on float16 K/V refuses a non-finite half by name and writes nothing", "[fp16][validation]")
+{
+    hybrid_options o;
+    o.sinks = 1;
+    o.window = 2;
+    o.check_finite = true;
+    std::size_t const n = 6, d = 4;
+    std::vector<float> q(n * d, 0.5f), out(n * d, -7.0f);
+    std::vector<float16> k(n * d, from_float<float16>(0.25f)), v(n * d, from_float<float16>(1.0f));
+    auto const qv = make_token_major<const float>(q.data(), n, 1, d);
+    auto const kv = make_token_major<const float16>(k.data(), n, 1, d), vv = make_token_major<const float16>(v.data(), n, 1, d);
+    auto const ov = make_token_major(out.data(), n, 1, d);
+    k[9] = float16{0x7C00};  // +infinity
+    CHECK_THROWS_WITH(hybrid_attention(qv, kv, vv, ov, o, fixed_threshold{0.1f}), Catch::Contains("k") && Catch::Contains("non-finite"));
+    k[9] = from_float<float16>(0.25f);
+    v[13] = float16{0x7E00};  // NaN
+    CHECK_THROWS_WITH(hybrid_attention(qv, kv, vv, ov, o, fixed_threshold{0.1f}, fixed_threshold{0.1f}), Catch::Contains("v") && Catch::Contains("non-finite"));
+    CHECK(std::all_of(out.begin(), out.end(), [](float x) { return x == -7.0f; }));
 }

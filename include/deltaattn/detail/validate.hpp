@@ -6,6 +6,8 @@
 #ifndef DELTAATTN_DETAIL_VALIDATE_HPP
 #define DELTAATTN_DETAIL_VALIDATE_HPP
 
+#include "../fp16.hpp"
+
 #include <cmath>
 #include <cstddef>
 #include <sstream>
@@ -55,7 +57,7 @@ namespace deltaattn
             {
                 auto const* r = m.row(i);
                 for (std::size_t c = 0; c < m.cols; ++c)
-                    if (!std::isfinite(r[c]))
+                    if (!std::isfinite(to_float(r[c])))  // (float or float16 rows)
                     {
                         std::ostringstream s;
                         s << "holds a non-finite value at row " << i << ", channel " << c;

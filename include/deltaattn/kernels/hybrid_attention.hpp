@@ -16,6 +16,7 @@
 #include "dense_attention.hpp"
 #include "stored_chunk.hpp"
 
+#include <algorithm>
 #include <type_traits>
 #include <vector>
 
@@ -23,12 +24,13 @@ namespace deltaattn
 {
     namespace detail
     {
-        /// The checks of a whole-sequence call: shapes, options, policies, finiteness.
-        template <class... Policies>
-        void check_sequence(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
+        /// The checks of a whole-sequence call: shapes, options, policies, finiteness. K and
+        /// V as float or float16.
+        template <class T, class... Policies>
+        void check_sequence(tensor_view<const float> q, tensor_view<const T> k, tensor_view<const T> v, tensor_view<float> out,
                             hybrid_options const& options, Policies const&... policies)
         {
-            check_attention_shapes(q, k, v, out);
+            check_attention_shapes_of<T>(q, k, v, out);
             validate_options(options);
             (validate_policy(policies, q.dim), ...);
             if (options.check_finite)
@@ -37,6 +39,22 @@ namespace deltaattn
                 require_finite_tensor(k, "k");
                 require_finite_tensor(v, "v");
             }
+        }
+
+        /// A float copy of a binary16 tensor, token-major (exact: every half is a float).
+        inline std::vector<float> widened(tensor_view<const float16> t)
+        {
+            std::vector<float> copy(t.positions * t.heads * t.dim);
+            for (std::size_t r = 0; r < t.positions; ++r)
+                for (std::size_t h = 0; h < t.heads; ++h)
+                    std::transform(t.at(r, h), t.at(r, h) + t.dim, copy.begin() + static_cast<std::ptrdiff_t>((r * t.heads + h) * t.dim),
+                                   [](float16 x) { return to_float(x); });
+            return copy;
+        }
+
+        inline tensor_view<const float> token_major_like(std::vector<float> const& copy, tensor_view<const float16> t) noexcept
+        {
+            return make_token_major(copy.data(), t.positions, t.heads, t.dim);
         }
 
         template <class T>
@@ -416,6 +434,29 @@ namespace deltaattn
     /// The delta K caches of one layer in binary16, over a binary16 V cache (fp32 compute).
     using layer_key_cache_f16 = basic_layer_key_cache<float16>;
 
+    namespace detail
+    {
+        /// hybrid_attention after its checks: keys as floats, stored as T; V read as T.
+        template <class Arch, class T>
+        void hybrid_attention_of(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const T> v, tensor_view<float> out,
+                                 hybrid_options const& options, delta_policy const& policy, attention_stats* stats, parallel_executor const& executor)
+        {
+            std::size_t const skipped = k.positions - q.positions;  // keys before the first query
+            basic_layer_key_cache<T> cache(k.heads, k.dim, k.positions, options, policy);
+            cache.set_executor(executor);
+            cache.append(k.slice_positions(0, skipped));
+            attention_stats local;
+            cache.template prefill<Arch>(q, k.slice_positions(skipped, q.positions), v, out, &local);
+            if (stats)
+            {
+                stats->prefill += local.prefill;
+                stats->keys = local.keys;
+                stats->kcache_bytes = local.kcache_bytes;
+                stats->kcache_dense_bytes = local.kcache_dense_bytes;
+            }
+        }
+    }  // namespace detail
+
     /**
      * Hybrid attention of a whole sequence in one call: q and out n_q x Hq x d, k and v
      * n_kv x Hkv x d, query row r at position n_kv - n_q + r (as `dense_attention`).
@@ -427,19 +468,24 @@ namespace deltaattn
                           parallel_executor const& executor = {})
     {
         detail::check_sequence(q, k, v, out, options, policy);
-        std::size_t const skipped = k.positions - q.positions;  // keys before the first query
-        layer_key_cache cache(k.heads, k.dim, k.positions, options, policy);
-        cache.set_executor(executor);
-        cache.append(k.slice_positions(0, skipped));
-        attention_stats local;
-        cache.prefill<Arch>(q, k.slice_positions(skipped, q.positions), v, out, &local);
-        if (stats)
-        {
-            stats->prefill += local.prefill;
-            stats->keys = local.keys;
-            stats->kcache_bytes = local.kcache_bytes;
-            stats->kcache_dense_bytes = local.kcache_dense_bytes;
-        }
+        detail::hybrid_attention_of<Arch, float>(q, k, v, out, options, policy, stats, executor);
+    }
+
+    /**
+     * As above, on binary16 K and V (an engine's fp16 cache, viewed in place): keys stored
+     * as `layer_key_cache_f16` stores them, V read as it is. The keys are widened into one
+     * float copy first (n_kv x Hkv x d floats), since a cache builds its delta rows from
+     * float keys; widening is exact, so this is hybrid attention of exactly those halves
+     * (the oracle: `reference::hybrid_attention<float16>` on the widened K and V).
+     */
+    template <class Arch = default_arch>
+    void hybrid_attention(tensor_view<const float> q, tensor_view<const float16> k, tensor_view<const float16> v, tensor_view<float> out,
+                          hybrid_options const& options, delta_policy const& policy, attention_stats* stats = nullptr,
+                          parallel_executor const& executor = {})
+    {
+        detail::check_sequence(q, k, v, out, options, policy);
+        std::vector<float> const keys = detail::widened(k);
+        detail::hybrid_attention_of<Arch, float16>(q, detail::token_major_like(keys, k), v, out, options, policy, stats, executor);
     }
 }  // namespace deltaattn
 

@@ -238,6 +238,33 @@ namespace deltaattn
     /// Delta K and V caches of one layer, binary16 storage (fp32 compute).
     using layer_kv_cache_f16 = basic_layer_kv_cache<float16>;
 
+    namespace detail
+    {
+        /// The keys-and-values hybrid_attention after its checks: K and V as floats, stored as T.
+        template <class Arch, class T>
+        void hybrid_attention_of(tensor_view<const float> q, tensor_view<const float> k, tensor_view<const float> v, tensor_view<float> out,
+                                 hybrid_options const& options, delta_policy const& key_policy, delta_policy const& value_policy,
+                                 attention_stats* stats, parallel_executor const& executor)
+        {
+            std::size_t const skipped = k.positions - q.positions;  // keys before the first query
+            basic_layer_kv_cache<T> cache(k.heads, k.dim, k.positions, options, key_policy, value_policy);
+            cache.set_executor(executor);
+            attention_stats local;
+            cache.append(k.slice_positions(0, skipped), v.slice_positions(0, skipped));
+            cache.template prefill<Arch>(q, k.slice_positions(skipped, q.positions), v.slice_positions(skipped, q.positions), out, &local);
+            if (stats)
+            {
+                stats->prefill += local.prefill;
+                stats->keys = local.keys;
+                stats->values = local.values;
+                stats->kcache_bytes = local.kcache_bytes;
+                stats->kcache_dense_bytes = local.kcache_dense_bytes;
+                stats->vcache_bytes = local.vcache_bytes;
+                stats->vcache_dense_bytes = local.vcache_dense_bytes;
+            }
+        }
+    }  // namespace detail
+
     /**
      * Hybrid attention of a whole sequence with delta keys *and* delta values (SPEC.md
      * §6.1): as `hybrid_attention` (q and out n_q x Hq x d, k and v n_kv x Hkv x d, query
@@ -249,22 +276,24 @@ namespace deltaattn
                           attention_stats* stats = nullptr, parallel_executor const& executor = {})
     {
         detail::check_sequence(q, k, v, out, options, key_policy, value_policy);
-        std::size_t const skipped = k.positions - q.positions;  // keys before the first query
-        layer_kv_cache cache(k.heads, k.dim, k.positions, options, key_policy, value_policy);
-        cache.set_executor(executor);
-        attention_stats local;
-        cache.append(k.slice_positions(0, skipped), v.slice_positions(0, skipped));
-        cache.prefill<Arch>(q, k.slice_positions(skipped, q.positions), v.slice_positions(skipped, q.positions), out, &local);
-        if (stats)
-        {
-            stats->prefill += local.prefill;
-            stats->keys = local.keys;
-            stats->values = local.values;
-            stats->kcache_bytes = local.kcache_bytes;
-            stats->kcache_dense_bytes = local.kcache_dense_bytes;
-            stats->vcache_bytes = local.vcache_bytes;
-            stats->vcache_dense_bytes = local.vcache_dense_bytes;
-        }
+        detail::hybrid_attention_of<Arch, float>(q, k, v, out, options, key_policy, value_policy, stats, executor);
+    }
+
+    /**
+     * As above, on binary16 K and V (an engine's fp16 cache, viewed in place), stored as
+     * `layer_kv_cache_f16` stores them. K and V are widened into float copies first
+     * (2 x n_kv x Hkv x d floats: a cache builds its delta rows from floats); widening is
+     * exact, so the oracle is `reference::hybrid_attention<float16>` on the widened K and V.
+     */
+    template <class Arch = default_arch>
+    void hybrid_attention(tensor_view<const float> q, tensor_view<const float16> k, tensor_view<const float16> v, tensor_view<float> out,
+                          hybrid_options const& options, delta_policy const& key_policy, delta_policy const& value_policy,
+                          attention_stats* stats = nullptr, parallel_executor const& executor = {})
+    {
+        detail::check_sequence(q, k, v, out, options, key_policy, value_policy);
+        std::vector<float> const keys = detail::widened(k), values = detail::widened(v);
+        detail::hybrid_attention_of<Arch, float16>(q, detail::token_major_like(keys, k), detail::token_major_like(values, v), out, options,
+                                                   key_policy, value_policy, stats, executor);
     }
 }  // namespace deltaattn
 
