@@ -252,7 +252,7 @@ TEMPLATE_LIST_TEST_CASE("per-head hybrid_decode on delta K and V caches matches 
 {
     kv_case k;
     k.c.positions = 60;
-    k.c.dim = GENERATE(32, 64, 80, 128);  // decode kernels differ below, at and past 64-channel words
+    k.c.dim = GENERATE(32, 64, 80, 96, 128);  // decode kernels differ below, at and past 64-channel words
     k.c.q_heads = GENERATE(4, 12);         // 2 and 6 heads per KV head: one or two passes of four
     k.c.kv_heads = 2;
     k.c.options.sinks = 3;

@@ -325,8 +325,28 @@ namespace deltaattn
             return value;
         }
 
+        /// Registers of channels in mask word `word` of a d-channel row: 64 / width, fewer
+        /// in the last word where d is not a multiple of 64 (d 96: 4 and 2 on AVX-512).
+        template <class Arch>
+        std::size_t live_groups(std::size_t d, std::size_t word) noexcept
+        {
+            constexpr std::size_t w = arch_traits<Arch>::width;
+            return std::min(64 / w, (d - word * 64) / w);
+        }
+
+        /// f(std::false_type) for a whole word (every group live), f(std::true_type) for a
+        /// partial last word: the kernels test `g < live` only where it can fail.
+        template <class F>
+        decltype(auto) with_word_kind(bool partial, F&& f)
+        {
+            if (partial)
+                return f(std::true_type{});
+            return f(std::false_type{});
+        }
+
         /**
-         * As channel_delta_scores_by, a 64-channel mask word at a time, for d % 64 == 0:
+         * As channel_delta_scores_by, a 64-channel mask word at a time, for d a multiple of
+         * the register width (a partial last word where d is not a multiple of 64):
          * the pass's queries for one word stay in registers (H x 64 / width of them; AVX2
          * spills some) while every row's registers of that word are expanded and
          * multiplied, as the values do in channel_delta_values_by. The rows go in blocks
@@ -346,7 +366,7 @@ namespace deltaattn
             using reg = typename ops::reg;
             constexpr std::size_t w = ops::width, groups = 64 / w, rows = delta_block_rows;
             static_assert(64 % w == 0 && rows % w == 0, "a mask word holds whole registers; a block, whole reductions");
-            std::size_t const d = cache.dim(), words = d / 64;
+            std::size_t const d = cache.dim(), words = (d + 63) / 64;
             std::uint64_t macs = 0;
             reg products[H][rows];  // per head, each row's products summed over the words so far
             for (std::size_t h0 = 0; h0 < heads; h0 += H)
@@ -359,14 +379,14 @@ namespace deltaattn
                 {
                     std::size_t const b1 = std::min(end, b0 + rows);
                     for (std::size_t word = 0; word < words; ++word)
-                    {
-                        std::size_t const c0 = word * 64;
+                      with_word_kind(live_groups<Arch>(d, word) < groups, [&](auto partial) {
+                        std::size_t const c0 = word * 64, live = live_groups<Arch>(d, word);
                         reg qw[H][groups];
                         DELTAATTN_UNROLL
                         for (std::size_t h = 0; h < H; ++h)
                             DELTAATTN_UNROLL
                             for (std::size_t g = 0; g < groups; ++g)
-                                qw[h][g] = ops::load(qh[h] + c0 + g * w);
+                                qw[h][g] = decltype(partial)::value && g >= live ? ops::zero() : ops::load(qh[h] + c0 + g * w);
                         std::size_t keyframe_at = cache.next_keyframe(b0);
                         for (std::size_t j = b0; j < b1; ++j)
                         {
@@ -391,6 +411,8 @@ namespace deltaattn
                                 DELTAATTN_UNROLL
                                 for (std::size_t g = 0; g < groups; ++g)
                                 {
+                                    if (decltype(partial)::value && g >= live)  // past d
+                                        break;
                                     // Empty groups are expanded too (to zeros): at 80% delta
                                     // sparsity 3% of them are empty, and a branch that skipped them
                                     // mispredicted enough to make the step slower than at 60%.
@@ -404,7 +426,7 @@ namespace deltaattn
                             for (std::size_t h = 0; h < H; ++h)
                                 products[h][i] = acc[h];
                         }
-                    }
+                      });
                     // The block's dots, `width` rows per transpose-add.
                     std::size_t const count = b1 - b0;
                     for (std::size_t h = 0; h < hn; ++h)
@@ -434,14 +456,21 @@ namespace deltaattn
             return macs;
         }
 
-        /// As above (by mask words where d % 64 == 0); passes of four heads, or of two where
+        /// Can the by-word kernels take rows of d channels on Arch (whole registers)?
+        template <class Arch>
+        constexpr bool by_words(std::size_t d) noexcept
+        {
+            return d % arch_traits<Arch>::width == 0;
+        }
+
+        /// As above (by mask words where by_words); passes of four heads, or of two where
         /// a KV head has no more (GQA 2 and MHA would otherwise spend half of each pass's
         /// FMAs on padding).
         template <class Arch, expand_form Form, class Cache>
         std::uint64_t channel_delta_scores(Cache const& cache, float const* const* q, std::size_t heads, float const* start, std::size_t first,
                                            std::size_t end, float* scores, std::size_t stride, float* converted) noexcept
         {
-            if (cache.dim() % 64 == 0 && expands_stored<Arch, typename Cache::element_type>())
+            if (by_words<Arch>(cache.dim()) && expands_stored<Arch, typename Cache::element_type>())
             {
                 if (heads <= 2)
                     return channel_delta_scores_by_words<Arch, Form, 2>(cache, q, heads, start, first, end, scores, stride);
@@ -491,7 +520,7 @@ namespace deltaattn
          * added to o ([head][channel]): suffix sums P_h(m) of each segment, walked
          * backwards, a 64-channel mask word at a time so that the accumulators of H
          * heads stay in registers (H x 64 / width: AVX-512's 32 hold them, AVX2's 16
-         * spill some to L1). For d % 64 == 0.
+         * spill some to L1). For d a multiple of the register width (see by_words).
          * The rows go in blocks of delta_block_rows, from the last: a block's suffix
          * weights are summed once, then every word of the block runs before the next
          * block, so the words after the first read the block's rows from L1. `p` is
@@ -506,7 +535,7 @@ namespace deltaattn
             using reg = typename ops::reg;
             constexpr std::size_t w = ops::width, groups = 64 / w, rows = delta_block_rows;
             static_assert(64 % w == 0, "a mask word holds whole registers");
-            std::size_t const d = cache.dim(), words = d / 64;
+            std::size_t const d = cache.dim(), words = (d + 63) / 64;
             std::uint64_t macs = 0;
             for (std::size_t h0 = 0; h0 < heads; h0 += H)
             {
@@ -514,32 +543,37 @@ namespace deltaattn
                 float const* ph[H];
                 for (std::size_t h = 0; h < H; ++h)
                     ph[h] = p + (h0 + (h < hn ? h : 0)) * stride;
-                // Adds Σ_rows weight * row to o's heads, one word at a time. `row_at(i, word, acc)`
-                // adds row i's share of a word to the word's accumulators.
+                // Adds Σ_rows weight * row to o's heads, one word at a time. `row_at(i, word,
+                // acc, partial)` adds row i's share of a word to the word's accumulators (only
+                // its live groups where `partial`: the last word of a d not a multiple of 64).
                 auto const add_rows = [&](std::size_t count, auto&& row_at) {
                     for (std::size_t word = 0; word < words; ++word)
-                    {
-                        reg acc[H][groups];
-                        for (auto& head : acc)
-                            for (auto& a : head)
-                                a = ops::zero();
-                        for (std::size_t i = count; i-- > 0;)
-                            row_at(i, word, acc);
-                        DELTAATTN_UNROLL
-                        for (std::size_t h = 0; h < H; ++h)  // whole, so that acc stays in registers
-                            if (h < hn)
-                                DELTAATTN_UNROLL
-                                for (std::size_t g = 0; g < groups; ++g)
-                                {
-                                    float* out = o + (h0 + h) * d + word * 64 + g * w;
-                                    ops::store(out, ops::add(ops::load(out), acc[h][g]));
-                                }
-                    }
+                        with_word_kind(live_groups<Arch>(d, word) < groups, [&](auto partial) {
+                            std::size_t const live = live_groups<Arch>(d, word);
+                            reg acc[H][groups];
+                            for (auto& head : acc)
+                                for (auto& a : head)
+                                    a = ops::zero();
+                            for (std::size_t i = count; i-- > 0;)
+                                row_at(i, word, acc, partial);
+                            DELTAATTN_UNROLL
+                            for (std::size_t h = 0; h < H; ++h)  // whole, so that acc stays in registers
+                                if (h < hn)
+                                    DELTAATTN_UNROLL
+                                    for (std::size_t g = 0; g < groups; ++g)
+                                        if (!decltype(partial)::value || g < live)
+                                        {
+                                            float* out = o + (h0 + h) * d + word * 64 + g * w;
+                                            ops::store(out, ops::add(ops::load(out), acc[h][g]));
+                                        }
+                        });
                 };
-                auto const add_dense_row = [&](float const* row, float const* weight, std::size_t word, reg (&acc)[H][groups]) {
+                auto const add_dense_row = [&](float const* row, float const* weight, std::size_t word, reg (&acc)[H][groups], auto partial) {
+                    std::size_t const live = live_groups<Arch>(d, word);
                     for (std::size_t h = 0; h < H; ++h)
                         for (std::size_t g = 0; g < groups; ++g)
-                            acc[h][g] = ops::fma(ops::broadcast(weight[h]), ops::load(row + word * 64 + g * w), acc[h][g]);
+                            if (!decltype(partial)::value || g < live)
+                                acc[h][g] = ops::fma(ops::broadcast(weight[h]), ops::load(row + word * 64 + g * w), acc[h][g]);
                 };
                 float mass[H] = {};  // P_h(m): the suffix of the segment m lies in
                 std::size_t keyframe_at = cache.previous_keyframe(end - 1);
@@ -564,7 +598,7 @@ namespace deltaattn
                         else
                             macs += hn * cache.delta(m).nnz;
                     }
-                    add_rows(b1 - b0, [&](std::size_t i, std::size_t word, reg(&acc)[H][groups]) {
+                    add_rows(b1 - b0, [&](std::size_t i, std::size_t word, reg(&acc)[H][groups], auto partial) {
                         std::size_t const m = b0 + i;
                         if (word == 0 && m >= first + delta_ahead)
                         {
@@ -573,7 +607,7 @@ namespace deltaattn
                                 prefetch_delta_row_far(cache, m - delta_far);
                         }
                         if (keyframe[i])
-                            return add_dense_row(cache.keyframe_row(m), suffix[i], word, acc);
+                            return add_dense_row(cache.keyframe_row(m), suffix[i], word, acc, partial);
                         auto const row = cache.delta(m);
                         std::uint64_t const bits = row.mask[word];
                         if (bits == 0)
@@ -588,8 +622,11 @@ namespace deltaattn
                         reg weights[H];
                         for (std::size_t h = 0; h < H; ++h)
                             weights[h] = ops::broadcast(suffix[i][h]);
+                        std::size_t const live = live_groups<Arch>(d, word);
                         for (std::size_t g = 0; g < groups; ++g)
                         {
+                            if (decltype(partial)::value && g >= live)  // past d
+                                break;
                             reg const delta = expand_word_group<Arch, Form>(row.mask + word, g, value);  // empty groups too (scores_by_words)
                             for (std::size_t h = 0; h < H; ++h)
                                 acc[h][g] = ops::fma(weights[h], delta, acc[h][g]);
@@ -598,7 +635,9 @@ namespace deltaattn
                     b1 = b0;
                 }
                 // P(S) v̂_{S-1}: the mass left at the region's first row.
-                add_rows(1, [&](std::size_t, std::size_t word, reg(&acc)[H][groups]) { add_dense_row(cache.base_row(), mass, word, acc); });
+                add_rows(1, [&](std::size_t, std::size_t word, reg(&acc)[H][groups], auto partial) {
+                    add_dense_row(cache.base_row(), mass, word, acc, partial);
+                });
                 macs += hn * d;
             }
             return macs;

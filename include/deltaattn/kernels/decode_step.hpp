@@ -600,7 +600,7 @@ namespace deltaattn
                 // walked backwards, heads in lanes (accT is [channel][lane]).
                 auto const& cache = *values.cache;
                 float* const converted = ws.converted.data();
-                bool const by_words = by_channel && d % 64 == 0;
+                bool const by_words = by_channel && kernels::by_words<Arch>(d);
                 if (by_words && hybrid)
                     pv_macs += with_expand_form<Arch>([&](auto form) {
                         return channel_delta_values<Arch, decltype(form)::value>(cache, s, stride, heads, delta_first, delta_end, o, converted);
