@@ -1,7 +1,7 @@
 // deltaattn-eval's pieces: the .npy reader/writer (round trip, every malformed file
 // named), and evaluate() against the oracle (prefill only, prefill + decode, delta
-// values), its counters against the analytic counts, its per-head sparsity and its
-// score bound against the reference's.
+// values, binary16 storage), its counters against the analytic counts, its per-head
+// sparsity and its score bound against the reference's.
 #include "catch.hpp"
 #include "tester.hpp"
 
@@ -97,6 +97,32 @@ namespace
         c.options.window = 12;
         return c;
     }
+
+    /// Settings of an oracle-checked case: its options and key policy, delta values with
+    /// θ_v 0.05 when `values`.
+    eval_settings settings_of(attention_case const& c, std::size_t prompt, bool values)
+    {
+        eval_settings s;
+        s.options = c.options;
+        s.policy = c.policy;
+        s.prompt = prompt;
+        if (values)
+            s.value_theta = 0.05f;
+        return s;
+    }
+
+    /// The oracle of settings_of's case, for storage element T.
+    template <class T>
+    std::vector<float> oracle_of(qkv_data const& in, attention_case const& c, bool values)
+    {
+        std::vector<float> expected;
+        auto view = in.make_output(expected);
+        if (values)
+            reference::hybrid_attention<T>(in.q_view(), in.k_view(), in.v_view(), view, c.options, c.policy, fixed_threshold{0.05f});
+        else
+            reference::hybrid_attention<T>(in.q_view(), in.k_view(), in.v_view(), view, c.options, c.policy);
+        return expected;
+    }
 }  // namespace
 
 TEST_CASE("evaluate matches the oracle, prefill only and prefill + decode", "[tools][eval]")
@@ -107,20 +133,8 @@ TEST_CASE("evaluate matches the oracle, prefill only and prefill + decode", "[to
     c.options.keyframe_interval = 32;
     c.policy = relative_threshold{0.3f};
     auto const in = c.inputs();
-    eval_settings s;
-    s.options = c.options;
-    s.policy = c.policy;
-    s.prompt = prompt;
-    if (values)
-        s.value_theta = 0.05f;
-    eval_result const r = evaluate(in, s);
-
-    std::vector<float> expected;
-    auto view = in.make_output(expected);
-    if (values)
-        reference::hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, c.options, c.policy, fixed_threshold{0.05f});
-    else
-        reference::hybrid_attention(in.q_view(), in.k_view(), in.v_view(), view, c.options, c.policy);
+    eval_result const r = evaluate(in, settings_of(c, prompt, values));
+    auto const expected = oracle_of<float>(in, c, values);
     INFO("prompt " << prompt << (values ? " with delta values" : ""));
     CHECK(max_abs_diff(r.out, expected) <= tolerance(expected));
 
@@ -311,4 +325,42 @@ TEST_CASE("evaluate with --int8-queries matches the oracle of int8 decode steps 
     }
     CHECK(worst <= r.score_bound);
     CHECK(worst > 0);
+}
+
+TEST_CASE("evaluate on binary16 storage matches the fp16 oracle, and splits off the rounding", "[tools][eval][fp16]")
+{
+    bool const values = GENERATE(false, true);
+    attention_case c = eval_case();
+    c.options.keyframe_interval = 32;
+    c.policy = relative_threshold{0.3f};
+    auto const in = c.inputs();
+    eval_settings s = settings_of(c, 50, values);
+    s.f16 = true;
+    eval_result const r = evaluate(in, s);
+
+    // The output is the fp16 oracle's; errors are against fp32 dense, and the dense step on
+    // binary16 K/V carries the rounding alone.
+    auto const expected = oracle_of<float16>(in, c, values);
+    INFO((values ? "with delta values" : "keys only"));
+    CHECK(max_abs_diff(r.out, expected) <= tolerance(expected));
+    auto const dense = oracle_dense(in);
+    CHECK(r.max_abs_error == Approx(max_abs_diff(r.out, dense)).margin(1e-6));
+    std::vector<float> rounded;
+    auto rounded_view = in.make_output(rounded);
+    qkv_data halves = in;
+    halves.k = rounded_to_half(in.k);
+    halves.v = rounded_to_half(in.v);
+    reference::dense_attention(halves.q_view(), halves.k_view(), halves.v_view(), rounded_view);
+    CHECK(r.storage_max_abs_error == Approx(max_abs_diff(rounded, dense)).margin(1e-6));
+    CHECK(r.storage_rel_error > 0.0);
+    CHECK(r.storage_rel_error < r.rel_error);  // the deltas add to the rounding on this data
+
+    // Bytes against a binary16 cache; the sparsity of the rows binary16 caches keep.
+    CHECK(r.kcache_dense_bytes_per_token == sizeof(float16) * c.kv_heads * c.dim);
+    CHECK(r.kcache_bytes_per_token == Approx(static_cast<double>(r.stats.kcache_bytes) / c.positions));
+    auto const rows = reference::build_delta_rows<float16>(in.k_view().head(0), c.policy);
+    CHECK(r.per_head[0].attention_sparsity == Approx(reference::stage_work(0, c.positions - 1, 1, rows, c.options).sparsity()).epsilon(1e-12));
+
+    dense_baseline const fp32 = run_dense(in, s.prompt, s.options.scale, 1);  // a baseline of another storage is refused by name
+    CHECK_THROWS_WITH(evaluate(in, s, &fp32), contains("deltaattn: dense:"));
 }

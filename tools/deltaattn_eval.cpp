@@ -4,7 +4,7 @@
 //   deltaattn-eval run   --q Q.npy --k K.npy --v V.npy [--out O.npy] [--json STATS.json] [flags]
 //                        flags: the policy flags (tools/policy_flags.hpp; --policy quant --bits B
 //                        --scale-group G --keyframes R [--value-bits B] for SPEC.md §10),
-//                        --prompt P, --threads T, --baseline q8_0|q4_0
+//                        --prompt P, --threads T, --baseline q8_0|q4_0, --storage f32|f16
 //   deltaattn-eval sweep --q Q.npy --k K.npy --v V.npy --csv OUT.csv [--thetas a,b | --sparsities a,b] [--png P.png]
 //   deltaattn-eval synth --dir DIR [--positions N --q-heads H --kv-heads H --dim D]
 //
@@ -36,6 +36,7 @@ namespace
         std::optional<std::size_t> prompt;
         std::size_t threads = 1;
         std::string baseline;  ///< q8_0 | q4_0: block quantization without exact sets, for comparison
+        std::string storage = "f32";  ///< f32 | f16: the caches' element, and the dense step's K/V
     };
 
     /// A quant policy's description, e.g. "quant b4 g32 R256" (" int8q" with int8 queries).
@@ -63,6 +64,9 @@ namespace
             s.baseline = quant_codec{r.baseline == "q8_0" ? 8u : 4u, 32, 1};
         else if (!r.baseline.empty())
             throw std::invalid_argument("--baseline: q8_0 or q4_0 (got " + r.baseline + ")");
+        if (r.storage != "f32" && r.storage != "f16")
+            throw std::invalid_argument("--storage: f32 or f16 (got " + r.storage + ")");
+        s.f16 = r.storage == "f16";
         if (r.prompt)
             s.prompt = *r.prompt;
         s.threads = std::max<std::size_t>(1, r.threads);
@@ -177,6 +181,8 @@ namespace
         j << "  \"policy\": \"" << (s.key_codec ? describe_codec(*s.key_codec) : describe(s.policy)) << "\", \"window\": " << s.options.window << ", \"sinks\": " << s.options.sinks
           << ", \"keyframe_interval\": " << s.options.keyframe_interval << ", \"prompt\": " << r.prompt << ",\n";
         j << "  \"value_theta\": " << (values ? number(*s.value_theta) : "null") << ",\n";
+        // the caches' element; with f16, the dense step on binary16 K/V against fp32 dense
+        j << "  \"storage\": \"" << (s.f16 ? "f16" : "f32") << "\", \"storage_rel_error\": " << (s.f16 ? number(r.storage_rel_error) : "null") << ",\n";
         double const na = std::numeric_limits<double>::quiet_NaN();  // written null: SPEC §10's rows have no sparsity
         j << "  \"attention_sparsity\": " << number(s.key_codec ? na : both.sparsity()) << ",\n";
         j << "  \"delta_sparsity\": " << number(s.key_codec ? na : r.stats.keys.sparsity()) << ",\n";
@@ -234,6 +240,10 @@ namespace
         if (s.value_theta)
             std::printf("  value sparsity %.1f%%, total sparsity %.1f%%\n", 100 * both.value_sparsity(), 100 * both.total_sparsity());
         std::printf("  error vs dense: max |Δo| %.3e, relative %.3e; score bound %s\n", r.max_abs_error, r.rel_error, number(r.score_bound).c_str());
+        if (s.f16)
+            std::printf("  storage binary16: dense on binary16 K/V vs fp32, max |Δo| %.3e, relative %.3e (the rounding alone); times "
+                        "against that dense step\n",
+                        r.storage_max_abs_error, r.storage_rel_error);
         std::printf("  K cache %.1f B/token (dense %.1f)%s\n", r.kcache_bytes_per_token, r.kcache_dense_bytes_per_token,
                     s.value_theta || s.key_codec ? (", V cache " + std::to_string(static_cast<long>(std::lround(r.vcache_bytes_per_token))) + " B/token").c_str() : "");
         std::printf("  time: dense %.4f s, hybrid %.4f s (ratio %.2fx); prefill %.4f / %.4f s, decode %.4f / %.4f s\n", r.time_dense_s,
@@ -279,6 +289,8 @@ int main(int argc, char** argv)
             ->check(whole_number);
         sub->add_option("--threads", extra.threads, "worker threads")->capture_default_str()->check(whole_number);
         sub->add_option("--baseline", extra.baseline, "q8_0 | q4_0: also report block quantization of every position, no exact sets");
+        sub->add_option("--storage", extra.storage, "f32 | f16: caches in binary16, timed against dense on binary16 K/V (errors against fp32 dense)")
+            ->capture_default_str();
     };
     CLI::App* run = app.add_subcommand("run", "one setting: summary on stdout, optional output and JSON statistics");
     add_inputs(run);
@@ -353,7 +365,7 @@ int main(int argc, char** argv)
             flags.policy = "target";
         std::string csv = "threshold,attention_sparsity,delta_sparsity,rel_error,time_ratio\n";
         eval_settings const first = make_settings(flags, extra, *sweep);
-        dense_baseline const dense = run_dense(in, first.prompt, first.options.scale, first.threads);  // once for every point
+        dense_baseline const dense = run_dense(in, first.prompt, first.options.scale, first.threads, first.f16);  // once for every point
         for (std::size_t p = 0; p < points.size(); ++p)
         {
             (by_sparsity ? flags.parameters.sparsity : flags.policy == "relative" ? flags.parameters.ratio : flags.parameters.theta) = points[p];

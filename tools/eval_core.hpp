@@ -19,6 +19,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace deltaattn_tools
@@ -38,6 +39,9 @@ namespace deltaattn_tools
         /// Also report llama.cpp-style block quantization (this codec, R = 1, on K and V
         /// at every position but the diagonal: sinks 1, window 1) on the same input.
         std::optional<quant_codec> baseline;
+        /// Binary16 storage: the _f16 caches, timed against the dense step on binary16 K/V
+        /// (the storage an engine would compare with); errors still against fp32 dense.
+        bool f16 = false;
     };
 
     /// The error of a baseline codec applied without exact sets.
@@ -70,6 +74,9 @@ namespace deltaattn_tools
         double time_dense_s = 0, time_hybrid_s = 0;  ///< both stages
         stage_seconds dense_time, hybrid_time;         ///< per stage
         std::vector<head_figures> per_head;  ///< per query head
+        /// With f16: the dense step on binary16 K/V against fp32 dense (the rounding alone,
+        /// the part of rel_error no delta policy causes); 0 for fp32 storage.
+        double storage_max_abs_error = 0, storage_rel_error = 0;
         double bits_per_value = 0, value_bits_per_value = 0;  ///< quant: stored bits of a far K (V) value
         std::optional<baseline_figures> baseline;
     };
@@ -183,23 +190,54 @@ namespace deltaattn_tools
             return bound;
         }
 
-        /// Prefill of [0, prompt) then decode steps, on a cache of either kind; returns the
-        /// seconds of each stage.
-        template <class Cache>
-        stage_seconds run_cache(Cache& cache, qkv_data const& in, std::size_t prompt, bool values_owned, tensor_view<float> out, attention_stats& stats)
+        /// Prefill of [0, prompt) then decode steps, on a cache of any kind; `v` is what its
+        /// calls take (fp32 values it stores itself, or the engine's V cache it reads in
+        /// place, then every position so far). Returns the seconds of each stage.
+        template <class Cache, class V>
+        stage_seconds run_cache(Cache& cache, qkv_data const& in, tensor_view<const V> v, std::size_t prompt, bool values_owned, tensor_view<float> out,
+                                attention_stats& stats)
         {
             stage_seconds t;
             auto const t0 = clock_type::now();
             std::size_t const n = in.shape.positions;
             if (prompt > 0)
-                cache.prefill(in.q_view().slice_positions(0, prompt), in.k_view().slice_positions(0, prompt), in.v_view().slice_positions(0, prompt),
+                cache.prefill(in.q_view().slice_positions(0, prompt), in.k_view().slice_positions(0, prompt), v.slice_positions(0, prompt),
                               out.slice_positions(0, prompt), &stats);
             t.prefill = since(t0);
             auto const t1 = clock_type::now();
             for (std::size_t i = prompt; i < n; ++i)  // values: the step's own, or every position so far
                 cache.decode(in.q_view().slice_positions(i, 1), in.k_view().slice_positions(i, 1),
-                             in.v_view().slice_positions(values_owned ? i : 0, values_owned ? 1 : i + 1), out.slice_positions(i, 1), &stats);
+                             v.slice_positions(values_owned ? i : 0, values_owned ? 1 : i + 1), out.slice_positions(i, 1), &stats);
             t.decode = prompt < n ? since(t1) : 0.0;
+            return t;
+        }
+
+        /// K or V rounded to binary16, token-major as `qkv_data` holds them.
+        inline std::vector<float16> halves_of(std::vector<float> const& x)
+        {
+            std::vector<float16> h(x.size());
+            std::transform(x.begin(), x.end(), h.begin(), from_float<float16>);
+            return h;
+        }
+
+        /// Dense attention on K/V views of element T with the evaluation's schedule: a
+        /// prefill of [0, prompt), then decode steps. Returns the seconds of each stage.
+        template <class T>
+        stage_seconds dense_schedule(qkv_data const& in, tensor_view<const T> k, tensor_view<const T> v, std::size_t prompt, float scale,
+                                     parallel_executor const& executor, tensor_view<float> out)
+        {
+            attention_workspace ws;
+            stage_seconds t;
+            auto const t0 = clock_type::now();
+            if (prompt > 0)
+                dense_attention(in.q_view().slice_positions(0, prompt), k.slice_positions(0, prompt), v.slice_positions(0, prompt),
+                                out.slice_positions(0, prompt), scale, ws, nullptr, executor);
+            t.prefill = since(t0);
+            auto const t1 = clock_type::now();
+            for (std::size_t i = prompt; i < in.shape.positions; ++i)
+                dense_attention(in.q_view().slice_positions(i, 1), k.slice_positions(0, i + 1), v.slice_positions(0, i + 1), out.slice_positions(i, 1),
+                                scale, ws, nullptr, executor);
+            t.decode = prompt < in.shape.positions ? since(t1) : 0.0;
             return t;
         }
     }  // namespace eval_detail
@@ -208,32 +246,34 @@ namespace deltaattn_tools
     /// steps): the baseline every figure is measured against.
     struct dense_baseline
     {
-        std::vector<float> out;
-        double seconds = 0;  ///< both stages
+        std::vector<float> out;  ///< fp32 dense: what every error is measured against
+        double seconds = 0;      ///< both stages of the dense step on the storage's K/V
         stage_seconds stages;
         std::size_t prompt = 0;
         float scale = 0;
+        bool f16 = false;
+        std::vector<float> storage_out;  ///< with f16: dense on binary16 K/V
     };
 
-    inline dense_baseline run_dense(qkv_data const& in, std::size_t prompt, float scale, std::size_t threads)
+    /// Dense attention of `in`: fp32, and with `f16` also on binary16 K/V, which is then
+    /// the one timed (hybrid on binary16 caches is compared with dense on binary16 K/V).
+    inline dense_baseline run_dense(qkv_data const& in, std::size_t prompt, float scale, std::size_t threads, bool f16 = false)
     {
         dense_baseline b;
         b.prompt = std::min(prompt, in.shape.positions);
         b.scale = scale;
-        auto const out = in.make_output(b.out);
+        b.f16 = f16;
         thread_pool pool(std::max<std::size_t>(1, threads));
         parallel_executor const executor = pool.executor();
-        attention_workspace ws;
-        auto const t0 = eval_detail::clock_type::now();
-        if (b.prompt > 0)
-            dense_attention(in.q_view().slice_positions(0, b.prompt), in.k_view().slice_positions(0, b.prompt),
-                            in.v_view().slice_positions(0, b.prompt), out.slice_positions(0, b.prompt), scale, ws, nullptr, executor);
-        b.stages.prefill = eval_detail::since(t0);
-        auto const t1 = eval_detail::clock_type::now();
-        for (std::size_t i = b.prompt; i < in.shape.positions; ++i)
-            dense_attention(in.q_view().slice_positions(i, 1), in.k_view().slice_positions(0, i + 1), in.v_view().slice_positions(0, i + 1),
-                            out.slice_positions(i, 1), scale, ws, nullptr, executor);
-        b.stages.decode = b.prompt < in.shape.positions ? eval_detail::since(t1) : 0.0;
+        b.stages = eval_detail::dense_schedule(in, in.k_view(), in.v_view(), b.prompt, scale, executor, in.make_output(b.out));
+        if (f16)
+        {
+            std::vector<float16> const k = eval_detail::halves_of(in.k), v = eval_detail::halves_of(in.v);
+            auto const& shape = in.shape;
+            b.stages = eval_detail::dense_schedule(in, make_token_major(k.data(), shape.positions, shape.kv_heads, shape.dim),
+                                                   make_token_major(v.data(), shape.positions, shape.kv_heads, shape.dim), b.prompt, scale, executor,
+                                                   in.make_output(b.storage_out));
+        }
         b.seconds = b.stages.total();
         return b;
     }
@@ -260,40 +300,59 @@ namespace deltaattn_tools
         if (s.baseline)
             validate_codec(*s.baseline, d, "baseline", "baseline");
         r.prompt = std::min(s.prompt, n);
-        DELTAATTN_REQUIRE(!given || (given->prompt == r.prompt && given->scale == s.options.scale && given->out.size() == r.out.size()), "dense",
-                        "the baseline was run with another prompt, scale or shape");
-        dense_baseline const own = given ? dense_baseline{} : run_dense(in, r.prompt, s.options.scale, s.threads);
-        std::vector<float> const& dense = given ? given->out : own.out;
-        r.dense_time = given ? given->stages : own.stages;
+        DELTAATTN_REQUIRE(!given || (given->prompt == r.prompt && given->scale == s.options.scale && given->out.size() == r.out.size() &&
+                                     given->f16 == s.f16),
+                          "dense", "the baseline was run with another prompt, scale, shape or storage");
+        dense_baseline const own = given ? dense_baseline{} : run_dense(in, r.prompt, s.options.scale, s.threads, s.f16);
+        dense_baseline const& base = given ? *given : own;
+        std::vector<float> const& dense = base.out;
+        r.dense_time = base.stages;
 
         thread_pool pool(s.threads);
         parallel_executor const executor = pool.executor();
+        std::vector<float16> const v16 = s.f16 && !s.key_codec && !s.value_theta ? eval_detail::halves_of(in.v) : std::vector<float16>{};
+        auto const run_hybrid = [&](auto element) {  // on caches of this storage element
+            using T = decltype(element);
+            if (s.key_codec)
+            {
+                basic_layer_quant_cache<T> cache(hkv, d, std::max<std::size_t>(n, 1), s.options, *s.key_codec, s.value_codec);
+                cache.set_executor(executor);
+                r.hybrid_time = eval_detail::run_cache(cache, in, in.v_view(), r.prompt, true, out, r.stats);
+            }
+            else if (s.value_theta)
+            {
+                basic_layer_kv_cache<T> cache(hkv, d, std::max<std::size_t>(n, 1), s.options, s.policy, fixed_threshold{*s.value_theta});
+                cache.set_executor(executor);
+                r.hybrid_time = eval_detail::run_cache(cache, in, in.v_view(), r.prompt, true, out, r.stats);
+            }
+            else
+            {
+                basic_layer_key_cache<T> cache(hkv, d, std::max<std::size_t>(n, 1), s.options, s.policy);
+                cache.set_executor(executor);
+                tensor_view<const T> v = [&] {  // the engine's V cache, read in place: binary16 with f16
+                    if constexpr (std::is_same<T, float16>::value)
+                        return make_token_major(v16.data(), n, hkv, d);
+                    else
+                        return in.v_view();
+                }();
+                r.hybrid_time = eval_detail::run_cache(cache, in, v, r.prompt, false, out, r.stats);
+            }
+        };
+        if (s.f16)
+            run_hybrid(float16{});
+        else
+            run_hybrid(0.0f);
         if (s.key_codec)
         {
-            layer_quant_cache cache(hkv, d, std::max<std::size_t>(n, 1), s.options, *s.key_codec, s.value_codec);
-            cache.set_executor(executor);
-            r.hybrid_time = eval_detail::run_cache(cache, in, r.prompt, true, out, r.stats);
             r.bits_per_value = s.key_codec->bits_per_value(d);
-            r.value_bits_per_value = s.value_codec ? s.value_codec->bits_per_value(d) : 32.0;
-        }
-        else if (s.value_theta)
-        {
-            layer_kv_cache cache(hkv, d, std::max<std::size_t>(n, 1), s.options, s.policy, fixed_threshold{*s.value_theta});
-            cache.set_executor(executor);
-            r.hybrid_time = eval_detail::run_cache(cache, in, r.prompt, true, out, r.stats);
-        }
-        else
-        {
-            layer_key_cache cache(hkv, d, std::max<std::size_t>(n, 1), s.options, s.policy);
-            cache.set_executor(executor);
-            r.hybrid_time = eval_detail::run_cache(cache, in, r.prompt, false, out, r.stats);
+            r.value_bits_per_value = s.value_codec ? s.value_codec->bits_per_value(d) : 8.0 * (s.f16 ? sizeof(float16) : sizeof(float));
         }
         r.time_dense_s = r.dense_time.total();
         r.time_hybrid_s = r.hybrid_time.total();
 
         double const tokens = static_cast<double>(std::max<std::size_t>(n, 1));
         r.kcache_bytes_per_token = static_cast<double>(r.stats.kcache_bytes) / tokens;
-        r.kcache_dense_bytes_per_token = static_cast<double>(sizeof(float) * hkv * d);
+        r.kcache_dense_bytes_per_token = static_cast<double>((s.f16 ? sizeof(float16) : sizeof(float)) * hkv * d);
         bool const values_cached = s.value_theta || s.key_codec;
         r.vcache_bytes_per_token = values_cached ? static_cast<double>(r.stats.vcache_bytes) / tokens : r.kcache_dense_bytes_per_token;
         r.vcache_dense_bytes_per_token = r.kcache_dense_bytes_per_token;
@@ -301,13 +360,20 @@ namespace deltaattn_tools
         eval_detail::error_figures const all = eval_detail::errors(r.out, dense, r.out.size(), [](std::size_t i) { return i; });
         r.max_abs_error = all.max_abs;
         r.rel_error = all.relative;
+        if (s.f16)
+        {
+            eval_detail::error_figures const storage = eval_detail::errors(base.storage_out, dense, dense.size(), [](std::size_t i) { return i; });
+            r.storage_max_abs_error = storage.max_abs;
+            r.storage_rel_error = storage.relative;
+        }
         std::vector<reference::delta_rows> rows;
         if (s.key_codec)
             r.score_bound = eval_detail::quant_score_bound(in, *s.key_codec, s.options);
         else
         {
-            for (std::size_t kv = 0; kv < hkv; ++kv)
-                rows.push_back(reference::build_delta_rows(in.k_view().head(kv), s.policy));
+            for (std::size_t kv = 0; kv < hkv; ++kv)  // the rows the caches keep
+                rows.push_back(s.f16 ? reference::build_delta_rows<float16>(in.k_view().head(kv), s.policy)
+                                     : reference::build_delta_rows(in.k_view().head(kv), s.policy));
             r.score_bound = eval_detail::score_bound(in, rows, s.options);
         }
         for (std::size_t h = 0; h < hq; ++h)
