@@ -410,17 +410,16 @@ namespace deltaattn
                                 auto const* value = word_values(row, word);
                                 DELTAATTN_UNROLL
                                 for (std::size_t g = 0; g < groups; ++g)
-                                {
-                                    if (decltype(partial)::value && g >= live)  // past d
-                                        break;
-                                    // Empty groups are expanded too (to zeros): at 80% delta
-                                    // sparsity 3% of them are empty, and a branch that skipped them
-                                    // mispredicted enough to make the step slower than at 60%.
-                                    reg const delta = expand_word_group<Arch, Form>(row.mask + word, g, value);
-                                    DELTAATTN_UNROLL
-                                    for (std::size_t h = 0; h < H; ++h)
-                                        acc[h] = ops::fma(qw[h][g], delta, acc[h]);
-                                }
+                                    if (!decltype(partial)::value || g < live)  // (not a break: clang would not unroll)
+                                    {
+                                        // Empty groups are expanded too (to zeros): at 80% delta
+                                        // sparsity 3% of them are empty, and a branch that skipped them
+                                        // mispredicted enough to make the step slower than at 60%.
+                                        reg const delta = expand_word_group<Arch, Form>(row.mask + word, g, value);
+                                        DELTAATTN_UNROLL
+                                        for (std::size_t h = 0; h < H; ++h)
+                                            acc[h] = ops::fma(qw[h][g], delta, acc[h]);
+                                    }
                             }
                             DELTAATTN_UNROLL
                             for (std::size_t h = 0; h < H; ++h)
@@ -624,13 +623,12 @@ namespace deltaattn
                             weights[h] = ops::broadcast(suffix[i][h]);
                         std::size_t const live = live_groups<Arch>(d, word);
                         for (std::size_t g = 0; g < groups; ++g)
-                        {
-                            if (decltype(partial)::value && g >= live)  // past d
-                                break;
-                            reg const delta = expand_word_group<Arch, Form>(row.mask + word, g, value);  // empty groups too (scores_by_words)
-                            for (std::size_t h = 0; h < H; ++h)
-                                acc[h][g] = ops::fma(weights[h], delta, acc[h][g]);
-                        }
+                            if (!decltype(partial)::value || g < live)  // past d: not a live register
+                            {
+                                reg const delta = expand_word_group<Arch, Form>(row.mask + word, g, value);  // empty groups too (scores_by_words)
+                                for (std::size_t h = 0; h < H; ++h)
+                                    acc[h][g] = ops::fma(weights[h], delta, acc[h][g]);
+                            }
                     });
                     b1 = b0;
                 }
